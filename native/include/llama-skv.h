@@ -1,5 +1,16 @@
-// SentenceKV: sentence-level semantic KV cache for llama.cpp (arXiv 2504.00970).
-// Flat C API; every symbol is prefixed llama_skv_. See native/README.md.
+// SentenceKV: sentence-level semantic KV cache for llama.cpp (Zhu et al., arXiv 2504.00970).
+//
+// The K/V of the full-attention layers ("SKV layers") live in host RAM. Every closed sentence keeps one semantic
+// vector per SKV layer and KV head (the mean of its post-RoPE keys) in a tensor on the layer's compute device, and a
+// fixed-size staging K/V (S_max rows = budget padded to 256) sits beside it. A decode step (one token) of an SKV
+// layer attends only the staged rows: sink + ring of recent tokens + the selected sentences' tokens, under a
+// per-slot mask. Prefill (more than one token per ubatch) is dense, as upstream.
+//
+// Flat C API; every symbol is prefixed llama_skv_. Status codes returned by the int32_t functions:
+//    0 (or a count >= 0) success
+//   -1 LLAMA_SKV_ERR_NOT_ENABLED   the context has no SentenceKV cache
+//   -2 LLAMA_SKV_ERR_INVALID       an argument is out of range (nothing was changed)
+//   -3 LLAMA_SKV_ERR_INTERNAL      an internal failure (logged); the cache stays usable
 #pragma once
 
 #include "llama.h"
@@ -11,8 +22,84 @@
 extern "C" {
 #endif
 
-// Version string of the SentenceKV native patch, e.g. "skv 0.1.0". Static storage; never NULL.
+#define LLAMA_SKV_ERR_NOT_ENABLED (-1)
+#define LLAMA_SKV_ERR_INVALID     (-2)
+#define LLAMA_SKV_ERR_INTERNAL    (-3)
+
+// disk/ABI values: never renumber
+enum llama_skv_policy {
+    LLAMA_SKV_POLICY_FULL     = 0, // dense attention over the whole cache (upstream behaviour)
+    LLAMA_SKV_POLICY_WINDOW   = 1, // sink + ring only (StreamingLLM)
+    LLAMA_SKV_POLICY_CHUNK    = 2, // fixed-size pseudo-sentences of the mean sentence length (ablation)
+    LLAMA_SKV_POLICY_SENTENCE = 3, // SentenceKV
+};
+
+struct llama_skv_params {
+    int32_t policy;           // enum llama_skv_policy
+    int32_t budget;           // tau: tokens attended per decode step in an SKV layer, sink + ring included
+    int32_t sink;             // first tokens always attended
+    int32_t ring;             // most recent tokens always attended (the current token included)
+    int32_t min_query_tokens; // queries of a new query sentence needed before the selection changes (>= 1)
+    int32_t max_sentence_len; // longer sentences are split into pieces of at most this many tokens (>= 1)
+};
+
+struct llama_skv_stats {
+    int64_t host_kv_bytes;        // K/V bytes of the SKV layers, read from their (host) buffers
+    int64_t device_vec_bytes;     // semantic-vector buffer bytes (on the layers' device)
+    int64_t device_stage_bytes;   // staging K/V buffer bytes (on the layers' device)
+    int64_t full_kv_bytes;        // K/V bytes of every layer of the context's cache (SKV and others)
+    int64_t rows_uploaded_last;   // staged (row, head) copies written before the last decode step
+    int64_t rows_uploaded_total;  // the same, summed since the context was created
+    int64_t n_skv_steps;          // decode ubatches that ran the staged path
+    int64_t n_dense_steps;        // ubatches that ran dense attention (prefill, policy full)
+    int32_t attended_last;        // rows attended per SKV layer and head in the last staged step
+    int32_t s_max;                // staging rows per layer (budget padded to 256)
+    int32_t n_sentences;          // closed entries of the active index (sentences or chunks)
+    int32_t n_layers;             // SKV layers
+    int32_t n_head_kv;            // KV heads of an SKV layer
+    int32_t head_dim;             // K head size of an SKV layer
+    int32_t sent_cap;             // capacity of the semantic-vector table
+    int32_t on_device;            // 1 if vectors + staging sit in a non-host (GPU) buffer
+};
+
+// Version string of the native patch, e.g. "skv 0.2.0". Static storage; never NULL.
 LLAMA_API const char * llama_skv_version(void);
+
+LLAMA_API struct llama_skv_params llama_skv_default_params(void);
+
+// Turn SentenceKV on for the NEXT context created in this process (one shot, consumed by its memory creation).
+// sent_cap: capacity of the sentence table (0: n_ctx / 6). The environment variable LLAMA_SKV=1 does the same
+// with default parameters for every context (for llama.cpp's own tools). Requires flash attention (V not
+// transposed) and an F16 or F32 K/V cache. Returns 0, or -2 for invalid params.
+LLAMA_API int32_t llama_skv_request(const struct llama_skv_params * params, int32_t sent_cap);
+
+// 1 if ctx has a SentenceKV cache, else 0.
+LLAMA_API int32_t llama_skv_enabled(struct llama_context * ctx);
+
+// Change parameters between decode calls (no new prefill needed). budget larger than the context is clamped;
+// budget <= sink + ring, negative values, or an unknown policy return -2 and change nothing.
+LLAMA_API int32_t llama_skv_set_params(struct llama_context * ctx, const struct llama_skv_params * params);
+LLAMA_API int32_t llama_skv_get_params(struct llama_context * ctx, struct llama_skv_params * out);
+
+// Declare sentence ends: ends[i] is the position one past the last token of a sentence; strictly increasing and
+// greater than every end declared before. A sentence is indexed once all its tokens are in the cache (prompt and
+// generated text alike). Returns the number accepted, or -2 (nothing accepted) if the list is not increasing.
+LLAMA_API int32_t llama_skv_add_sentence_boundaries(struct llama_context * ctx, const int32_t * ends, int32_t n);
+
+// Closed sentences of the sentence table as [p0, p1) position pairs: writes min(n, n_max) pairs into spans
+// (2*n_max int32) and returns n (the total). Pass spans = NULL to ask for the count.
+LLAMA_API int32_t llama_skv_get_sentences(struct llama_context * ctx, int32_t * spans, int32_t n_max);
+
+// Model layer ids of the SKV layers: returns the count; writes up to n_max ids.
+LLAMA_API int32_t llama_skv_get_layers(struct llama_context * ctx, int32_t * ids, int32_t n_max);
+
+// Selection attended in the last staged decode step by SKV layer index skv_il (0..n_layers-1) and KV head:
+// index entry ids (sentences or chunks, by policy) in descending score, their accumulated scores, and tokens taken
+// (the last may be cut). Returns the count (<= n_max written), -2 for a bad layer/head.
+LLAMA_API int32_t llama_skv_get_selection(struct llama_context * ctx, int32_t skv_il, int32_t head,
+                                          int32_t * ids, float * scores, int32_t * n_tokens, int32_t n_max);
+
+LLAMA_API int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
 
 #ifdef __cplusplus
 }

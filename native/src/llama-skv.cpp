@@ -1,7 +1,1357 @@
-#include "llama-skv.h"
+// SentenceKV cache: sentence table, semantic vectors, selection and staging (see include/llama-skv.h).
+//
+// Timeline of one staged decode step at position p (one token):
+//   set_input (before compute): close the sentences whose tokens are all cached, choose the selection from the
+//     scores accumulated through step p-1 (one-step lag), copy the chosen rows from host K/V into the staging
+//     tensors, and write the per-slot mask and the ring slot of the current token.
+//   compute: the layer stores k/v of token p into the host cache (as upstream) and into its ring slot of the
+//     staging tensors, attends the S_max staging rows under the mask, and scores q_p against every semantic vector
+//     on the device.
+//   after_compute: the scores are read back and accumulated for the current query sentence.
 
-#define LLAMA_SKV_VERSION "0.1.0"
+#include "llama-skv-impl.h"
+
+#include "llama-impl.h"
+#include "llama-graph.h"
+#include "llama-kv-cache.h"
+#include "llama-kv-cache-iswa.h"
+#include "llama-model.h"
+#include "llama-batch.h"
+
+#include "ggml.h"
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <mutex>
+#include <numeric>
+
+#define LLAMA_SKV_VERSION "0.2.0"
+
+static constexpr int32_t SKV_PAD = 256;
+
+static int32_t skv_pad(int32_t n) {
+    return ((n + SKV_PAD - 1) / SKV_PAD) * SKV_PAD;
+}
+
+//
+// the one-shot request
+//
+
+static std::mutex        g_skv_mutex;
+static bool              g_skv_pending  = false;
+static llama_skv_params  g_skv_params   = {};
+static int32_t           g_skv_sent_cap = 0;
+
+static llama_skv_params skv_default_params() {
+    llama_skv_params p;
+    p.policy           = LLAMA_SKV_POLICY_SENTENCE;
+    p.budget           = 1024;
+    p.sink             = 32;
+    p.ring             = 64;
+    p.min_query_tokens = 1;
+    p.max_sentence_len = 128;
+    return p;
+}
+
+static bool skv_params_valid(const llama_skv_params & p) {
+    if (p.policy < LLAMA_SKV_POLICY_FULL || p.policy > LLAMA_SKV_POLICY_SENTENCE) {
+        return false;
+    }
+    if (p.budget < 0 || p.sink < 0 || p.ring < 1 || p.min_query_tokens < 1 || p.max_sentence_len < 1) {
+        return false;
+    }
+    // the budget counts sink + ring: it must leave room for at least one sentence token
+    return (int64_t) p.budget > (int64_t) p.sink + p.ring;
+}
+
+//
+// the graph input of one graph
+//
+
+struct llama_skv_cache;
+
+class llm_graph_input_skv : public llm_graph_input_i {
+public:
+    explicit llm_graph_input_skv(llama_skv_cache * skv) : skv(skv) {}
+
+    void set_input(const llama_ubatch * ubatch) override;
+    bool can_reuse(const llm_graph_params & params) override;
+
+    llama_skv_cache * skv;
+
+    bool     staged   = false; // decode regime: attention over the staging rows
+    int32_t  s_max    = 0;
+    int32_t  n_vec    = 0;     // semantic vectors scored in-graph (padded)
+    uint64_t gen      = 0;     // staging buffer generation
+    float    kq_scale = 1.0f;
+
+    ggml_tensor * mask     = nullptr; // [s_max, 1] F16
+    ggml_tensor * ring_idx = nullptr; // [1] I64
+
+    std::vector<ggml_tensor *> scores; // per SKV layer: [n_vec, 1, n_head] F32 (staged regime)
+    std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
+};
+
+//
+// the cache
+//
+
+struct skv_span {
+    int32_t p0;
+    int32_t p1;
+};
+
+struct skv_pick {
+    int32_t id;
+    float   score;
+    int32_t n_tok;
+};
+
+struct skv_layer {
+    int32_t il;
+
+    ggml_tensor * k; // host cache
+    ggml_tensor * v;
+
+    ggml_tensor * vec     = nullptr; // [n_embd_k_gqa, sent_cap] on the device
+    ggml_tensor * stage_k = nullptr; // [n_embd_k_gqa, s_max]
+    ggml_tensor * stage_v = nullptr; // [n_embd_v_gqa, s_max]
+
+    std::vector<float> vec_host; // mirror of vec (same rounding), [sent_cap][n_embd_k_gqa]
+    std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
+    std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
+
+    std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] current selection
+    std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][n_slot_sent] position held, -1 empty
+};
+
+struct llama_skv_cache {
+    const llama_model    & model;
+    const llama_hparams  & hparams;
+    const llama_kv_cache & kv;
+
+    llama_skv_params params;
+
+    int32_t kv_size   = 0;
+    int32_t sent_cap  = 0;
+    int32_t n_head    = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim  = 0;
+    int32_t head_dim_v = 0;
+    int32_t s_max     = 0;
+    uint64_t gen      = 0;
+    bool    on_device = false;
+
+    ggml_type type_k = GGML_TYPE_F16;
+    ggml_type type_v = GGML_TYPE_F16;
+    ggml_type type_vec = GGML_TYPE_F16;
+
+    ggml_backend_buffer_type_t buft = nullptr;
+
+    ggml_context_ptr        ctx_vec;
+    ggml_backend_buffer_ptr buf_vec;
+    ggml_context_ptr        ctx_stage;
+    ggml_backend_buffer_ptr buf_stage;
+
+    std::vector<skv_layer> layers;
+
+    // sentence table
+    std::vector<int32_t>  ends;       // declared ends, increasing
+    size_t                i_end = 0;  // first declared end not yet consumed
+    std::vector<skv_span> sents;      // closed sentences (pieces of at most max_sentence_len)
+    int32_t               open_start = 0;
+
+    // chunk table (policy chunk)
+    int32_t               chunk_len = 0;
+    std::vector<skv_span> chunks;
+
+    // the index whose vectors are on the device
+    int32_t n_vec      = 0;     // vectors computed for the active index
+    bool    vec_chunks = false; // the active index is the chunk table
+    bool    vec_dirty  = false; // every vector must be recomputed (positions moved)
+
+    // query state
+    int32_t n_query   = 0;     // queries accumulated for the current query sentence
+    bool    has_seed  = false; // seed scores pending for the next step
+    bool    has_sel   = false;
+
+    int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
+    int32_t ring_next = -1;    // the sink/ring staging is valid for a step at this position
+
+    std::vector<int32_t> pos2cell;
+    std::vector<int32_t> mark;  // scratch [kv_size]
+    std::vector<ggml_fp16_t> mask_host;
+
+    llama_skv_stats stats = {};
+
+    bool warned_cap = false;
+
+    llama_skv_cache(const llama_model & model, const llama_hparams & hparams, const llama_kv_cache & kv)
+        : model(model), hparams(hparams), kv(kv) {}
+
+    //
+    // index
+    //
+
+    const std::vector<skv_span> & active() const { return vec_chunks ? chunks : sents; }
+
+    bool staged_regime(uint32_t n_tokens) const {
+        return n_tokens == 1 && params.policy != LLAMA_SKV_POLICY_FULL;
+    }
+
+    int32_t budget_eff() const {
+        return std::min(params.budget, kv_size);
+    }
+
+    void reset() {
+        ends.clear();
+        i_end = 0;
+        sents.clear();
+        chunks.clear();
+        open_start = 0;
+        n_vec      = 0;
+        vec_dirty  = false;
+        n_cached   = 0;
+        ring_next  = -1;
+        pos2cell.clear();
+        reset_query();
+        has_seed = false;
+        has_sel  = false;
+        for (auto & l : layers) {
+            for (auto & s : l.sel) {
+                s.clear();
+            }
+            for (auto & sp : l.slot_pos) {
+                std::fill(sp.begin(), sp.end(), -1);
+            }
+        }
+    }
+
+    void reset_query() {
+        n_query = 0;
+        for (auto & l : layers) {
+            std::fill(l.acc.begin(), l.acc.end(), 0.0f);
+        }
+    }
+
+    // close the sentences whose tokens are all in [0, n)
+    // returns true if at least one entry of the active index was added
+    bool close_ready(int32_t n) {
+        const size_t n_before = active().size();
+        const int32_t max_len = params.max_sentence_len;
+        while (true) {
+            while (i_end < ends.size() && ends[i_end] <= open_start) {
+                i_end++;
+            }
+            const int32_t end   = i_end < ends.size() ? ends[i_end] : std::numeric_limits<int32_t>::max();
+            const int32_t piece = (int32_t) std::min<int64_t>(end, (int64_t) open_start + max_len);
+            if (piece > n) {
+                break;
+            }
+            add_sentence({open_start, piece});
+            open_start = piece;
+        }
+        if (chunk_len > 0) {
+            while (true) {
+                const int32_t c0 = chunks.empty() ? 0 : chunks.back().p1;
+                if (c0 + chunk_len > n) {
+                    break;
+                }
+                add_entry(chunks, {c0, c0 + chunk_len});
+            }
+        }
+        update_vectors();
+        return active().size() > n_before;
+    }
+
+    void add_sentence(skv_span s) {
+        add_entry(sents, s);
+    }
+
+    void add_entry(std::vector<skv_span> & tab, skv_span s) {
+        if ((int32_t) tab.size() < sent_cap) {
+            tab.push_back(s);
+            return;
+        }
+        // table full: the last entry grows (its vector is recomputed)
+        if (!warned_cap) {
+            LLAMA_LOG_WARN("%s: SentenceKV table full (%d entries): merging further sentences into the last one\n",
+                    __func__, sent_cap);
+            warned_cap = true;
+        }
+        tab.back().p1 = s.p1;
+        if (&tab == &active() && n_vec == (int32_t) tab.size()) {
+            n_vec--;
+        }
+    }
+
+    void set_chunk_mode(bool on) {
+        if (on == vec_chunks) {
+            return;
+        }
+        if (on) {
+            int64_t tot = 0;
+            for (const auto & s : sents) {
+                tot += s.p1 - s.p0;
+            }
+            chunk_len = sents.empty() ? std::max(1, params.max_sentence_len / 8)
+                                      : std::max<int32_t>(1, (int32_t) std::lround((double) tot / sents.size()));
+            chunks.clear();
+        } else {
+            chunk_len = 0;
+            chunks.clear();
+        }
+        vec_chunks = on;
+        n_vec      = 0;
+        has_sel    = false;
+        reset_query();
+        for (auto & l : layers) {
+            for (auto & s : l.sel) {
+                s.clear();
+            }
+        }
+        close_ready(n_cached);
+    }
+
+    //
+    // cells
+    //
+
+    void rebuild_pos2cell() {
+        const auto & cells = kv.get_cells(0);
+        pos2cell.assign(kv_size, -1);
+        for (uint32_t i = 0; i < cells.size(); ++i) {
+            if (cells.is_empty(i) || !cells.seq_has(i, 0)) {
+                continue;
+            }
+            const llama_pos p = cells.pos_get(i);
+            if (p >= 0 && p < kv_size) {
+                pos2cell[p] = (int32_t) i;
+            }
+        }
+    }
+
+    int32_t cell_of(int32_t pos) {
+        const auto & cells = kv.get_cells(0);
+        if (pos < 0 || pos >= kv_size) {
+            return -1;
+        }
+        if ((int32_t) pos2cell.size() == kv_size) {
+            const int32_t c = pos2cell[pos];
+            if (c >= 0 && !cells.is_empty(c) && cells.pos_get(c) == pos && cells.seq_has(c, 0)) {
+                return c;
+            }
+        }
+        // fast path: one append-only sequence keeps cell == pos
+        if ((uint32_t) pos < cells.size() && !cells.is_empty(pos) && cells.pos_get(pos) == pos && cells.seq_has(pos, 0)) {
+            if ((int32_t) pos2cell.size() == kv_size) {
+                pos2cell[pos] = pos;
+            }
+            return pos;
+        }
+        rebuild_pos2cell();
+        return pos2cell[pos];
+    }
+
+    //
+    // semantic vectors
+    //
+
+    void compute_vector(skv_layer & l, int32_t idx, skv_span s) {
+        const int32_t n_embd = n_head_kv * head_dim;
+        std::vector<float> sum(n_embd, 0.0f);
+        std::vector<float> row(n_embd);
+        int32_t n = 0;
+        for (int32_t p = s.p0; p < s.p1; ++p) {
+            const int32_t c = cell_of(p);
+            if (c < 0) {
+                continue;
+            }
+            const char * src = (const char *) l.k->data + (size_t) c * l.k->nb[1];
+            if (type_k == GGML_TYPE_F16) {
+                ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, row.data(), n_embd);
+            } else {
+                memcpy(row.data(), src, n_embd * sizeof(float));
+            }
+            for (int32_t i = 0; i < n_embd; ++i) {
+                sum[i] += row[i];
+            }
+            n++;
+        }
+        const float inv = n > 0 ? 1.0f / n : 0.0f;
+        std::vector<ggml_fp16_t> h(n_embd);
+        for (int32_t i = 0; i < n_embd; ++i) {
+            h[i] = ggml_fp32_to_fp16(sum[i] * inv);
+            l.vec_host[(size_t) idx * n_embd + i] = ggml_fp16_to_fp32(h[i]);
+        }
+        ggml_backend_tensor_set(l.vec, h.data(), (size_t) idx * l.vec->nb[1], n_embd * sizeof(ggml_fp16_t));
+    }
+
+    void update_vectors() {
+        const auto & tab = active();
+        if (vec_dirty) {
+            n_vec     = 0;
+            vec_dirty = false;
+        }
+        for (int32_t i = n_vec; i < (int32_t) tab.size(); ++i) {
+            for (auto & l : layers) {
+                compute_vector(l, i, tab[i]);
+            }
+        }
+        n_vec = (int32_t) tab.size();
+    }
+
+    //
+    // selection
+    //
+
+    void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
+        const int32_t n_embd = n_head_kv * head_dim;
+        const int32_t n_gqa  = n_head / n_head_kv;
+        out.assign((size_t) n_head_kv * sent_cap, 0.0f);
+        for (int32_t j = 0; j < n_head; ++j) {
+            const int32_t h = j / n_gqa;
+            const float * qj = q + (size_t) j * head_dim;
+            for (int32_t i = 0; i < n_vec; ++i) {
+                const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
+                float d = 0.0f;
+                for (int32_t t = 0; t < head_dim; ++t) {
+                    d += qj[t] * vi[t];
+                }
+                out[(size_t) h * sent_cap + i] += d * scale;
+            }
+        }
+    }
+
+    void select_from(skv_layer & l, const std::vector<float> & sc) {
+        const int32_t n = n_vec;
+        std::vector<int32_t> order(n);
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            const float * s = sc.data() + (size_t) h * sent_cap;
+            std::iota(order.begin(), order.end(), 0);
+            std::stable_sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b]; });
+            auto & sel = l.sel[h];
+            sel.clear();
+            for (int32_t id : order) {
+                sel.push_back({id, s[id], 0});
+            }
+        }
+    }
+
+    //
+    // staging
+    //
+
+    int32_t ring_slot(int32_t pos) const {
+        const int32_t sink = params.sink;
+        return pos < sink ? pos : sink + (pos - sink) % params.ring;
+    }
+
+    void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
+        const int32_t c = cell_of(pos);
+        const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
+        const size_t  v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+        if (c < 0) {
+            LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, pos);
+            return;
+        }
+        const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
+        const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
+        ggml_backend_tensor_set(l.stage_k, ks, (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row, k_row);
+        ggml_backend_tensor_set(l.stage_v, vs, (size_t) slot * l.stage_v->nb[1] + (size_t) h * v_row, v_row);
+        n_rows++;
+    }
+
+    // prepare the staging for a decode step of the token at position p
+    void prepare(int32_t p, llm_graph_input_skv * inp) {
+        const int32_t sink = params.sink;
+        const int32_t ring = params.ring;
+        const int32_t tau  = budget_eff();
+
+        n_cached = std::max(n_cached, p);
+        set_chunk_mode(params.policy == LLAMA_SKV_POLICY_CHUNK);
+
+        if (close_ready(p)) {
+            // a query sentence closed: its accumulated scores no longer describe the current sentence
+            reset_query();
+        }
+
+        const bool use_sel = params.policy == LLAMA_SKV_POLICY_SENTENCE || params.policy == LLAMA_SKV_POLICY_CHUNK;
+
+        if (use_sel) {
+            if (n_query >= params.min_query_tokens) {
+                for (auto & l : layers) {
+                    select_from(l, l.acc);
+                }
+                has_sel  = true;
+                has_seed = false;
+            } else if (has_seed) {
+                // first step after a prefill: seeded from the last prefilled token's queries
+                std::vector<float> sc;
+                for (auto & l : layers) {
+                    score_host(l, l.seed_q.data(), 1.0f, sc);
+                    select_from(l, sc);
+                }
+                has_sel  = true;
+                has_seed = false;
+            }
+        }
+
+        const int32_t ring_start = std::max(sink, p - ring + 1);
+        const int32_t n_slot     = tau - sink - ring;
+        const int32_t s0         = sink + ring;
+
+        int64_t n_rows = 0;
+        int32_t n_taken_all = 0;
+
+        if ((int32_t) mark.size() != kv_size) {
+            mark.assign(kv_size, -1);
+        }
+
+        for (auto & l : layers) {
+            for (int32_t h = 0; h < n_head_kv; ++h) {
+                // the wanted positions of the sentence region, in priority order
+                std::vector<int32_t> want;
+                want.reserve(n_slot);
+                auto take = [&](int32_t a, int32_t b) -> int32_t {
+                    a = std::max(a, sink);
+                    b = std::min(b, ring_start);
+                    int32_t got = 0;
+                    for (int32_t q = a; q < b && (int32_t) want.size() < n_slot; ++q) {
+                        if (cell_of(q) < 0) {
+                            continue; // removed from the cache (seq_rm in the middle)
+                        }
+                        want.push_back(q);
+                        got++;
+                    }
+                    return got;
+                };
+                if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
+                    // the open sentence's tokens outside the ring come first: it is the current context
+                    take(open_start, p);
+                }
+                auto & sel = l.sel[h];
+                if (use_sel && has_sel) {
+                    const auto & tab = active();
+                    size_t keep = 0;
+                    for (size_t i = 0; i < sel.size() && (int32_t) want.size() < n_slot; ++i) {
+                        if (sel[i].id >= (int32_t) tab.size()) {
+                            continue;
+                        }
+                        const skv_span sp = tab[sel[i].id];
+                        const int32_t got = take(sp.p0, sp.p1);
+                        if (got > 0) {
+                            sel[keep] = sel[i];
+                            sel[keep].n_tok = got;
+                            keep++;
+                        }
+                    }
+                    sel.resize(keep);
+                } else {
+                    sel.clear();
+                }
+                n_taken_all = (int32_t) want.size();
+
+                // keep the slots that already hold a wanted position, fill the others
+                auto & sp = l.slot_pos[h];
+                const int32_t m = (int32_t) want.size();
+                const int32_t stamp = p * 64 + h; // unique per (step, head) within this call
+                for (int32_t q : want) {
+                    mark[q] = stamp;
+                }
+                std::vector<int32_t> free_slots;
+                for (int32_t s = 0; s < m; ++s) {
+                    const int32_t q = sp[s];
+                    if (q >= 0 && q < kv_size && mark[q] == stamp) {
+                        mark[q] = -stamp - 1; // present
+                    } else {
+                        free_slots.push_back(s);
+                    }
+                }
+                for (int32_t s = m; s < (int32_t) sp.size(); ++s) {
+                    sp[s] = -1;
+                }
+                size_t fi = 0;
+                for (int32_t q : want) {
+                    if (mark[q] == stamp) {
+                        GGML_ASSERT(fi < free_slots.size());
+                        const int32_t s = free_slots[fi++];
+                        sp[s] = q;
+                        write_row(l, h, s0 + s, q, n_rows);
+                    }
+                    mark[q] = -1;
+                }
+                for (int32_t s = 0; s < m; ++s) {
+                    if (sp[s] >= 0) {
+                        mark[sp[s]] = -1;
+                    }
+                }
+            }
+        }
+
+        // sink and ring: refilled from the host cache after anything but a staged step at p - 1
+        if (ring_next != p) {
+            for (auto & l : layers) {
+                for (int32_t h = 0; h < n_head_kv; ++h) {
+                    for (int32_t q = 0; q < std::min(sink, p); ++q) {
+                        write_row(l, h, q, q, n_rows);
+                    }
+                    for (int32_t q = ring_start; q < p; ++q) {
+                        write_row(l, h, ring_slot(q), q, n_rows);
+                    }
+                }
+            }
+        }
+
+        // the mask: identical for every head (one plane)
+        const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f);
+        const ggml_fp16_t ninf = ggml_fp32_to_fp16(-INFINITY);
+        mask_host.assign(s_max, ninf);
+        int32_t n_live = 0;
+        for (int32_t q = 0; q < std::min(sink, p + 1); ++q) {
+            mask_host[q] = zero;
+            n_live++;
+        }
+        for (int32_t q = ring_start; q <= p; ++q) {
+            if (q >= sink) {
+                mask_host[ring_slot(q)] = zero;
+                n_live++;
+            }
+        }
+        for (int32_t s = 0; s < n_taken_all; ++s) {
+            mask_host[s0 + s] = zero;
+            n_live++;
+        }
+
+        ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, s_max * sizeof(ggml_fp16_t));
+        const int64_t slot = ring_slot(p);
+        ggml_backend_tensor_set(inp->ring_idx, &slot, 0, sizeof(slot));
+
+        stats.rows_uploaded_last   = n_rows;
+        stats.rows_uploaded_total += n_rows;
+        stats.attended_last        = n_live;
+    }
+
+    //
+    // after compute
+    //
+
+    void after(llm_graph_input_skv * inp, const llama_ubatch & ubatch) {
+        if (ubatch.n_tokens == 0) {
+            return;
+        }
+        const int32_t p_last = ubatch.pos[ubatch.n_tokens - 1];
+        n_cached = std::max(n_cached, p_last + 1);
+
+        const bool closed = close_ready(n_cached);
+
+        std::vector<float> buf;
+        if (inp->staged) {
+            stats.n_skv_steps++;
+            if (closed) {
+                reset_query();
+            }
+            const int32_t n_gqa = n_head / n_head_kv;
+            for (size_t li = 0; li < layers.size(); ++li) {
+                ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
+                if (!t || inp->n_vec == 0) {
+                    continue;
+                }
+                buf.resize(ggml_nelements(t));
+                ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+                auto & l = layers[li];
+                const int32_t nv = std::min(inp->n_vec, n_vec);
+                for (int32_t j = 0; j < n_head; ++j) {
+                    const int32_t h = j / n_gqa;
+                    const float * s = buf.data() + (size_t) j * inp->n_vec;
+                    for (int32_t i = 0; i < nv; ++i) {
+                        l.acc[(size_t) h * sent_cap + i] += s[i] * inp->kq_scale;
+                    }
+                }
+            }
+            n_query++;
+            ring_next = p_last + 1;
+        } else {
+            stats.n_dense_steps++;
+            ring_next = -1;
+            const bool prefill = ubatch.n_tokens > 1;
+            if (closed || prefill) {
+                reset_query();
+            }
+            std::vector<float> sc;
+            for (size_t li = 0; li < layers.size(); ++li) {
+                ggml_tensor * t = inp->q_last.size() > li ? inp->q_last[li] : nullptr;
+                if (!t) {
+                    continue;
+                }
+                buf.resize(ggml_nelements(t));
+                ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+                auto & l = layers[li];
+                if (prefill) {
+                    l.seed_q.resize(buf.size());
+                    for (size_t i = 0; i < buf.size(); ++i) {
+                        l.seed_q[i] = buf[i] * inp->kq_scale;
+                    }
+                } else {
+                    score_host(l, buf.data(), inp->kq_scale, sc);
+                    for (size_t i = 0; i < sc.size(); ++i) {
+                        l.acc[i] += sc[i];
+                    }
+                }
+            }
+            if (prefill) {
+                has_seed = true;
+            } else {
+                n_query++;
+            }
+        }
+    }
+
+    //
+    // memory
+    //
+
+    bool alloc_stage() {
+        const int32_t tau = budget_eff();
+        const int32_t s_new = std::min(skv_pad(tau), skv_pad(kv_size));
+        if (s_new == s_max && buf_stage) {
+            return true;
+        }
+        ggml_init_params ip = {
+            /*.mem_size   =*/ size_t(2*layers.size() + 1)*ggml_tensor_overhead(),
+            /*.mem_buffer =*/ NULL,
+            /*.no_alloc   =*/ true,
+        };
+        ggml_context_ptr ctx(ggml_init(ip));
+        if (!ctx) {
+            return false;
+        }
+        std::vector<std::pair<ggml_tensor *, ggml_tensor *>> ts;
+        for (auto & l : layers) {
+            ggml_tensor * sk = ggml_new_tensor_2d(ctx.get(), type_k, (int64_t) n_head_kv*head_dim,   s_new);
+            ggml_tensor * sv = ggml_new_tensor_2d(ctx.get(), type_v, (int64_t) n_head_kv*head_dim_v, s_new);
+            ggml_format_name(sk, "skv_stage_k_l%d", l.il);
+            ggml_format_name(sv, "skv_stage_v_l%d", l.il);
+            ts.push_back({sk, sv});
+        }
+        ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors_from_buft(ctx.get(), buft));
+        if (!buf) {
+            LLAMA_LOG_ERROR("%s: failed to allocate the SentenceKV staging buffer\n", __func__);
+            return false;
+        }
+        ggml_backend_buffer_clear(buf.get(), 0);
+        for (size_t i = 0; i < layers.size(); ++i) {
+            layers[i].stage_k = ts[i].first;
+            layers[i].stage_v = ts[i].second;
+            for (auto & sp : layers[i].slot_pos) {
+                sp.assign(std::max(0, s_new - params.sink - params.ring), -1);
+            }
+        }
+        ctx_stage = std::move(ctx);
+        buf_stage = std::move(buf);
+        s_max     = s_new;
+        ring_next = -1;
+        gen++;
+        return true;
+    }
+
+    bool set_params(const llama_skv_params & p) {
+        if (!skv_params_valid(p)) {
+            return false;
+        }
+        const bool ring_changed = p.sink != params.sink || p.ring != params.ring;
+        const bool len_changed  = p.max_sentence_len != params.max_sentence_len;
+        const llama_skv_params old = params;
+        params = p;
+        if (budget_eff() <= p.sink + p.ring) {
+            // clamped budget leaves no room (context smaller than sink + ring)
+            params = old;
+            return false;
+        }
+        if (!alloc_stage()) {
+            params = old;
+            return false;
+        }
+        if (ring_changed) {
+            ring_next = -1;
+            for (auto & l : layers) {
+                for (auto & sp : l.slot_pos) {
+                    sp.assign(std::max(0, s_max - params.sink - params.ring), -1);
+                }
+            }
+        }
+        if (len_changed) {
+            // future pieces use the new length; closed pieces stay
+        }
+        return true;
+    }
+
+    int64_t host_kv_bytes() const {
+        int64_t n = 0;
+        for (const auto & l : layers) {
+            n += ggml_nbytes(l.k) + ggml_nbytes(l.v);
+        }
+        return n;
+    }
+};
+
+//
+// graph input
+//
+
+void llm_graph_input_skv::set_input(const llama_ubatch * ubatch) {
+    if (!staged) {
+        return;
+    }
+    GGML_ASSERT(ubatch->n_tokens == 1);
+    skv->prepare(ubatch->pos[0], this);
+}
+
+bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
+    bool res = true;
+    res &= skv->staged_regime(params.ubatch.n_tokens) == staged;
+    if (staged) {
+        res &= s_max == skv->s_max;
+        res &= gen == skv->gen;
+        res &= n_vec == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+    }
+    return res;
+}
+
+//
+// hooks
+//
+
+bool llama_skv_claim(llama_swa_type swa_type) {
+    if (swa_type != LLAMA_SWA_TYPE_NONE) {
+        return false;
+    }
+    std::lock_guard<std::mutex> lock(g_skv_mutex);
+    if (g_skv_pending) {
+        return true;
+    }
+    const char * env = getenv("LLAMA_SKV");
+    if (env && atoi(env) != 0) {
+        g_skv_params   = skv_default_params();
+        g_skv_sent_cap = 0;
+        g_skv_pending  = true;
+        return true;
+    }
+    return false;
+}
+
+std::shared_ptr<llama_skv_cache> llama_skv_attach(
+        const llama_model & model,
+      const llama_hparams & hparams,
+     const llama_kv_cache & kv,
+        const std::vector<llama_skv_layer_src> & srcs,
+                 uint32_t   kv_size,
+                 uint32_t   n_stream,
+                     bool   offload,
+                     bool   v_trans) {
+    llama_skv_params params;
+    int32_t sent_cap;
+    {
+        std::lock_guard<std::mutex> lock(g_skv_mutex);
+        params         = g_skv_params;
+        sent_cap       = g_skv_sent_cap;
+        g_skv_pending  = false;
+    }
+
+    try {
+        if (srcs.empty()) {
+            LLAMA_LOG_ERROR("%s: SentenceKV: the cache has no layers\n", __func__);
+            return nullptr;
+        }
+        if (v_trans) {
+            LLAMA_LOG_ERROR("%s: SentenceKV needs flash attention (untransposed V); it stays off\n", __func__);
+            return nullptr;
+        }
+        if (n_stream != 1) {
+            LLAMA_LOG_ERROR("%s: SentenceKV supports one stream; it stays off\n", __func__);
+            return nullptr;
+        }
+        const ggml_type tk = srcs[0].k->type;
+        const ggml_type tv = srcs[0].v->type;
+        if ((tk != GGML_TYPE_F16 && tk != GGML_TYPE_F32) || tk != tv) {
+            LLAMA_LOG_ERROR("%s: SentenceKV needs an F16 or F32 K/V cache; it stays off\n", __func__);
+            return nullptr;
+        }
+
+        auto skv = std::make_shared<llama_skv_cache>(model, hparams, kv);
+        const int32_t il0 = srcs[0].il;
+        skv->kv_size    = (int32_t) kv_size;
+        skv->n_head     = (int32_t) hparams.n_head(il0);
+        skv->n_head_kv  = (int32_t) hparams.n_head_kv(il0);
+        skv->head_dim   = (int32_t) hparams.n_embd_head_k(il0);
+        skv->head_dim_v = (int32_t) hparams.n_embd_head_v(il0);
+        skv->type_k     = tk;
+        skv->type_v     = tv;
+        skv->sent_cap   = sent_cap > 0 ? sent_cap : std::max<int32_t>(64, (int32_t) kv_size / 6);
+        skv->sent_cap   = std::min<int32_t>(skv->sent_cap, (int32_t) kv_size);
+        skv->params     = params;
+
+        for (const auto & s : srcs) {
+            if ((int32_t) hparams.n_head_kv(s.il) != skv->n_head_kv || (int32_t) hparams.n_embd_head_k(s.il) != skv->head_dim ||
+                (int32_t) hparams.n_head(s.il) != skv->n_head) {
+                LLAMA_LOG_ERROR("%s: SentenceKV needs the same head shape in every layer; it stays off\n", __func__);
+                return nullptr;
+            }
+            if (!ggml_backend_buffer_is_host(s.k->buffer) || !ggml_backend_buffer_is_host(s.v->buffer)) {
+                LLAMA_LOG_ERROR("%s: SentenceKV needs the K/V in host memory; it stays off\n", __func__);
+                return nullptr;
+            }
+        }
+
+        skv->buft = ggml_backend_cpu_buffer_type();
+        if (offload) {
+            ggml_backend_dev_t dev = model.dev_layer(il0);
+            if (dev) {
+                skv->buft = ggml_backend_dev_buffer_type(dev);
+            }
+        }
+        skv->on_device = !ggml_backend_buft_is_host(skv->buft);
+
+        const int32_t n_embd_k = skv->n_head_kv * skv->head_dim;
+        ggml_init_params ip = {
+            /*.mem_size   =*/ size_t(srcs.size() + 1)*ggml_tensor_overhead(),
+            /*.mem_buffer =*/ NULL,
+            /*.no_alloc   =*/ true,
+        };
+        skv->ctx_vec.reset(ggml_init(ip));
+        for (const auto & s : srcs) {
+            skv_layer l;
+            l.il = s.il;
+            l.k  = s.k;
+            l.v  = s.v;
+            l.vec = ggml_new_tensor_2d(skv->ctx_vec.get(), skv->type_vec, n_embd_k, skv->sent_cap);
+            ggml_format_name(l.vec, "skv_vec_l%d", s.il);
+            l.vec_host.assign((size_t) skv->sent_cap * n_embd_k, 0.0f);
+            l.acc.assign((size_t) skv->n_head_kv * skv->sent_cap, 0.0f);
+            l.sel.resize(skv->n_head_kv);
+            l.slot_pos.resize(skv->n_head_kv);
+            skv->layers.push_back(std::move(l));
+        }
+        skv->buf_vec.reset(ggml_backend_alloc_ctx_tensors_from_buft(skv->ctx_vec.get(), skv->buft));
+        if (!skv->buf_vec) {
+            LLAMA_LOG_ERROR("%s: failed to allocate the SentenceKV vector buffer; it stays off\n", __func__);
+            return nullptr;
+        }
+        ggml_backend_buffer_clear(skv->buf_vec.get(), 0);
+
+        if ((int64_t) std::min<int64_t>(params.budget, kv_size) <= (int64_t) params.sink + params.ring) {
+            // a context smaller than sink + ring: shrink sink and ring so the clamped budget works
+            skv->params.sink = std::min<int32_t>(params.sink, (int32_t) kv_size / 4);
+            skv->params.ring = std::max<int32_t>(1, std::min<int32_t>(params.ring, (int32_t) kv_size / 4));
+        }
+        if (!skv->alloc_stage()) {
+            return nullptr;
+        }
+
+        LLAMA_LOG_INFO("%s: SentenceKV on %zu layers: sentence cap %d, budget %d (S_max %d), sink %d, ring %d, %s\n",
+                __func__, skv->layers.size(), skv->sent_cap, skv->params.budget, skv->s_max, skv->params.sink,
+                skv->params.ring, ggml_backend_buft_name(skv->buft));
+        return skv;
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: SentenceKV failed: %s\n", __func__, e.what());
+        return nullptr;
+    }
+}
+
+void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p0, int32_t p1, int32_t delta) {
+    if (!skv) {
+        return;
+    }
+    skv->ring_next = -1;
+    skv->pos2cell.clear();
+    switch (kind) {
+        case LLAMA_SKV_CHANGE_CLEAR:
+        case LLAMA_SKV_CHANGE_READ:
+            skv->reset();
+            break;
+        case LLAMA_SKV_CHANGE_RM: {
+            if (p0 < 0) {
+                p0 = 0;
+            }
+            if (p0 >= skv->n_cached) {
+                break; // nothing cached was removed
+            }
+            // every entry reaching into the removed range or past it is dropped; later tokens re-close
+            auto cut = [p0](std::vector<skv_span> & tab) {
+                while (!tab.empty() && tab.back().p1 > p0) {
+                    tab.pop_back();
+                }
+            };
+            cut(skv->sents);
+            cut(skv->chunks);
+            skv->open_start = skv->sents.empty() ? 0 : skv->sents.back().p1;
+            while (!skv->ends.empty() && skv->ends.back() > p0) {
+                skv->ends.pop_back();
+            }
+            skv->i_end = std::min(skv->i_end, skv->ends.size());
+            skv->n_vec = std::min<int32_t>(skv->n_vec, (int32_t) skv->active().size());
+            if (p1 < 0 || p1 >= skv->n_cached) {
+                skv->n_cached = p0;
+            }
+            skv->reset_query();
+            skv->has_seed = false;
+            for (auto & l : skv->layers) {
+                for (auto & sp : l.slot_pos) {
+                    std::fill(sp.begin(), sp.end(), -1);
+                }
+            }
+            break;
+        }
+        case LLAMA_SKV_CHANGE_SHIFT: {
+            auto shift = [p0, p1, delta](std::vector<skv_span> & tab) {
+                for (auto & s : tab) {
+                    if (s.p0 >= p0 && (p1 < 0 || s.p0 < p1)) {
+                        s.p0 += delta;
+                        s.p1 += delta;
+                    }
+                }
+                tab.erase(std::remove_if(tab.begin(), tab.end(), [](const skv_span & s) { return s.p0 < 0; }), tab.end());
+            };
+            shift(skv->sents);
+            shift(skv->chunks);
+            for (auto & e : skv->ends) {
+                if (e > p0 && (p1 < 0 || e <= p1)) {
+                    e += delta;
+                }
+            }
+            skv->open_start = skv->sents.empty() ? 0 : skv->sents.back().p1;
+            skv->n_cached  += delta;
+            skv->vec_dirty  = true;
+            skv->has_sel    = false;
+            skv->reset_query();
+            for (auto & l : skv->layers) {
+                for (auto & sp : l.slot_pos) {
+                    std::fill(sp.begin(), sp.end(), -1);
+                }
+            }
+            break;
+        }
+    }
+}
+
+static llama_skv_cache * skv_of(const llama_kv_cache_context * mctx) {
+    if (!mctx) {
+        return nullptr;
+    }
+    const llama_kv_cache * kv = mctx->get_kv();
+    return kv ? kv->skv.get() : nullptr;
+}
+
+bool llama_skv_build_attn(
+        const llm_graph_context & g,
+   const llama_kv_cache_context * mctx,
+                   ggml_tensor * q_cur,
+                   ggml_tensor * k_cur,
+                   ggml_tensor * v_cur,
+                         float   kq_scale,
+                           int   il,
+                  ggml_tensor ** k,
+                  ggml_tensor ** v,
+                  ggml_tensor ** kq_mask) {
+    llama_skv_cache * skv = skv_of(mctx);
+    if (!skv || g.cparams.training || !k_cur || !v_cur) {
+        return false;
+    }
+
+    int32_t li = -1;
+    for (size_t i = 0; i < skv->layers.size(); ++i) {
+        if (skv->layers[i].il == il) {
+            li = (int32_t) i;
+        }
+    }
+    if (li < 0) {
+        return false;
+    }
+
+    ggml_context * ctx0 = g.ctx0;
+    const uint32_t n_tokens = g.ubatch.n_tokens;
+
+    // one input object per graph, created by the first SKV layer
+    llm_graph_input_skv * inp = nullptr;
+    if (li == 0) {
+        auto p = std::make_unique<llm_graph_input_skv>(skv);
+        p->staged   = skv->staged_regime(n_tokens);
+        p->s_max    = skv->s_max;
+        p->gen      = skv->gen;
+        p->kq_scale = kq_scale;
+        p->n_vec    = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        p->scores.assign(skv->layers.size(), nullptr);
+        p->q_last.assign(skv->layers.size(), nullptr);
+        if (p->staged) {
+            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, skv->s_max, 1, 1, 1);
+            ggml_set_input(p->mask);
+            ggml_set_name(p->mask, "skv_mask");
+            p->ring_idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
+            ggml_set_input(p->ring_idx);
+            ggml_set_name(p->ring_idx, "skv_ring_idx");
+        }
+        inp = (llm_graph_input_skv *) g.res->add_input(std::move(p));
+    } else {
+        for (auto & ip : g.res->inputs) {
+            if (auto * s = dynamic_cast<llm_graph_input_skv *>(ip.get())) {
+                inp = s;
+            }
+        }
+    }
+    if (!inp) {
+        return false;
+    }
+
+    auto & l = skv->layers[li];
+    const int64_t hd  = skv->head_dim;
+    const int64_t hdv = skv->head_dim_v;
+    const int64_t nkv = skv->n_head_kv;
+
+    // q as the model scores it: [head_dim, n_head, n_tokens]
+    if (!inp->staged) {
+        // dense regime: hand the last token's queries to the host (seed for the first decode step)
+        ggml_tensor * ql = ggml_view_2d(ctx0, q_cur, q_cur->ne[0], q_cur->ne[1], q_cur->nb[1], (n_tokens - 1)*q_cur->nb[2]);
+        ql = ggml_cont(ctx0, ql);
+        if (ql->type != GGML_TYPE_F32) {
+            ql = ggml_cast(ctx0, ql, GGML_TYPE_F32);
+        }
+        ggml_set_name(ql, "skv_q_last");
+        ggml_set_output(ql);
+        ggml_build_forward_expand(g.gf, ql);
+        inp->q_last[li] = ql;
+        return false;
+    }
+
+    GGML_ASSERT(n_tokens == 1);
+
+    // the current token goes into its ring slot of the staging rows
+    {
+        GGML_ASSERT(ggml_row_size(k_cur->type, k_cur->ne[0]) == k_cur->nb[1]);
+        GGML_ASSERT(ggml_row_size(v_cur->type, v_cur->ne[0]) == v_cur->nb[1]);
+        ggml_tensor * kc = ggml_view_2d(ctx0, k_cur, k_cur->ne[0]*k_cur->ne[1], 1, k_cur->nb[2], 0);
+        ggml_tensor * vc = ggml_view_2d(ctx0, v_cur, v_cur->ne[0]*v_cur->ne[1], 1, v_cur->nb[2], 0);
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_k, kc, inp->ring_idx));
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_v, vc, inp->ring_idx));
+    }
+
+    // score q against every semantic vector on the device: [n_vec, 1, n_head]
+    {
+        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_vec,
+                ggml_row_size(l.vec->type, hd), l.vec->nb[1], 0);
+        vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_vec, nkv]
+        ggml_tensor * q = ggml_permute(ctx0, q_cur, 0, 2, 1, 3);   // [hd, 1, n_head]
+        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_vec, 1, n_head]
+        ggml_set_name(sc, "skv_scores");
+        ggml_set_output(sc);
+        ggml_build_forward_expand(g.gf, sc);
+        inp->scores[li] = sc;
+    }
+
+    *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, skv->s_max,
+            ggml_row_size(l.stage_k->type, hd), l.stage_k->nb[1], 0);
+    *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, skv->s_max,
+            ggml_row_size(l.stage_v->type, hdv), l.stage_v->nb[1], 0);
+    ggml_set_name(*k, "skv_k_staged");
+    ggml_set_name(*v, "skv_v_staged");
+    *kq_mask = inp->mask;
+    return true;
+}
+
+void llama_skv_after_compute(llama_memory_i * mem, llm_graph_result * res, const llama_ubatch & ubatch) {
+    if (!mem || !res) {
+        return;
+    }
+    llm_graph_input_skv * inp = nullptr;
+    for (auto & ip : res->inputs) {
+        if (auto * s = dynamic_cast<llm_graph_input_skv *>(ip.get())) {
+            inp = s;
+        }
+    }
+    if (!inp) {
+        return;
+    }
+    try {
+        inp->skv->after(inp, ubatch);
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+    }
+}
+
+//
+// public API
+//
+
+static llama_skv_cache * skv_of_ctx(llama_context * ctx) {
+    if (!ctx) {
+        return nullptr;
+    }
+    llama_memory_i * mem = llama_get_memory(ctx);
+    if (!mem) {
+        return nullptr;
+    }
+    if (auto * iswa = dynamic_cast<llama_kv_cache_iswa *>(mem)) {
+        return iswa->get_base()->skv.get();
+    }
+    if (auto * kv = dynamic_cast<llama_kv_cache *>(mem)) {
+        return kv->skv.get();
+    }
+    return nullptr;
+}
 
 const char * llama_skv_version(void) {
     return "skv " LLAMA_SKV_VERSION;
+}
+
+llama_skv_params llama_skv_default_params(void) {
+    return skv_default_params();
+}
+
+int32_t llama_skv_request(const llama_skv_params * params, int32_t sent_cap) {
+    const llama_skv_params p = params ? *params : skv_default_params();
+    if (!skv_params_valid(p) || sent_cap < 0) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    std::lock_guard<std::mutex> lock(g_skv_mutex);
+    g_skv_params   = p;
+    g_skv_sent_cap = sent_cap;
+    g_skv_pending  = true;
+    return 0;
+}
+
+int32_t llama_skv_enabled(llama_context * ctx) {
+    return skv_of_ctx(ctx) ? 1 : 0;
+}
+
+int32_t llama_skv_set_params(llama_context * ctx, const llama_skv_params * params) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (!params) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    try {
+        return skv->set_params(*params) ? 0 : LLAMA_SKV_ERR_INVALID;
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+        return LLAMA_SKV_ERR_INTERNAL;
+    }
+}
+
+int32_t llama_skv_get_params(llama_context * ctx, llama_skv_params * out) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (!out) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    *out = skv->params;
+    return 0;
+}
+
+int32_t llama_skv_add_sentence_boundaries(llama_context * ctx, const int32_t * ends, int32_t n) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (n < 0 || (n > 0 && !ends)) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    int32_t last = skv->ends.empty() ? 0 : skv->ends.back();
+    for (int32_t i = 0; i < n; ++i) {
+        if (ends[i] <= last || ends[i] > skv->kv_size) {
+            return LLAMA_SKV_ERR_INVALID;
+        }
+        last = ends[i];
+    }
+    try {
+        skv->ends.insert(skv->ends.end(), ends, ends + n);
+        if (skv->close_ready(skv->n_cached)) {
+            // the query sentence closed: the next one accumulates from zero
+            skv->reset_query();
+        }
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+        return LLAMA_SKV_ERR_INTERNAL;
+    }
+    return n;
+}
+
+int32_t llama_skv_get_sentences(llama_context * ctx, int32_t * spans, int32_t n_max) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    const auto & tab = skv->sents;
+    if (spans) {
+        for (int32_t i = 0; i < std::min<int32_t>(n_max, (int32_t) tab.size()); ++i) {
+            spans[2*i + 0] = tab[i].p0;
+            spans[2*i + 1] = tab[i].p1;
+        }
+    }
+    return (int32_t) tab.size();
+}
+
+int32_t llama_skv_get_layers(llama_context * ctx, int32_t * ids, int32_t n_max) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    for (int32_t i = 0; ids && i < std::min<int32_t>(n_max, (int32_t) skv->layers.size()); ++i) {
+        ids[i] = skv->layers[i].il;
+    }
+    return (int32_t) skv->layers.size();
+}
+
+int32_t llama_skv_get_selection(llama_context * ctx, int32_t skv_il, int32_t head,
+                                int32_t * ids, float * scores, int32_t * n_tokens, int32_t n_max) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (skv_il < 0 || skv_il >= (int32_t) skv->layers.size() || head < 0 || head >= skv->n_head_kv || n_max < 0) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    const auto & sel = skv->layers[skv_il].sel[head];
+    for (int32_t i = 0; i < std::min<int32_t>(n_max, (int32_t) sel.size()); ++i) {
+        if (ids)      { ids[i]      = sel[i].id;    }
+        if (scores)   { scores[i]   = sel[i].score; }
+        if (n_tokens) { n_tokens[i] = sel[i].n_tok; }
+    }
+    return (int32_t) sel.size();
+}
+
+int32_t llama_skv_get_stats(llama_context * ctx, llama_skv_stats * out) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (!out) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    llama_skv_stats s = skv->stats;
+    s.host_kv_bytes      = skv->host_kv_bytes();
+    s.device_vec_bytes   = skv->buf_vec   ? (int64_t) ggml_backend_buffer_get_size(skv->buf_vec.get())   : 0;
+    s.device_stage_bytes = skv->buf_stage ? (int64_t) ggml_backend_buffer_get_size(skv->buf_stage.get()) : 0;
+    int64_t full = 0;
+    for (const auto & [buft, n] : llama_get_memory(ctx)->memory_breakdown()) {
+        GGML_UNUSED(buft);
+        full += (int64_t) n;
+    }
+    s.full_kv_bytes = full;
+    s.s_max       = skv->s_max;
+    s.n_sentences = (int32_t) skv->active().size();
+    s.n_layers    = (int32_t) skv->layers.size();
+    s.n_head_kv   = skv->n_head_kv;
+    s.head_dim    = skv->head_dim;
+    s.sent_cap    = skv->sent_cap;
+    s.on_device   = skv->on_device ? 1 : 0;
+    *out = s;
+    return 0;
 }
