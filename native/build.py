@@ -15,6 +15,7 @@ build dir (<cache>/build/<flags-hash>), so editing one native file rebuilds incr
 
 Exit codes: 0 success; 2 bad input (a patch that does not apply, a bad --source, a hash mismatch); 1 other failure.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -149,8 +150,19 @@ def fetch_sdist(cache: Path) -> Path:
     sdist_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=sdist_dir) as tmp:
         log(f"downloading {PACKAGE}=={VERSION} sdist")
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-               "--disable-pip-version-check", "-d", tmp, f"{PACKAGE}=={VERSION}"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--disable-pip-version-check",
+            "-d",
+            tmp,
+            f"{PACKAGE}=={VERSION}",
+        ]
         proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
             tail = proc.stdout.strip().splitlines()[-1:] or ["(no output)"]
@@ -247,8 +259,14 @@ def apply_patches(pristine: Path, patches: list[Path]) -> dict[str, bytes | None
         env = dict(os.environ, GIT_CEILING_DIRECTORIES=str(Path(tmp)))
         for patch in patches:
             for step in (["--check"], []):
-                proc = subprocess.run(["git", "apply", *step, str(patch)], cwd=scratch, env=env,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                proc = subprocess.run(
+                    ["git", "apply", *step, str(patch)],
+                    cwd=scratch,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    text=True,
+                )
                 if proc.returncode != 0:
                     why = (proc.stdout.strip().splitlines() or ["git apply failed"])[0]
                     raise BuildError(f"patch does not apply: {patch} ({why})", 2)
@@ -316,13 +334,26 @@ def sync_tree(pristine: Path, tree: Path, want: dict[str, bytes | None]) -> int:
 def build_wheel(python: str, tree: Path, build_dir: Path, flags: dict, out_dir: Path, verbose: bool) -> Path:
     probe = subprocess.run([python, "-c", "import scikit_build_core"], capture_output=True)
     if probe.returncode != 0:
-        raise BuildError(f"scikit-build-core is not installed for {python}; "
-                         f"run: {python} -m pip install scikit-build-core")
+        raise BuildError(
+            f"scikit-build-core is not installed for {python}; run: {python} -m pip install scikit-build-core"
+        )
     env = dict(os.environ)
     env["CMAKE_ARGS"] = " ".join(flags["cmake_args"])
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
-    cmd = [python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--disable-pip-version-check",
-           "-C", f"build-dir={build_dir}", "-w", str(out_dir), str(tree)]
+    cmd = [
+        python,
+        "-m",
+        "pip",
+        "wheel",
+        "--no-deps",
+        "--no-build-isolation",
+        "--disable-pip-version-check",
+        "-C",
+        f"build-dir={build_dir}",
+        "-w",
+        str(out_dir),
+        str(tree),
+    ]
     log_path = build_dir.parent / f"{build_dir.name}.log"
     log(f"building the wheel (CMAKE_ARGS={env['CMAKE_ARGS']}); log: {log_path}")
     start = time.monotonic()
@@ -342,12 +373,19 @@ def build_wheel(python: str, tree: Path, build_dir: Path, flags: dict, out_dir: 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--source", type=Path, help="an unpacked llama-cpp-python sdist tree (skips the download)")
+    ap.add_argument(
+        "--source", type=Path, help="an unpacked llama-cpp-python sdist tree (skips the download)"
+    )
     ap.add_argument("--cuda", action="store_true", help="build the CUDA backend")
     ap.add_argument("--cuda-arch", default="90", help="CMAKE_CUDA_ARCHITECTURES with --cuda (default 90)")
-    ap.add_argument("--native", action="store_true", help="optimise for this CPU (GGML_NATIVE=ON; not portable)")
-    ap.add_argument("--python", default=sys.executable,
-                    help="interpreter that runs pip wheel (needs scikit-build-core; default: this one)")
+    ap.add_argument(
+        "--native", action="store_true", help="optimise for this CPU (GGML_NATIVE=ON; not portable)"
+    )
+    ap.add_argument(
+        "--python",
+        default=sys.executable,
+        help="interpreter that runs pip wheel (needs scikit-build-core; default: this one)",
+    )
     ap.add_argument("--print-key", action="store_true", help="print the cache key and whether it is cached")
     ap.add_argument("--force", action="store_true", help="rebuild even if the wheel is cached")
     ap.add_argument("-v", "--verbose", action="store_true", help="stream the build output")
@@ -371,8 +409,17 @@ def run(args: argparse.Namespace) -> int:
     wheel_dir = cache / "wheels" / key[:24]
     cached = sorted(wheel_dir.glob("*.whl")) if wheel_dir.is_dir() else []
     if args.print_key:
-        print(json.dumps({"key": key, "version": f"{VERSION}+skv.{key[:12]}", "flags_hash": fhash,
-                          "cached": str(cached[0]) if cached else None, "flags": flags}))
+        print(
+            json.dumps(
+                {
+                    "key": key,
+                    "version": f"{VERSION}+skv.{key[:12]}",
+                    "flags_hash": fhash,
+                    "cached": str(cached[0]) if cached else None,
+                    "flags": flags,
+                }
+            )
+        )
         return 0
     if cached and not args.force:
         log(f"cached wheel (key {key[:12]})")

@@ -1,0 +1,154 @@
+"""The `skv` command.
+
+Exit codes: 0 success; 2 bad input or usage (one clear line on stderr); 1 any other failure (one clear line).
+No traceback unless --debug.
+
+Adding a subcommand: write `add_<name>_parser(subparsers)` that registers it, and a `cmd_<name>(args) -> int`,
+then list both in COMMANDS. Raise UsageError for bad input; any other exception becomes exit code 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import traceback
+from collections.abc import Callable
+
+from engine import __version__
+
+# The llama.cpp commit each llama-cpp-python release vendors (from its CHANGELOG); the sdist carries no git data.
+VENDORED_LLAMA_CPP = {"0.3.36": "0c1e57098"}
+
+
+class UsageError(Exception):
+    """Bad input from the user: exit code 2, message printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors as one line (exit 2) instead of the usage block."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def native_versions() -> dict[str, str]:
+    """llama-cpp-python version, the llama.cpp commit it vendors, and the SentenceKV patch version.
+
+    The patch version comes from `llama_skv_version` on the library llama_cpp actually loaded; "not loaded" if
+    that library is a stock build (or llama_cpp cannot be imported).
+    """
+    out = {"llama_cpp_python": "not installed", "llama_cpp": "unknown", "native_patch": "not loaded"}
+    try:
+        import llama_cpp
+        import llama_cpp.llama_cpp as lib_mod
+    except Exception as e:  # noqa: BLE001 - a broken install is reported, not raised
+        out["llama_cpp_python"] = f"not importable ({type(e).__name__}: {e})"
+        return out
+    out["llama_cpp_python"] = getattr(llama_cpp, "__version__", "unknown")
+    out["llama_cpp"] = VENDORED_LLAMA_CPP.get(out["llama_cpp_python"].split("+")[0], "unknown")
+    lib = getattr(lib_mod, "_lib", None)
+    if lib is not None:
+        try:
+            import ctypes
+
+            fn = lib.llama_skv_version
+            fn.argtypes = []
+            fn.restype = ctypes.c_char_p
+            out["native_patch"] = fn().decode()
+        except AttributeError:
+            pass
+        try:
+            info = lib_mod.llama_print_system_info()
+            out["system_info"] = (
+                info.decode(errors="replace").strip() if isinstance(info, bytes) else str(info)
+            )
+        except Exception:  # noqa: BLE001 - optional detail
+            pass
+    return out
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    v = native_versions()
+    print(f"sentencekv-desktop {__version__}")
+    print(f"llama.cpp {v['llama_cpp']} (llama-cpp-python {v['llama_cpp_python']})")
+    print(f"native patch {v['native_patch']}")
+    if args.verbose and "system_info" in v:
+        print(f"llama.cpp system info: {v['system_info']}")
+    return 0
+
+
+def add_version_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("version", help="print the app, llama-cpp-python and native patch versions")
+    p.add_argument("--verbose", action="store_true", help="also print llama.cpp's system info")
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from engine.models import default_model_path, read_model_info
+
+    info = read_model_info(default_model_path())
+    print(
+        f"default: {info.name} ({info.architecture}, {info.n_layer} layers, context {info.context_length}, "
+        f"{info.size_bytes / 2**20:.0f} MiB)"
+    )
+    print(f"  {info.path}")
+    return 0
+
+
+def add_models_parser(sub: argparse._SubParsersAction) -> None:
+    sub.add_parser("models", help="show the default model (assembling it on first use)")
+
+
+# name -> (add its parser, run it). `ask`, `chat`, `bench`, `eval` come later.
+COMMANDS: dict[
+    str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
+] = {
+    "version": (add_version_parser, cmd_version),
+    "models": (add_models_parser, cmd_models),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="skv", description="SentenceKV Desktop command line")
+    parser.add_argument("--version", action="store_true", help="print versions and exit")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for add_parser, _ in COMMANDS.values():
+        add_parser(sub)
+    return parser
+
+
+def _error_line(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.version:
+        args.verbose = False
+        args.command = "version"
+    if not args.command:
+        parser.print_usage(sys.stderr)
+        print("skv: error: a command is required", file=sys.stderr)
+        return 2
+    _, run = COMMANDS[args.command]
+    try:
+        return run(args)
+    except UsageError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"skv: error: {_error_line(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("skv: interrupted", file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - the CLI edge: one line, exit 1
+        if args.debug:
+            traceback.print_exc()
+        print(f"skv: error: {_error_line(e)}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
