@@ -17,7 +17,7 @@ from PySide6.QtWidgets import (
 
 from app.model_worker import ModelWorker
 
-DEFAULT_PROMPT = "The three primary colors are"
+DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 
 class MainWindow(QMainWindow):

@@ -428,10 +428,10 @@ def run(args: argparse.Namespace) -> int:
 
     if pristine is None:
         pristine = unpack_sdist(fetch_sdist(cache), cache)
-    work = cache / "src" / fhash
-    tree = work / "tree"
+    want = desired_files(pristine, natives, f"{VERSION}+skv.{key[:12]}")  # a bad patch fails here, early
+    tree = cache / "src" / fhash / "tree"
     populate_tree(pristine, tree)
-    n_changed = sync_tree(pristine, tree, desired_files(pristine, natives, f"{VERSION}+skv.{key[:12]}"))
+    n_changed = sync_tree(pristine, tree, want)
     log(f"source tree {tree}: {n_changed} file(s) rewritten")
     build_dir = cache / "build" / fhash
     build_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,59 @@
+"""The minimal window loads the model off the GUI thread and answers one prompt, offscreen (issue 2)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(300)
+
+
+def test_window_answers_one_prompt_with_tiny_model(qtbot, tiny_model_path):
+    from PySide6.QtCore import Qt
+
+    from app.main_window import MainWindow
+
+    window = MainWindow(model_path=str(tiny_model_path), max_tokens=6)
+    qtbot.addWidget(window)
+    window.show()
+    assert not window.send_button.isEnabled()  # still loading, and the GUI thread is free
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as loaded:
+        pass
+    assert loaded.args == [True], window.status_text()
+    window.prompt_edit.setText("Once upon a time")
+    with qtbot.waitSignal(window.answer_finished, timeout=60_000) as answered:
+        qtbot.mouseClick(window.send_button, Qt.MouseButton.LeftButton)
+    assert answered.args[0], window.status_text()
+    assert window.output_text().startswith("Once upon a time")
+    window.shutdown()
+
+
+def test_window_reports_a_bad_model_path(qtbot, tmp_path):
+    from app.main_window import MainWindow
+
+    window = MainWindow(model_path=str(tmp_path / "missing.gguf"))
+    qtbot.addWidget(window)
+    with qtbot.waitSignal(window.load_finished, timeout=60_000) as loaded:
+        pass
+    assert loaded.args == [False]
+    assert window.status_text().startswith("Error: could not load the model")
+    window.shutdown()
+
+
+@pytest.mark.slow
+def test_run_command_opens_window_and_answers_with_default_model(default_model_path):
+    """`skv-desktop --selftest` (what `make run` starts) loads gemma-3-270m and answers, offscreen."""
+    exe = Path(sys.executable).parent / "skv-desktop"
+    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "app.main"]
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    proc = subprocess.run(
+        [*cmd, "--selftest", "--max-tokens", "8", "--timeout", "240"],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("answer: ")
