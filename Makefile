@@ -30,7 +30,7 @@ setup:
 	command -v cmake >/dev/null || build_deps="$$build_deps cmake>=3.21"; \
 	command -v ninja >/dev/null || build_deps="$$build_deps ninja"; \
 	$(VPY) -m pip install -q --disable-pip-version-check $$build_deps; \
-	echo "setup: building the patched llama-cpp-python wheel (first time: several minutes)"; \
+	echo "setup: building the patched llama-cpp-python wheel (cached when unchanged; a cold build takes about 6 min)"; \
 	wheel=$$($(VPY) native/build.py $(BUILD_FLAGS)); \
 	want=$$(basename "$$wheel" | cut -d- -f2); \
 	have=$$($(VPY) -c 'import importlib.metadata as m; print(m.version("llama_cpp_python"))' 2>/dev/null || true); \
