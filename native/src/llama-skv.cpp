@@ -86,11 +86,12 @@ public:
 
     bool     staged   = false; // decode regime: attention over the staging rows
     int32_t  s_max    = 0;
+    int32_t  n_att    = 0;     // staging rows the graph attends (padded to 256, <= s_max)
     int32_t  n_vec    = 0;     // semantic vectors scored in-graph (padded)
     uint64_t gen      = 0;     // staging buffer generation
     float    kq_scale = 1.0f;
 
-    ggml_tensor * mask     = nullptr; // [s_max, 1] F16
+    ggml_tensor * mask     = nullptr; // [n_att, 1] F16
     ggml_tensor * ring_idx = nullptr; // [1] I64
 
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_vec, 1, n_head] F32 (staged regime)
@@ -181,15 +182,15 @@ struct llama_skv_cache {
     bool    has_sel   = false;
 
     int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
-    int32_t ring_next = -1;    // the sink/ring staging is valid for a step at this position
+    bool    expect_after = false; // a staged step was prepared and has not finished yet
 
     std::vector<int32_t> pos2cell;
-    std::vector<int32_t> mark;  // scratch [kv_size]
     std::vector<ggml_fp16_t> mask_host;
 
     llama_skv_stats stats = {};
 
     bool warned_cap = false;
+    int  debug      = 0; // env LLAMA_SKV_DEBUG
 
     llama_skv_cache(const llama_model & model, const llama_hparams & hparams, const llama_kv_cache & kv)
         : model(model), hparams(hparams), kv(kv) {}
@@ -208,6 +209,13 @@ struct llama_skv_cache {
         return std::min(params.budget, kv_size);
     }
 
+    // staging rows a decode step at position p attends, padded like upstream n_kv (so that a budget covering the
+    // context reduces exactly like dense attention, chunk for chunk)
+    int32_t n_att_for(int32_t p) const {
+        const int32_t cap = params.policy == LLAMA_SKV_POLICY_WINDOW ? params.sink + params.ring : budget_eff();
+        return std::min(s_max, skv_pad(std::min(p + 1, cap)));
+    }
+
     void reset() {
         ends.clear();
         i_end = 0;
@@ -217,7 +225,7 @@ struct llama_skv_cache {
         n_vec      = 0;
         vec_dirty  = false;
         n_cached   = 0;
-        ring_next  = -1;
+        expect_after = false;
         pos2cell.clear();
         reset_query();
         has_seed = false;
@@ -447,11 +455,6 @@ struct llama_skv_cache {
     // staging
     //
 
-    int32_t ring_slot(int32_t pos) const {
-        const int32_t sink = params.sink;
-        return pos < sink ? pos : sink + (pos - sink) % params.ring;
-    }
-
     void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
         const int32_t c = cell_of(pos);
         const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
@@ -467,11 +470,27 @@ struct llama_skv_cache {
         n_rows++;
     }
 
-    // prepare the staging for a decode step of the token at position p
+    void forget_staging() {
+        for (auto & l : layers) {
+            for (auto & sp : l.slot_pos) {
+                std::fill(sp.begin(), sp.end(), -1);
+            }
+        }
+    }
+
+    // Prepare the staging for a decode step of the token at position p.
+    // Layout, per layer and KV head: the attended tokens in ascending position order (sink, selected sentence
+    // tokens, ring), then the current token (written in-graph) in the next slot. Position order makes the staged
+    // attention reduce in the same order as dense attention, so budget >= context reproduces it; only the slots
+    // from the first one that changed are rewritten.
     void prepare(int32_t p, llm_graph_input_skv * inp) {
         const int32_t sink = params.sink;
         const int32_t ring = params.ring;
         const int32_t tau  = budget_eff();
+
+        if (expect_after) {
+            forget_staging(); // the last staged step did not finish: its in-graph row may be missing
+        }
 
         n_cached = std::max(n_cached, p);
         set_chunk_mode(params.policy == LLAMA_SKV_POLICY_CHUNK);
@@ -499,25 +518,34 @@ struct llama_skv_cache {
                 }
                 has_sel  = true;
                 has_seed = false;
+            } else if (!has_sel) {
+                // no query seen and no seed (after a seq_rm, or a restore without prefill): most recent first,
+                // so a budget that covers the context still selects every token
+                for (auto & l : layers) {
+                    for (auto & sel : l.sel) {
+                        sel.clear();
+                        for (int32_t i = n_vec - 1; i >= 0; --i) {
+                            sel.push_back({i, 0.0f, 0});
+                        }
+                    }
+                }
+                has_sel = true;
             }
         }
 
-        const int32_t ring_start = std::max(sink, p - ring + 1);
-        const int32_t n_slot     = tau - sink - ring;
-        const int32_t s0         = sink + ring;
+        const int32_t ring_start = std::max(sink, p - ring + 1); // the ring is [ring_start, p]
+        const int32_t n_slot     = std::max(0, tau - sink - ring);
 
         int64_t n_rows = 0;
-        int32_t n_taken_all = 0;
+        int32_t n_list = -1;
 
-        if ((int32_t) mark.size() != kv_size) {
-            mark.assign(kv_size, -1);
-        }
-
+        std::vector<int32_t> want;
+        std::vector<int32_t> list;
         for (auto & l : layers) {
             for (int32_t h = 0; h < n_head_kv; ++h) {
-                // the wanted positions of the sentence region, in priority order
-                std::vector<int32_t> want;
-                want.reserve(n_slot);
+                // sentence tokens: the open sentence outside the ring first (it is the current context), then the
+                // selected entries in descending score, whole, the last one cut (earliest tokens kept)
+                want.clear();
                 auto take = [&](int32_t a, int32_t b) -> int32_t {
                     a = std::max(a, sink);
                     b = std::min(b, ring_start);
@@ -532,7 +560,6 @@ struct llama_skv_cache {
                     return got;
                 };
                 if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
-                    // the open sentence's tokens outside the ring come first: it is the current context
                     take(open_start, p);
                 }
                 auto & sel = l.sel[h];
@@ -555,86 +582,86 @@ struct llama_skv_cache {
                 } else {
                     sel.clear();
                 }
-                n_taken_all = (int32_t) want.size();
+                std::sort(want.begin(), want.end());
 
-                // keep the slots that already hold a wanted position, fill the others
+                list.clear();
+                for (int32_t q = 0; q < std::min(sink, p); ++q) {
+                    list.push_back(q);
+                }
+                list.insert(list.end(), want.begin(), want.end());
+                for (int32_t q = ring_start; q < p; ++q) {
+                    list.push_back(q);
+                }
+                GGML_ASSERT(n_list < 0 || n_list == (int32_t) list.size());
+                GGML_ASSERT((int32_t) list.size() < s_max);
+                n_list = (int32_t) list.size();
+
                 auto & sp = l.slot_pos[h];
-                const int32_t m = (int32_t) want.size();
-                const int32_t stamp = p * 64 + h; // unique per (step, head) within this call
-                for (int32_t q : want) {
-                    mark[q] = stamp;
+                int32_t f = 0;
+                while (f < n_list && sp[f] == list[f]) {
+                    f++;
                 }
-                std::vector<int32_t> free_slots;
-                for (int32_t s = 0; s < m; ++s) {
-                    const int32_t q = sp[s];
-                    if (q >= 0 && q < kv_size && mark[q] == stamp) {
-                        mark[q] = -stamp - 1; // present
-                    } else {
-                        free_slots.push_back(s);
-                    }
+                for (int32_t s = f; s < n_list; ++s) {
+                    write_row(l, h, s, list[s], n_rows);
+                    sp[s] = list[s];
                 }
-                for (int32_t s = m; s < (int32_t) sp.size(); ++s) {
+                sp[n_list] = p; // written in-graph by this step
+                for (int32_t s = n_list + 1; s < (int32_t) sp.size() && sp[s] >= 0; ++s) {
                     sp[s] = -1;
                 }
-                size_t fi = 0;
-                for (int32_t q : want) {
-                    if (mark[q] == stamp) {
-                        GGML_ASSERT(fi < free_slots.size());
-                        const int32_t s = free_slots[fi++];
-                        sp[s] = q;
-                        write_row(l, h, s0 + s, q, n_rows);
-                    }
-                    mark[q] = -1;
-                }
-                for (int32_t s = 0; s < m; ++s) {
-                    if (sp[s] >= 0) {
-                        mark[sp[s]] = -1;
-                    }
-                }
             }
         }
-
-        // sink and ring: refilled from the host cache after anything but a staged step at p - 1
-        if (ring_next != p) {
-            for (auto & l : layers) {
-                for (int32_t h = 0; h < n_head_kv; ++h) {
-                    for (int32_t q = 0; q < std::min(sink, p); ++q) {
-                        write_row(l, h, q, q, n_rows);
-                    }
-                    for (int32_t q = ring_start; q < p; ++q) {
-                        write_row(l, h, ring_slot(q), q, n_rows);
-                    }
-                }
-            }
-        }
+        GGML_ASSERT(n_list >= 0);
 
         // the mask: identical for every head (one plane)
         const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f);
         const ggml_fp16_t ninf = ggml_fp32_to_fp16(-INFINITY);
-        mask_host.assign(s_max, ninf);
-        int32_t n_live = 0;
-        for (int32_t q = 0; q < std::min(sink, p + 1); ++q) {
-            mask_host[q] = zero;
-            n_live++;
+        GGML_ASSERT(n_list < inp->n_att);
+        mask_host.assign(inp->n_att, ninf);
+        for (int32_t s = 0; s <= n_list; ++s) {
+            mask_host[s] = zero;
         }
-        for (int32_t q = ring_start; q <= p; ++q) {
-            if (q >= sink) {
-                mask_host[ring_slot(q)] = zero;
-                n_live++;
-            }
-        }
-        for (int32_t s = 0; s < n_taken_all; ++s) {
-            mask_host[s0 + s] = zero;
-            n_live++;
+        if (debug == 2) {
+            verify(p, n_list);
         }
 
-        ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, s_max * sizeof(ggml_fp16_t));
-        const int64_t slot = ring_slot(p);
+        ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, inp->n_att * sizeof(ggml_fp16_t));
+        const int64_t slot = n_list;
         ggml_backend_tensor_set(inp->ring_idx, &slot, 0, sizeof(slot));
+
+        expect_after = true;
 
         stats.rows_uploaded_last   = n_rows;
         stats.rows_uploaded_total += n_rows;
-        stats.attended_last        = n_live;
+        stats.attended_last        = n_list + 1;
+    }
+
+    // env LLAMA_SKV_DEBUG=2: check every live staged row against the host cache and the order of positions
+    void verify(int32_t p, int32_t n_list) {
+        const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
+        const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+        std::vector<char> kb(k_row), vb(v_row);
+        int32_t n_bad = 0;
+        for (auto & l : layers) {
+            for (int32_t h = 0; h < n_head_kv; ++h) {
+                const auto & sp = l.slot_pos[h];
+                for (int32_t s = 0; s < n_list; ++s) {
+                    const int32_t q = sp[s];
+                    const int32_t c = cell_of(q);
+                    bool ok = c >= 0 && (s == 0 || sp[s - 1] < q) && q < p;
+                    if (ok) {
+                        ggml_backend_tensor_get(l.stage_k, kb.data(), (size_t) s * l.stage_k->nb[1] + h * k_row, k_row);
+                        ggml_backend_tensor_get(l.stage_v, vb.data(), (size_t) s * l.stage_v->nb[1] + h * v_row, v_row);
+                        ok = memcmp(kb.data(), (const char *) l.k->data + (size_t) c * l.k->nb[1] + h * k_row, k_row) == 0 &&
+                             memcmp(vb.data(), (const char *) l.v->data + (size_t) c * l.v->nb[1] + h * v_row, v_row) == 0;
+                    }
+                    if (!ok && n_bad++ < 8) {
+                        LLAMA_LOG_WARN("skv verify: layer %d head %d slot %d pos %d cell %d wrong\n", l.il, h, s, q, c);
+                    }
+                }
+            }
+        }
+        LLAMA_LOG_WARN("skv verify: step %d: %d rows attended, %d wrong\n", p, n_list + 1, n_bad);
     }
 
     //
@@ -642,6 +669,13 @@ struct llama_skv_cache {
     //
 
     void after(llm_graph_input_skv * inp, const llama_ubatch & ubatch) {
+        expect_after = false;
+        if (debug == 2 && inp->staged) {
+            const int32_t p = ubatch.pos[0];
+            int32_t n = 0;
+            while (n < (int32_t) layers[0].slot_pos[0].size() && layers[0].slot_pos[0][n] >= 0) n++;
+            verify(p + 1, n - 1);
+        }
         if (ubatch.n_tokens == 0) {
             return;
         }
@@ -675,10 +709,8 @@ struct llama_skv_cache {
                 }
             }
             n_query++;
-            ring_next = p_last + 1;
         } else {
             stats.n_dense_steps++;
-            ring_next = -1;
             const bool prefill = ubatch.n_tokens > 1;
             if (closed || prefill) {
                 reset_query();
@@ -749,13 +781,12 @@ struct llama_skv_cache {
             layers[i].stage_k = ts[i].first;
             layers[i].stage_v = ts[i].second;
             for (auto & sp : layers[i].slot_pos) {
-                sp.assign(std::max(0, s_new - params.sink - params.ring), -1);
+                sp.assign(s_new, -1);
             }
         }
         ctx_stage = std::move(ctx);
         buf_stage = std::move(buf);
         s_max     = s_new;
-        ring_next = -1;
         gen++;
         return true;
     }
@@ -777,17 +808,8 @@ struct llama_skv_cache {
             params = old;
             return false;
         }
-        if (ring_changed) {
-            ring_next = -1;
-            for (auto & l : layers) {
-                for (auto & sp : l.slot_pos) {
-                    sp.assign(std::max(0, s_max - params.sink - params.ring), -1);
-                }
-            }
-        }
-        if (len_changed) {
-            // future pieces use the new length; closed pieces stay
-        }
+        GGML_UNUSED(ring_changed); // the staging rewrites from the first slot whose position changed
+        GGML_UNUSED(len_changed);  // future pieces use the new length; closed pieces stay
         return true;
     }
 
@@ -817,6 +839,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     res &= skv->staged_regime(params.ubatch.n_tokens) == staged;
     if (staged) {
         res &= s_max == skv->s_max;
+        res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
         res &= gen == skv->gen;
         res &= n_vec == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
     }
@@ -895,6 +918,7 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
         skv->sent_cap   = sent_cap > 0 ? sent_cap : std::max<int32_t>(64, (int32_t) kv_size / 6);
         skv->sent_cap   = std::min<int32_t>(skv->sent_cap, (int32_t) kv_size);
         skv->params     = params;
+        skv->debug      = getenv("LLAMA_SKV_DEBUG") ? atoi(getenv("LLAMA_SKV_DEBUG")) : 0;
 
         for (const auto & s : srcs) {
             if ((int32_t) hparams.n_head_kv(s.il) != skv->n_head_kv || (int32_t) hparams.n_embd_head_k(s.il) != skv->head_dim ||
@@ -967,7 +991,10 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
     if (!skv) {
         return;
     }
-    skv->ring_next = -1;
+    if (kind == LLAMA_SKV_CHANGE_RM && (p0 < 0 ? 0 : p0) >= skv->n_cached) {
+        return; // nothing cached was removed (llama-cpp-python trims the tail before every eval)
+    }
+    skv->forget_staging();
     skv->pos2cell.clear();
     switch (kind) {
         case LLAMA_SKV_CHANGE_CLEAR:
@@ -1000,6 +1027,7 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
             }
             skv->reset_query();
             skv->has_seed = false;
+            skv->has_sel  = false;
             for (auto & l : skv->layers) {
                 for (auto & sp : l.slot_pos) {
                     std::fill(sp.begin(), sp.end(), -1);
@@ -1082,13 +1110,14 @@ bool llama_skv_build_attn(
         auto p = std::make_unique<llm_graph_input_skv>(skv);
         p->staged   = skv->staged_regime(n_tokens);
         p->s_max    = skv->s_max;
+        p->n_att    = p->staged ? skv->n_att_for(g.ubatch.pos[0]) : 0;
         p->gen      = skv->gen;
         p->kq_scale = kq_scale;
         p->n_vec    = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         p->scores.assign(skv->layers.size(), nullptr);
         p->q_last.assign(skv->layers.size(), nullptr);
         if (p->staged) {
-            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, skv->s_max, 1, 1, 1);
+            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, p->n_att, 1, 1, 1);
             ggml_set_input(p->mask);
             ggml_set_name(p->mask, "skv_mask");
             p->ring_idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
@@ -1152,9 +1181,9 @@ bool llama_skv_build_attn(
         inp->scores[li] = sc;
     }
 
-    *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, skv->s_max,
+    *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, inp->n_att,
             ggml_row_size(l.stage_k->type, hd), l.stage_k->nb[1], 0);
-    *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, skv->s_max,
+    *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, inp->n_att,
             ggml_row_size(l.stage_v->type, hdv), l.stage_v->nb[1], 0);
     ggml_set_name(*k, "skv_k_staged");
     ggml_set_name(*v, "skv_v_staged");

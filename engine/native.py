@@ -1,0 +1,289 @@
+"""ctypes bindings of the SentenceKV C API (native/include/llama-skv.h) on llama_cpp's loaded library.
+
+Raw ctypes stays in this file. Each declaration mirrors the header; `check_native()` runs first and says clearly
+when the loaded libllama is a stock build without our patch.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from dataclasses import dataclass
+from enum import IntEnum
+
+ERR_NOT_ENABLED = -1
+ERR_INVALID = -2
+ERR_INTERNAL = -3
+
+
+class NativeError(RuntimeError):
+    """The native SentenceKV layer is missing or failed."""
+
+
+class SkvNotEnabledError(NativeError):
+    """The context has no SentenceKV cache."""
+
+
+class Policy(IntEnum):
+    # disk/ABI values: never renumber (enum llama_skv_policy)
+    FULL = 0
+    WINDOW = 1
+    CHUNK = 2
+    SENTENCE = 3
+
+    @classmethod
+    def parse(cls, name: str) -> Policy:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown policy {name!r}: use full, window, chunk or sentence") from None
+
+
+class llama_skv_params(ctypes.Structure):
+    _fields_ = [
+        ("policy", ctypes.c_int32),
+        ("budget", ctypes.c_int32),
+        ("sink", ctypes.c_int32),
+        ("ring", ctypes.c_int32),
+        ("min_query_tokens", ctypes.c_int32),
+        ("max_sentence_len", ctypes.c_int32),
+    ]
+
+
+class llama_skv_stats(ctypes.Structure):
+    _fields_ = [
+        ("host_kv_bytes", ctypes.c_int64),
+        ("device_vec_bytes", ctypes.c_int64),
+        ("device_stage_bytes", ctypes.c_int64),
+        ("full_kv_bytes", ctypes.c_int64),
+        ("rows_uploaded_last", ctypes.c_int64),
+        ("rows_uploaded_total", ctypes.c_int64),
+        ("n_skv_steps", ctypes.c_int64),
+        ("n_dense_steps", ctypes.c_int64),
+        ("attended_last", ctypes.c_int32),
+        ("s_max", ctypes.c_int32),
+        ("n_sentences", ctypes.c_int32),
+        ("n_layers", ctypes.c_int32),
+        ("n_head_kv", ctypes.c_int32),
+        ("head_dim", ctypes.c_int32),
+        ("sent_cap", ctypes.c_int32),
+        ("on_device", ctypes.c_int32),
+    ]
+
+
+@dataclass(frozen=True, slots=True)
+class SkvParams:
+    policy: Policy = Policy.SENTENCE
+    budget: int = 1024
+    sink: int = 32
+    ring: int = 64
+    min_query_tokens: int = 1
+    max_sentence_len: int = 128
+
+    def __post_init__(self) -> None:
+        for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.ring < 1:
+            raise ValueError(f"ring must be at least 1, got {self.ring}")
+        if self.budget <= self.sink + self.ring:
+            raise ValueError(
+                f"budget {self.budget} must be larger than sink + ring ({self.sink} + {self.ring}): "
+                "the budget counts them and needs room for sentences"
+            )
+
+    def to_c(self) -> llama_skv_params:
+        return llama_skv_params(
+            int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len
+        )
+
+    @classmethod
+    def from_c(cls, p: llama_skv_params) -> SkvParams:
+        return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len)
+
+
+@dataclass(frozen=True, slots=True)
+class SkvStats:
+    host_kv_bytes: int
+    device_vec_bytes: int
+    device_stage_bytes: int
+    full_kv_bytes: int
+    rows_uploaded_last: int
+    rows_uploaded_total: int
+    n_skv_steps: int
+    n_dense_steps: int
+    attended_last: int
+    s_max: int
+    n_sentences: int
+    n_layers: int
+    n_head_kv: int
+    head_dim: int
+    sent_cap: int
+    on_device: bool
+
+    @property
+    def device_skv_bytes(self) -> int:
+        return self.device_vec_bytes + self.device_stage_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One index entry attended in the last staged step by one layer and KV head."""
+
+    sentence: int
+    score: float
+    n_tokens: int
+
+
+_P = ctypes.POINTER
+_ctx_p = ctypes.c_void_p
+_bound = None
+
+
+def _lib():
+    import llama_cpp.llama_cpp as ll  # imported late: loading libllama is slow and may fail
+
+    return ll._lib
+
+
+def _bind():
+    global _bound
+    if _bound is not None:
+        return _bound
+    lib = _lib()
+    if not hasattr(lib, "llama_skv_version"):
+        raise NativeError(
+            "the loaded libllama has no SentenceKV (llama_skv_version missing): "
+            "install the patched build with `make setup`"
+        )
+    i32 = ctypes.c_int32
+    decl = {
+        # const char * llama_skv_version(void);
+        "llama_skv_version": ([], ctypes.c_char_p),
+        # struct llama_skv_params llama_skv_default_params(void);
+        "llama_skv_default_params": ([], llama_skv_params),
+        # int32_t llama_skv_request(const struct llama_skv_params * params, int32_t sent_cap);
+        "llama_skv_request": ([_P(llama_skv_params), i32], i32),
+        # int32_t llama_skv_enabled(struct llama_context * ctx);
+        "llama_skv_enabled": ([_ctx_p], i32),
+        # int32_t llama_skv_set_params(struct llama_context * ctx, const struct llama_skv_params * params);
+        "llama_skv_set_params": ([_ctx_p, _P(llama_skv_params)], i32),
+        # int32_t llama_skv_get_params(struct llama_context * ctx, struct llama_skv_params * out);
+        "llama_skv_get_params": ([_ctx_p, _P(llama_skv_params)], i32),
+        # int32_t llama_skv_add_sentence_boundaries(struct llama_context * ctx, const int32_t * ends, int32_t n);
+        "llama_skv_add_sentence_boundaries": ([_ctx_p, _P(i32), i32], i32),
+        # int32_t llama_skv_get_sentences(struct llama_context * ctx, int32_t * spans, int32_t n_max);
+        "llama_skv_get_sentences": ([_ctx_p, _P(i32), i32], i32),
+        # int32_t llama_skv_get_layers(struct llama_context * ctx, int32_t * ids, int32_t n_max);
+        "llama_skv_get_layers": ([_ctx_p, _P(i32), i32], i32),
+        # int32_t llama_skv_get_selection(ctx, int32_t skv_il, int32_t head, int32_t * ids, float * scores,
+        #                                 int32_t * n_tokens, int32_t n_max);
+        "llama_skv_get_selection": ([_ctx_p, i32, i32, _P(i32), _P(ctypes.c_float), _P(i32), i32], i32),
+        # int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
+        "llama_skv_get_stats": ([_ctx_p, _P(llama_skv_stats)], i32),
+    }
+    for name, (argtypes, restype) in decl.items():
+        fn = getattr(lib, name)
+        fn.argtypes = argtypes
+        fn.restype = restype
+    _bound = lib
+    return lib
+
+
+def check_native() -> str:
+    """Return the native patch version; raise NativeError if the loaded library is not ours."""
+    return _bind().llama_skv_version().decode()
+
+
+def native_available() -> bool:
+    try:
+        check_native()
+        return True
+    except (NativeError, OSError, ImportError):
+        return False
+
+
+def default_params() -> SkvParams:
+    return SkvParams.from_c(_bind().llama_skv_default_params())
+
+
+def request(params: SkvParams, sent_cap: int = 0) -> None:
+    """Turn SentenceKV on for the next llama context created in this process (one shot)."""
+    if sent_cap < 0:
+        raise ValueError(f"sent_cap must not be negative, got {sent_cap}")
+    c = params.to_c()
+    if _bind().llama_skv_request(ctypes.byref(c), sent_cap) != 0:
+        raise ValueError(f"invalid SentenceKV parameters: {params}")
+
+
+def _check(rc: int, what: str) -> int:
+    if rc >= 0:
+        return rc
+    if rc == ERR_NOT_ENABLED:
+        raise SkvNotEnabledError(f"{what}: this context has no SentenceKV cache")
+    if rc == ERR_INVALID:
+        raise ValueError(f"{what}: invalid argument")
+    raise NativeError(f"{what}: native failure (code {rc})")
+
+
+class SkvContext:
+    """SentenceKV view of one llama_context (`Llama(...).ctx`). Holds no native resources of its own."""
+
+    def __init__(self, ctx) -> None:
+        self._lib = _bind()
+        self._ctx = ctx
+        if not self._lib.llama_skv_enabled(ctx):
+            raise SkvNotEnabledError(
+                "SentenceKV is not on for this context: request it before creating the context, "
+                "with flash attention on and an F16 cache"
+            )
+
+    @staticmethod
+    def enabled(ctx) -> bool:
+        return bool(_bind().llama_skv_enabled(ctx))
+
+    def get_params(self) -> SkvParams:
+        out = llama_skv_params()
+        _check(self._lib.llama_skv_get_params(self._ctx, ctypes.byref(out)), "get_params")
+        return SkvParams.from_c(out)
+
+    def set_params(self, params: SkvParams) -> None:
+        c = params.to_c()
+        rc = self._lib.llama_skv_set_params(self._ctx, ctypes.byref(c))
+        if rc == ERR_INVALID:
+            raise ValueError(f"SentenceKV rejected {params}: the budget must exceed sink + ring")
+        _check(rc, "set_params")
+
+    def add_boundaries(self, ends: list[int]) -> int:
+        if not ends:
+            return 0
+        arr = (ctypes.c_int32 * len(ends))(*ends)
+        rc = self._lib.llama_skv_add_sentence_boundaries(self._ctx, arr, len(ends))
+        if rc == ERR_INVALID:
+            raise ValueError(f"sentence ends must increase past the last one declared: {ends[:4]}...")
+        return _check(rc, "add_sentence_boundaries")
+
+    def sentences(self) -> list[tuple[int, int]]:
+        n = _check(self._lib.llama_skv_get_sentences(self._ctx, None, 0), "get_sentences")
+        arr = (ctypes.c_int32 * (2 * max(n, 1)))()
+        n = _check(self._lib.llama_skv_get_sentences(self._ctx, arr, n), "get_sentences")
+        return [(arr[2 * i], arr[2 * i + 1]) for i in range(n)]
+
+    def layers(self) -> list[int]:
+        n = _check(self._lib.llama_skv_get_layers(self._ctx, None, 0), "get_layers")
+        arr = (ctypes.c_int32 * max(n, 1))()
+        _check(self._lib.llama_skv_get_layers(self._ctx, arr, n), "get_layers")
+        return list(arr[:n])
+
+    def selection(self, skv_layer: int, head: int, n_max: int = 4096) -> list[Pick]:
+        ids = (ctypes.c_int32 * n_max)()
+        scores = (ctypes.c_float * n_max)()
+        ntok = (ctypes.c_int32 * n_max)()
+        n = _check(
+            self._lib.llama_skv_get_selection(self._ctx, skv_layer, head, ids, scores, ntok, n_max), "get_selection"
+        )
+        return [Pick(ids[i], scores[i], ntok[i]) for i in range(min(n, n_max))]
+
+    def stats(self) -> SkvStats:
+        out = llama_skv_stats()
+        _check(self._lib.llama_skv_get_stats(self._ctx, ctypes.byref(out)), "get_stats")
+        return SkvStats(**{name: getattr(out, name) for name, _ in llama_skv_stats._fields_})
