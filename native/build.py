@@ -156,8 +156,10 @@ def fetch_sdist(cache: Path) -> Path:
             "pip",
             "download",
             "--no-deps",
+            # Only this package as an sdist: `:all:` would also build its build backend's own
+            # dependencies from source while pip prepares the sdist's metadata (slow).
             "--no-binary",
-            ":all:",
+            PACKAGE,
             "--disable-pip-version-check",
             "-d",
             tmp,
