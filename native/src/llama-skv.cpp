@@ -184,6 +184,10 @@ struct llama_skv_cache {
     int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
     bool    expect_after = false; // a staged step was prepared and has not finished yet
 
+    std::vector<int32_t> mark;       // scratch [kv_size]: positions wanted by the current head
+    int32_t              mark_gen = 0;
+    std::vector<int32_t> free_slots; // scratch
+
     std::vector<int32_t> pos2cell;
     std::vector<ggml_fp16_t> mask_host;
 
@@ -597,13 +601,45 @@ struct llama_skv_cache {
                 n_list = (int32_t) list.size();
 
                 auto & sp = l.slot_pos[h];
-                int32_t f = 0;
-                while (f < n_list && sp[f] == list[f]) {
-                    f++;
-                }
-                for (int32_t s = f; s < n_list; ++s) {
-                    write_row(l, h, s, list[s], n_rows);
-                    sp[s] = list[s];
+                if (n_list == p) {
+                    // every earlier token is attended (budget covers the context): position order, so the
+                    // staged attention reduces exactly like dense attention; steady state only appends
+                    int32_t f = 0;
+                    while (f < n_list && sp[f] == list[f]) {
+                        f++;
+                    }
+                    for (int32_t s = f; s < n_list; ++s) {
+                        write_row(l, h, s, list[s], n_rows);
+                        sp[s] = list[s];
+                    }
+                } else {
+                    // sparse: attention does not depend on slot order, so rows that stay selected keep their slot
+                    // and only new positions are copied
+                    if ((int32_t) mark.size() != kv_size) {
+                        mark.assign(kv_size, 0);
+                    }
+                    mark_gen += 2;
+                    for (int32_t q : list) {
+                        mark[q] = mark_gen;
+                    }
+                    free_slots.clear();
+                    for (int32_t s = 0; s < n_list; ++s) {
+                        const int32_t q = sp[s];
+                        if (q >= 0 && q < kv_size && mark[q] == mark_gen) {
+                            mark[q] = mark_gen + 1; // kept in place
+                        } else {
+                            free_slots.push_back(s);
+                        }
+                    }
+                    size_t fi = 0;
+                    for (int32_t q : list) {
+                        if (mark[q] == mark_gen) {
+                            GGML_ASSERT(fi < free_slots.size());
+                            const int32_t s = free_slots[fi++];
+                            write_row(l, h, s, q, n_rows);
+                            sp[s] = q;
+                        }
+                    }
                 }
                 sp[n_list] = p; // written in-graph by this step
                 for (int32_t s = n_list + 1; s < (int32_t) sp.size() && sp[s] >= 0; ++s) {
@@ -648,7 +684,7 @@ struct llama_skv_cache {
                 for (int32_t s = 0; s < n_list; ++s) {
                     const int32_t q = sp[s];
                     const int32_t c = cell_of(q);
-                    bool ok = c >= 0 && (s == 0 || sp[s - 1] < q) && q < p;
+                    bool ok = c >= 0 && (n_list != p || s == 0 || sp[s - 1] < q) && q < p;
                     if (ok) {
                         ggml_backend_tensor_get(l.stage_k, kb.data(), (size_t) s * l.stage_k->nb[1] + h * k_row, k_row);
                         ggml_backend_tensor_get(l.stage_v, vb.data(), (size_t) s * l.stage_v->nb[1] + h * v_row, v_row);
