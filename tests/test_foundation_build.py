@@ -94,3 +94,36 @@ def test_patch_that_does_not_apply_is_one_clear_error(tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert "patch does not apply" in lines[0] and "0001-bad.patch" in lines[0]
+
+
+def _load_build_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("skv_native_build", BUILD)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_sync_tree_rewrites_only_changed_files_and_restores_dropped_overlays(tmp_path):
+    """Unchanged files keep their mtime (so ninja rebuilds only what changed); an overlay that is no longer
+    wanted goes back to the pristine content, and a new file that is no longer wanted is removed."""
+    build = _load_build_module()
+    pristine, tree = tmp_path / "pristine", tmp_path / "work" / "tree"
+    (pristine / "src").mkdir(parents=True)
+    (pristine / "src" / "a.cpp").write_text("a0")
+    (pristine / "src" / "b.cpp").write_text("b0")
+    build.populate_tree(pristine, tree)
+    assert build.sync_tree(pristine, tree, {"src/a.cpp": b"a1", "src/new.cpp": b"n1"}) == 2
+    old = 1_000_000_000
+    for name in ("a.cpp", "b.cpp", "new.cpp"):
+        os.utime(tree / "src" / name, ns=(old, old))
+
+    assert build.sync_tree(pristine, tree, {"src/a.cpp": b"a1", "src/new.cpp": b"n2"}) == 1
+    assert (tree / "src" / "a.cpp").stat().st_mtime_ns == old
+    assert (tree / "src" / "new.cpp").read_text() == "n2"
+
+    assert build.sync_tree(pristine, tree, {}) == 2
+    assert (tree / "src" / "a.cpp").read_text() == "a0"
+    assert not (tree / "src" / "new.cpp").exists()
+    assert (tree / "src" / "b.cpp").stat().st_mtime_ns == old
