@@ -15,6 +15,7 @@ import traceback
 from collections.abc import Callable
 
 from engine import __version__
+from engine.ask import add_ask_parser, cmd_ask
 
 # The llama.cpp commit each llama-cpp-python release vendors (from its CHANGELOG); the sdist carries no git data.
 VENDORED_LLAMA_CPP = {"0.3.36": "0c1e57098"}
@@ -104,6 +105,7 @@ COMMANDS: dict[
 ] = {
     "version": (add_version_parser, cmd_version),
     "models": (add_models_parser, cmd_models),
+    "ask": (add_ask_parser, cmd_ask),
 }
 
 

@@ -1,0 +1,425 @@
+"""One conversation over documents: dense prefill of the documents, then the question, the answer prefix and the
+answer decoded token by token under the SentenceKV policy (DESIGN.md, data flow 3).
+
+The session owns a `llama_cpp.Llama`, which is not thread-safe: only one thread (the engine worker, or the CLI's
+main thread) may call into a Session.
+"""
+
+from __future__ import annotations
+
+import codecs
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from engine import native
+from engine.documents import Document
+from engine.native import Policy, SkvContext, SkvParams
+from engine.sentences import Sentence, SentenceStream, tokenize_sentences
+
+ShouldStop = Callable[[], bool]
+
+
+class SessionError(RuntimeError):
+    """A session operation failed (the message is one clear sentence)."""
+
+
+class Cancelled(Exception):
+    """The operation was stopped by the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    model_path: str
+    n_ctx: int = 8192
+    n_threads: int = 2
+    n_gpu_layers: int = 0
+    n_batch: int = 512
+    skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)
+    sent_cap: int = 0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_ctx < 64:
+            raise ValueError(f"n_ctx must be at least 64, got {self.n_ctx}")
+        if self.n_threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.n_threads}")
+
+
+@dataclass(frozen=True, slots=True)
+class SpanInfo:
+    """What one native index entry (sentence) is: a document sentence, a header, the question or the answer."""
+
+    doc: int  # index into Session.documents, -1 for prompt/answer text
+    char_start: int
+    char_end: int
+    tok_start: int  # absolute positions in the context
+    tok_end: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class LoadReport:
+    n_tokens_total: int  # document tokens (all documents, whole)
+    n_tokens_loaded: int  # document tokens in the context
+    truncated: bool
+    prefill_s: float
+    restored: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StepRetrieval:
+    """Sentences attended at one decode step, merged over SKV layers and heads: (native id, count)."""
+
+    step: int
+    counts: tuple[tuple[int, int], ...]
+    n_selections: int  # layers x heads
+
+
+@dataclass(slots=True)
+class AskResult:
+    answer: str
+    tokens: list[int]
+    stopped: bool
+    ttft_s: float
+    decode_s: float
+    steps: list[StepRetrieval]
+
+    @property
+    def decode_tokens(self) -> int:
+        return len(self.tokens)
+
+
+class Session:
+    def __init__(self, config: SessionConfig) -> None:
+        import llama_cpp  # late: loading libllama takes a moment
+
+        self.config = config
+        self._llama_cpp = llama_cpp
+        if config.skv is not None:
+            native.request(config.skv, config.sent_cap)
+        try:
+            self.llm = llama_cpp.Llama(
+                model_path=config.model_path,
+                n_ctx=config.n_ctx,
+                n_batch=config.n_batch,
+                n_ubatch=config.n_batch,
+                n_threads=config.n_threads,
+                n_threads_batch=config.n_threads,
+                n_gpu_layers=config.n_gpu_layers,
+                flash_attn=True,
+                swa_full=False,
+                seed=config.seed,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError) as e:
+            raise SessionError(f"the model could not be loaded ({e}): check that it is a llama.cpp GGUF file") from None
+        self.skv: SkvContext | None = None
+        if config.skv is not None:
+            if not SkvContext.enabled(self.llm.ctx):
+                raise SessionError(
+                    "SentenceKV could not be enabled for this model (see the log): use --policy full"
+                )
+            self.skv = SkvContext(self.llm.ctx)
+        self.n_vocab = self.llm.n_vocab()
+        self.documents: list[Document] = []
+        self.spans: list[SpanInfo] = []  # native sentence id -> what it is
+        self.n_doc_tokens = 0
+        self._stream: SentenceStream | None = None
+        self._rng = np.random.default_rng(config.seed)
+
+    # ----------------------------------------------------------------- helpers
+
+    @property
+    def n_ctx(self) -> int:
+        return self.llm.n_ctx()
+
+    @property
+    def n_past(self) -> int:
+        return self.llm.n_tokens
+
+    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+
+    def logits(self) -> np.ndarray:
+        ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
+        return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
+
+    def set_params(self, params: SkvParams) -> None:
+        if self.skv is None:
+            if params.policy != Policy.FULL:
+                raise SessionError("this session runs without SentenceKV: only the full policy is available")
+            return
+        self.skv.set_params(params)
+
+    def _declare(self, ends: list[int]) -> None:
+        if self.skv is not None and ends:
+            self.skv.add_boundaries(ends)
+
+    def _eval(self, tokens: list[int]) -> None:
+        try:
+            self.llm.eval(tokens)
+        except RuntimeError as e:
+            raise SessionError(f"llama.cpp failed to decode ({e})") from None
+
+    # ----------------------------------------------------------------- documents
+
+    def plan_documents(self, documents: list[Document], reserve: int) -> tuple[list[int], list[SpanInfo], int]:
+        """Tokenize documents sentence by sentence: (tokens, spans, n_total) where tokens/spans hold what fits in
+        n_ctx - reserve tokens, cut at a sentence boundary, and n_total counts every document token."""
+        budget = self.n_ctx - reserve
+        if budget < 16:
+            raise SessionError(f"the context ({self.n_ctx} tokens) leaves no room for documents: raise n_ctx")
+        tokens: list[int] = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
+        spans: list[SpanInfo] = []
+        if tokens:
+            spans.append(SpanInfo(-1, 0, 0, 0, 1, ""))
+        n_total = 0
+        full = True
+        max_len = self.config.skv.max_sentence_len if self.config.skv else 128
+        for di, doc in enumerate(documents):
+            header = f"Document: {doc.name}\n\n"
+            h_toks = self.tokenize(header)
+            d_toks, sents = tokenize_sentences(doc.text, self.tokenize, max_tokens=max_len)
+            n_total += len(d_toks)
+            if not full:
+                continue
+            if len(tokens) + len(h_toks) >= budget:
+                full = False
+                continue
+            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h_toks), header))
+            tokens.extend(h_toks)
+            base = len(tokens)
+            for s in sents:
+                if base + s.tok_end > budget:
+                    full = False
+                    break
+                spans.append(self._span(di, doc, s, base))
+            tokens.extend(d_toks[: spans[-1].tok_end - base] if spans[-1].doc == di else [])
+            tail = self.tokenize("\n\n")
+            if full and len(tokens) + len(tail) < budget:
+                spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(tail), "\n\n"))
+                tokens.extend(tail)
+        return tokens, spans, n_total
+
+    @staticmethod
+    def _span(di: int, doc: Document, s: Sentence, base: int) -> SpanInfo:
+        return SpanInfo(di, s.char_start, s.char_end, base + s.tok_start, base + s.tok_end,
+                        doc.text[s.char_start : s.char_end])
+
+    def load_documents(
+        self,
+        documents: list[Document],
+        reserve: int = 256,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> LoadReport:
+        """Prefill the documents densely (in n_batch chunks, with progress) and declare their sentences."""
+        t0 = time.perf_counter()
+        tokens, spans, n_total = self.plan_documents(documents, reserve)
+        self.reset()
+        self.documents = list(documents)
+        self.spans = spans
+        self._declare([s.tok_end for s in spans])
+        n_batch = self.config.n_batch
+        for i in range(0, len(tokens), n_batch):
+            if should_stop is not None and should_stop():
+                self.reset()
+                raise Cancelled()
+            self._eval(tokens[i : i + n_batch])
+            if on_progress is not None:
+                on_progress(min(len(tokens), i + n_batch), len(tokens))
+        self.n_doc_tokens = len(tokens)
+        n_loaded = sum(s.tok_end - s.tok_start for s in spans if s.doc >= 0)
+        return LoadReport(n_total, n_loaded, n_loaded < n_total, time.perf_counter() - t0)
+
+    def reset(self) -> None:
+        self.llm.reset()
+        self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self.llm.ctx), True)
+        self.spans = []
+        self.documents = []
+        self.n_doc_tokens = 0
+        self._stream = None
+
+    # ----------------------------------------------------------------- asking
+
+    def prompt_text(self, question: str) -> str:
+        return f"Question: {question.strip()}\nAnswer:"
+
+    def ask(
+        self,
+        question: str,
+        answer_prefix: str = "",
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        ignore_eos: bool = False,
+        on_token: Callable[[int, str, StepRetrieval | None], None] | None = None,
+        should_stop: ShouldStop | None = None,
+    ) -> AskResult:
+        """Decode the question and answer prefix under the policy, then generate up to max_tokens."""
+        if max_tokens < 0:
+            raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        t0 = time.perf_counter()
+        # every ask starts right after the documents: earlier questions and answers are dropped
+        if self.n_past > self.n_doc_tokens:
+            self.rewind(self.n_doc_tokens)
+        prompt = self.prompt_text(question)
+        if answer_prefix:
+            prompt += " " + answer_prefix.strip()
+        p_toks = self.tokenize(prompt)
+        if self.n_past + len(p_toks) + max_tokens > self.n_ctx:
+            raise SessionError(
+                f"the question and answer need {len(p_toks) + max_tokens} tokens but only "
+                f"{self.n_ctx - self.n_past} are left in the context: load less text or raise n_ctx"
+            )
+        self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else 128)
+        base = self.n_past
+        # the question and the prefix are decoded, not prefilled: the policy sees them
+        for t in p_toks:
+            if should_stop is not None and should_stop():
+                return AskResult("", [], True, 0.0, 0.0, [])
+            self._decode_one(t, base)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        out_tokens: list[int] = []
+        pieces: list[str] = []
+        steps: list[StepRetrieval] = []
+        ttft = 0.0
+        t_first = 0.0
+        stopped = False
+        eos = self.llm.token_eos()
+        for i in range(max_tokens):
+            if should_stop is not None and should_stop():
+                stopped = True
+                break
+            tok = self._sample(temperature)
+            if tok == eos and not ignore_eos:
+                break
+            if i == 0:
+                t_first = time.perf_counter()
+                ttft = t_first - t0
+            out_tokens.append(tok)
+            text = decoder.decode(self.llm.detokenize([tok], special=False))
+            pieces.append(text)
+            self._decode_one(tok, base, text)
+            step = self._retrieval(i)
+            if step is not None:
+                steps.append(step)
+            if on_token is not None:
+                on_token(tok, text, step)
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            pieces.append(tail)
+        decode_s = time.perf_counter() - t_first if out_tokens else 0.0
+        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps)
+
+    def rewind(self, n: int) -> None:
+        """Drop everything after the first n tokens. The last two kept tokens are decoded again as one batch so
+        the next decode step is seeded from their queries, as after a prefill."""
+        if not 0 <= n <= self.n_past:
+            raise ValueError(f"cannot rewind to {n} tokens: the context holds {self.n_past}")
+        keep = max(0, n - 2)
+        tail = [int(t) for t in self.llm.input_ids[keep:n]]
+        self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(self.llm.ctx), 0, keep, -1)
+        self.llm.n_tokens = keep
+        self.spans = [s for s in self.spans if s.tok_end <= n]
+        self._declare([s.tok_end for s in self.spans if s.tok_end > keep])
+        if tail:
+            self._eval(tail)
+
+    def _decode_one(self, tok: int, base: int, text: str | None = None) -> None:
+        if self.n_past >= self.n_ctx:
+            raise SessionError("the context is full: start a new chat or raise n_ctx")
+        self._eval([tok])
+        if text is None:
+            text = self.llm.detokenize([tok], special=False).decode("utf-8", errors="replace")
+        assert self._stream is not None
+        ends = [base + n for n in self._stream.push(text)]
+        if ends:
+            self._declare(ends)
+
+    def _sample(self, temperature: float) -> int:
+        logits = self.logits()
+        if temperature <= 0.0:
+            return int(np.argmax(logits))
+        z = logits.astype(np.float64) / temperature
+        z -= z.max()
+        p = np.exp(z)
+        p /= p.sum()
+        return int(self._rng.choice(self.n_vocab, p=p))
+
+    def _retrieval(self, step: int) -> StepRetrieval | None:
+        """The sentences the last decode step attended, merged over SKV layers and KV heads."""
+        if self.skv is None or self.skv.get_params().policy == Policy.FULL:
+            return None
+        st = self.skv.stats()
+        counts: dict[int, int] = {}
+        for li in range(st.n_layers):
+            for h in range(st.n_head_kv):
+                for pick in self.skv.selection(li, h):
+                    counts[pick.sentence] = counts.get(pick.sentence, 0) + 1
+        return StepRetrieval(step, tuple(sorted(counts.items())), st.n_layers * st.n_head_kv)
+
+    # ----------------------------------------------------------------- reporting
+
+    def span_of(self, sentence_id: int) -> SpanInfo | None:
+        """What native sentence id refers to; prompt/answer sentences get spans built from the native table."""
+        if 0 <= sentence_id < len(self.spans):
+            return self.spans[sentence_id]
+        return None
+
+    def retrieved(self, steps: list[StepRetrieval], top: int = 10) -> list[dict]:
+        """Top sentences by weight: the fraction of (step, layer, head) selections that chose them."""
+        total = sum(s.n_selections for s in steps)
+        if total == 0:
+            return []
+        counts: dict[int, int] = {}
+        for s in steps:
+            for sid, n in s.counts:
+                counts[sid] = counts.get(sid, 0) + n
+        out = []
+        for sid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+            sp = self.span_of(sid)
+            if sp is None or sp.doc < 0:
+                continue
+            doc = self.documents[sp.doc]
+            out.append({"doc": doc.name, "location": doc.location(sp.char_start), "text": sp.text.strip(),
+                        "weight": n / total, "sentence": sid})
+            if len(out) >= top:
+                break
+        return out
+
+    def memory(self) -> dict:
+        """Bytes read from the ggml buffers (SentenceKV stats) plus the full-KV figure for this context."""
+        out = {"host_kv_bytes": 0, "device_skv_bytes": 0, "full_kv_bytes": self.full_kv_bytes()}
+        if self.skv is not None:
+            st = self.skv.stats()
+            out["host_kv_bytes"] = st.host_kv_bytes
+            out["device_skv_bytes"] = st.device_skv_bytes
+        return out
+
+    def full_kv_bytes(self) -> int:
+        """K/V bytes that every layer of this model would need for n_ctx tokens with a dense F16 cache."""
+        md = self.llm.metadata
+        arch = md.get("general.architecture", "llama")
+
+        def get(key: str, default: int) -> int:
+            try:
+                return int(md.get(f"{arch}.{key}", default))
+            except (TypeError, ValueError):
+                return default
+
+        n_layer = get("block_count", 0)
+        n_head = get("attention.head_count", 1)
+        n_head_kv = get("attention.head_count_kv", n_head)
+        n_embd = get("embedding_length", 0)
+        k_len = get("attention.key_length", n_embd // max(n_head, 1))
+        v_len = get("attention.value_length", k_len)
+        return n_layer * self.n_ctx * n_head_kv * (k_len + v_len) * 2
+
+    def close(self) -> None:
+        llm = getattr(self, "llm", None)
+        if llm is not None:
+            llm.close()
+            self.llm = None  # type: ignore[assignment]
