@@ -1,0 +1,62 @@
+"""Helpers shared by the native SentenceKV tests: a session on a model, teacher-forced decode, logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+BOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "books"
+
+
+def book_text(name: str = "alice_in_wonderland.txt", start: int = 20_000, n_chars: int = 40_000) -> str:
+    path = BOOKS / name
+    if not path.exists():
+        import pytest
+
+        pytest.skip(f"{path} is missing (the shared books folder sits beside the checkout)")
+    return path.read_text(encoding="utf-8")[start : start + n_chars]
+
+
+def open_session(model_path: Path, n_ctx: int, budget: int, sink: int = 32, ring: int = 64, threads: int = 2):
+    from engine.native import SkvParams
+    from engine.session import Session, SessionConfig
+
+    return Session(SessionConfig(str(model_path), n_ctx=n_ctx, n_threads=threads,
+                                 skv=SkvParams(budget=budget, sink=sink, ring=ring)))
+
+
+def prefill_text(session, text: str, n_prefill: int) -> list[int]:
+    """Prefill the first n_prefill tokens of text (sentence boundaries declared); returns all its tokens."""
+    from engine.documents import Document
+
+    doc = Document.from_text("doc.txt", text)
+    tokens, spans, _ = session.plan_documents([doc], reserve=0)
+    assert len(tokens) > n_prefill, f"text too short: {len(tokens)} tokens"
+    session.reset()
+    session.documents = [doc]
+    session.spans = [s for s in spans if s.tok_end <= n_prefill]
+    session._declare([s.tok_end for s in spans])
+    for i in range(0, n_prefill, session.config.n_batch):
+        session._eval(tokens[i : min(n_prefill, i + session.config.n_batch)])
+    session.n_doc_tokens = n_prefill
+    return tokens
+
+
+def teacher_forced(session, tokens: list[int], start: int, n_steps: int) -> np.ndarray:
+    """Rewind to `start`, then decode tokens[start : start + n_steps] one at a time; logits of every step."""
+    session.rewind(start)
+    out = []
+    for t in tokens[start : start + n_steps]:
+        session._eval([t])
+        out.append(np.array(session.logits(), dtype=np.float32))
+    return np.stack(out)
+
+
+def compare(dense: np.ndarray, sparse: np.ndarray, margin: float = 0.01) -> tuple[float, int]:
+    """(max |dlogit|, number of steps whose top-1 differs although dense's top-2 margin exceeds `margin`)."""
+    max_abs = float(np.abs(dense - sparse).max())
+    top2 = np.sort(dense, axis=1)[:, -2:]
+    confident = (top2[:, 1] - top2[:, 0]) > margin
+    bad = int(np.sum((dense.argmax(1) != sparse.argmax(1)) & confident))
+    return max_abs, bad
