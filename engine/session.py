@@ -92,6 +92,14 @@ class AskResult:
         return len(self.tokens)
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSnapshot:
+    state: object  # llama_cpp.LlamaState
+    spans: tuple[SpanInfo, ...]
+    n_doc_tokens: int
+    documents: tuple[Document, ...]
+
+
 class Session:
     def __init__(self, config: SessionConfig) -> None:
         import llama_cpp  # late: loading libllama takes a moment
@@ -242,6 +250,23 @@ class Session:
         self.documents = []
         self.n_doc_tokens = 0
         self._stream = None
+
+    # ----------------------------------------------------------------- state
+
+    def snapshot(self) -> SessionSnapshot:
+        """The KV state (host K/V included) and the sentence table, to restore without a prefill."""
+        return SessionSnapshot(self.llm.save_state(), tuple(self.spans), self.n_doc_tokens, tuple(self.documents))
+
+    def restore(self, snap: SessionSnapshot) -> None:
+        """Load a snapshot; the sentence table is declared again (vectors are recomputed from the restored K) and
+        the last two tokens are decoded again so the next step is seeded as after a prefill."""
+        self.llm.load_state(snap.state)
+        self.spans = list(snap.spans)
+        self.documents = list(snap.documents)
+        self.n_doc_tokens = snap.n_doc_tokens
+        self._stream = None
+        self._declare([s.tok_end for s in self.spans])
+        self.rewind(self.n_past)
 
     # ----------------------------------------------------------------- asking
 

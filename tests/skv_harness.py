@@ -36,7 +36,7 @@ def prefill_text(session, text: str, n_prefill: int) -> list[int]:
     session.reset()
     session.documents = [doc]
     session.spans = [s for s in spans if s.tok_end <= n_prefill]
-    session._declare([s.tok_end for s in spans])
+    session._declare([s.tok_end for s in session.spans])
     for i in range(0, n_prefill, session.config.n_batch):
         session._eval(tokens[i : min(n_prefill, i + session.config.n_batch)])
     session.n_doc_tokens = n_prefill
