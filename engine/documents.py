@@ -32,7 +32,9 @@ class Document:
     _anchor_starts: tuple[int, ...] = field(default=(), repr=False)
 
     @classmethod
-    def from_text(cls, name: str, text: str, path: str = "", anchors: tuple[tuple[int, str], ...] = ()) -> Document:
+    def from_text(
+        cls, name: str, text: str, path: str = "", anchors: tuple[tuple[int, str], ...] = ()
+    ) -> Document:
         starts = [0]
         pos = text.find("\n")
         while pos >= 0:
@@ -56,7 +58,9 @@ class Document:
                 a, label = self.anchors[i]
                 end = starts[i + 1] if i + 1 < len(starts) else len(self.text)
                 first = self.line_of(a)
-                last_char = a + len(self.text[a:end].rstrip()) - 1  # separators before the next anchor don't count
+                last_char = (
+                    a + len(self.text[a:end].rstrip()) - 1
+                )  # separators before the next anchor don't count
                 if self.line_of(max(a, last_char)) == first:
                     return label
                 return f"{label}, line {line - first + 1}"
@@ -147,7 +151,9 @@ def load_document(path: str | Path) -> Document:
         if reader is None or suffix == "":
             sniffed = sniff_suffix(p)
             if sniffed is None:
-                raise DocumentError(f"{p.name}: {suffix or 'this'} file type is not supported: open a {SUPPORTED} document")
+                raise DocumentError(
+                    f"{p.name}: {suffix or 'this'} file type is not supported: open a {SUPPORTED} document"
+                )
             reader = _reader(sniffed)
         assert reader is not None
         out = reader(p)
@@ -155,8 +161,12 @@ def load_document(path: str | Path) -> Document:
         raise
     except OSError as e:
         if e.errno == errno.ENAMETOOLONG:
-            raise DocumentError(f"{p.name[:40]}…: the path is too long for this system: move or rename the file") from None
-        raise DocumentError(f"{p.name} could not be read ({e.strerror or e}): check its permissions") from None
+            raise DocumentError(
+                f"{p.name[:40]}…: the path is too long for this system: move or rename the file"
+            ) from None
+        raise DocumentError(
+            f"{p.name} could not be read ({e.strerror or e}): check its permissions"
+        ) from None
     except Exception as e:  # noqa: BLE001 - a parser's own error on a damaged file becomes one clear sentence
         kind = p.suffix.lstrip(".").upper() or "a document"
         raise DocumentError(

@@ -63,14 +63,17 @@ CHAPTER = """<?xml version="1.0" encoding="utf-8"?>
 def write_epub(path: Path, chapters: list[tuple[str, str]], toc: str = "nav", encrypt: bool = False) -> Path:
     """An EPUB with one XHTML file per chapter; toc is 'nav' (EPUB 3), 'ncx' (EPUB 2) or 'none'."""
     manifest = "".join(
-        f'<item id="c{i}" href="text/c{i}.xhtml" media-type="application/xhtml+xml"/>' for i in range(len(chapters))
+        f'<item id="c{i}" href="text/c{i}.xhtml" media-type="application/xhtml+xml"/>'
+        for i in range(len(chapters))
     )
     spine = "".join(f'<itemref idref="c{i}"/>' for i in range(len(chapters)))
     toc_attr = ""
     files: dict[str, str] = {}
     if toc == "nav":
         manifest += '<item id="nav" href="nav.xhtml" media-type="application/xhtml+xml" properties="nav"/>'
-        links = "".join(f'<li><a href="text/c{i}.xhtml#top">{t}</a></li>' for i, (t, _) in enumerate(chapters))
+        links = "".join(
+            f'<li><a href="text/c{i}.xhtml#top">{t}</a></li>' for i, (t, _) in enumerate(chapters)
+        )
         files["OEBPS/nav.xhtml"] = (
             '<html xmlns="http://www.w3.org/1999/xhtml" xmlns:epub="http://www.idpf.org/2007/ops"><body>'
             f'<nav epub:type="toc"><ol>{links}</ol></nav></body></html>'
@@ -82,7 +85,9 @@ def write_epub(path: Path, chapters: list[tuple[str, str]], toc: str = "nav", en
             f'<navPoint id="p{i}"><navLabel><text>{t}</text></navLabel><content src="text/c{i}.xhtml"/></navPoint>'
             for i, (t, _) in enumerate(chapters)
         )
-        files["OEBPS/toc.ncx"] = f'<ncx xmlns="http://www.daisy.org/z3986/2005/ncx/"><navMap>{points}</navMap></ncx>'
+        files["OEBPS/toc.ncx"] = (
+            f'<ncx xmlns="http://www.daisy.org/z3986/2005/ncx/"><navMap>{points}</navMap></ncx>'
+        )
     files["OEBPS/content.opf"] = (
         '<?xml version="1.0"?><package xmlns="http://www.idpf.org/2007/opf" version="3.0">'
         f"<manifest>{manifest}</manifest><spine{toc_attr}>{spine}</spine></package>"
@@ -175,7 +180,11 @@ def test_missing_file_and_folder(tmp_path: Path) -> None:
 
 
 def test_damaged_files_get_one_clear_sentence(tmp_path: Path) -> None:
-    for name, data in (("bad.pdf", b"%PDF-1.4\ngarbage"), ("bad.docx", b"not a zip"), ("bad.epub", b"PK\x03\x04xx")):
+    for name, data in (
+        ("bad.pdf", b"%PDF-1.4\ngarbage"),
+        ("bad.docx", b"not a zip"),
+        ("bad.epub", b"PK\x03\x04xx"),
+    ):
         p = tmp_path / name
         p.write_bytes(data)
         with pytest.raises(DocumentError) as e:
@@ -209,7 +218,9 @@ def test_unreadable_file(tmp_path: Path) -> None:
 
 
 def test_pdf_pages_are_anchors(tmp_path: Path) -> None:
-    p = write_pdf(tmp_path / "book.pdf", [["Page one text."], ["Second page, line one.", "The pass key is 7341."]])
+    p = write_pdf(
+        tmp_path / "book.pdf", [["Page one text."], ["Second page, line one.", "The pass key is 7341."]]
+    )
     doc = load_document(p)
     assert [label for _, label in doc.anchors] == ["page 1", "page 2"]
     assert location_of(doc, "Page one") == "page 1"
@@ -304,7 +315,9 @@ def test_html_visible_text_and_heading_anchors(tmp_path: Path) -> None:
 
 def test_html_charset_from_meta(tmp_path: Path) -> None:
     p = tmp_path / "latin.htm"
-    p.write_bytes('<html><head><meta charset="iso-8859-1"></head><body><p>déjà vu</p></body></html>'.encode("latin-1"))
+    p.write_bytes(
+        '<html><head><meta charset="iso-8859-1"></head><body><p>déjà vu</p></body></html>'.encode("latin-1")
+    )
     assert load_document(p).text == "déjà vu"
 
 
@@ -312,7 +325,9 @@ def test_html_charset_from_meta(tmp_path: Path) -> None:
 
 
 def test_epub_chapters_titled_from_nav(tmp_path: Path) -> None:
-    p = write_epub(tmp_path / "book.epub", [("Loomings", "Call me Ishmael."), ("The Carpet-Bag", "I stuffed a shirt.")])
+    p = write_epub(
+        tmp_path / "book.epub", [("Loomings", "Call me Ishmael."), ("The Carpet-Bag", "I stuffed a shirt.")]
+    )
     doc = load_document(p)
     assert "p { color" not in doc.text
     assert location_of(doc, "Call me") == "Loomings, line 3"

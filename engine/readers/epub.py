@@ -23,9 +23,13 @@ def _read(zf: zipfile.ZipFile, name: str, book: str) -> bytes:
         with zf.open(name) as f:
             data = f.read(MAX_MEMBER_BYTES + 1)
     except KeyError:
-        raise DocumentError(f"{book} is not a valid EPUB ({name} is missing): check that the file is complete") from None
+        raise DocumentError(
+            f"{book} is not a valid EPUB ({name} is missing): check that the file is complete"
+        ) from None
     if len(data) > MAX_MEMBER_BYTES:
-        raise DocumentError(f"{book}: {name} is larger than {MAX_MEMBER_BYTES >> 20} MiB: this is not a normal book")
+        raise DocumentError(
+            f"{book}: {name} is larger than {MAX_MEMBER_BYTES >> 20} MiB: this is not a normal book"
+        )
     return data
 
 
@@ -33,7 +37,9 @@ def _xml(data: bytes, name: str, book: str) -> ElementTree.Element:
     try:
         return ElementTree.fromstring(data)
     except ElementTree.ParseError as e:
-        raise DocumentError(f"{book} is not a valid EPUB ({name}: {e}): check that the file is complete") from None
+        raise DocumentError(
+            f"{book} is not a valid EPUB ({name}: {e}): check that the file is complete"
+        ) from None
 
 
 def _join(base: str, href: str) -> str:
@@ -42,8 +48,9 @@ def _join(base: str, href: str) -> str:
     return posixpath.normpath(posixpath.join(posixpath.dirname(base), href)) if href else ""
 
 
-def _toc_titles(zf: zipfile.ZipFile, opf: str, items: dict[str, tuple[str, str, str]], spine_toc: str, book: str
-                ) -> dict[str, str]:
+def _toc_titles(
+    zf: zipfile.ZipFile, opf: str, items: dict[str, tuple[str, str, str]], spine_toc: str, book: str
+) -> dict[str, str]:
     """member name → first title the table of contents gives it (empty when the book has no usable toc)."""
     titles: dict[str, str] = {}
     nav = next((href for href, _, props in items.values() if "nav" in props.split()), None)
@@ -71,17 +78,25 @@ def read_epub(path: Path) -> Extracted:
     try:
         zf = zipfile.ZipFile(path)
     except zipfile.BadZipFile:
-        raise DocumentError(f"{book} is not a valid EPUB (not a zip archive): check that the file is complete") from None
+        raise DocumentError(
+            f"{book} is not a valid EPUB (not a zip archive): check that the file is complete"
+        ) from None
     with zf:
         names = set(zf.namelist())
         container = _xml(_read(zf, "META-INF/container.xml", book), "container.xml", book)
         rootfile = container.find(".//{*}rootfile")
         if rootfile is None or not rootfile.get("full-path"):
-            raise DocumentError(f"{book} is not a valid EPUB (no package file): check that the file is complete")
+            raise DocumentError(
+                f"{book} is not a valid EPUB (no package file): check that the file is complete"
+            )
         opf = rootfile.get("full-path", "")
         package = _xml(_read(zf, opf, book), opf, book)
         items = {  # id -> (member name, media type, properties)
-            it.get("id", ""): (_join(opf, it.get("href", "")), it.get("media-type", ""), it.get("properties", ""))
+            it.get("id", ""): (
+                _join(opf, it.get("href", "")),
+                it.get("media-type", ""),
+                it.get("properties", ""),
+            )
             for it in package.iterfind(".//{*}item")
         }
         spine = package.find("{*}spine")

@@ -7,15 +7,13 @@ from pathlib import Path
 from engine.readers import Extracted, TextBuilder, short_label
 
 # elements whose content is never shown as text
-_SKIP = frozenset({"head", "script", "style", "noscript", "template", "svg", "canvas", "iframe", "object",
-                   "select", "datalist", "audio", "video", "map"})
+_SKIP = frozenset(
+    "head script style noscript template svg canvas iframe object select datalist audio video map".split()
+)
 # block elements: a paragraph break (2) or a line break (1) around them
-_BLOCK = {
-    **dict.fromkeys(("p", "blockquote", "pre", "table", "figure", "section", "article", "aside", "header",
-                     "footer", "nav", "main", "address", "dl", "ul", "ol", "hr", "form", "fieldset"), 2),
-    **dict.fromkeys(("div", "li", "dt", "dd", "tr", "caption", "figcaption", "legend", "details", "summary",
-                     "thead", "tbody", "tfoot", "body"), 1),
-}
+_PARAGRAPHS = "p blockquote pre table figure section article aside header footer nav main address dl ul ol hr form fieldset"
+_LINES = "div li dt dd tr caption figcaption legend details summary thead tbody tfoot body"
+_BLOCK = {**dict.fromkeys(_PARAGRAPHS.split(), 2), **dict.fromkeys(_LINES.split(), 1)}
 HEADINGS = frozenset({"h1", "h2", "h3", "h4", "h5", "h6"})
 
 

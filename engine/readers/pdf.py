@@ -18,9 +18,13 @@ def read_pdf(path: Path) -> Extracted:
     try:
         return _extract(path)
     except FileNotDecryptedError:
-        raise DocumentError(f"{path.name} is password-protected: remove the password and open it again") from None
+        raise DocumentError(
+            f"{path.name} is password-protected: remove the password and open it again"
+        ) from None
     except PdfReadError as e:
-        raise DocumentError(f"{path.name} is not a readable PDF ({e}): check that the file is complete") from None
+        raise DocumentError(
+            f"{path.name} is not a readable PDF ({e}): check that the file is complete"
+        ) from None
     finally:
         log.setLevel(level)
 
