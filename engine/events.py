@@ -1,0 +1,146 @@
+"""Events the engine emits (EngineWorker → its `on_event` callback → app/bridge.py or the CLI or a test).
+
+Every event is a frozen, slotted dataclass of plain values (ints, floats, strings, tuples): safe to hand to another
+thread, never a live engine object. Every command that does work is a *run* with a `run_id` (from
+`EngineWorker.submit`); its events carry that id, come in order, and the run ends with exactly one terminal event:
+`Finished`, `Stopped` or `Failed`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Phase = Literal["load", "prefill", "download"]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelLoaded:
+    run_id: int
+    name: str  # file name of the GGUF
+    path: str
+    n_ctx: int  # context size of the created context (tokens)
+    n_layers: int
+    n_vocab: int
+    n_ctx_train: int  # the model's own context length
+    skv_enabled: bool  # False: plain llama.cpp, policy full only
+    load_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressEvent:
+    run_id: int
+    phase: Phase
+    done: int  # units done: tokens for prefill, bytes for download, steps for load
+    total: int
+    eta_s: float  # estimated seconds left; -1.0 while unknown
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentsLoaded:
+    run_id: int
+    names: tuple[str, ...]  # the documents, in context order
+    n_tokens_total: int  # tokens of the whole documents
+    n_tokens_loaded: int  # of those, the tokens in the context ("N of M tokens fit")
+    truncated: bool
+    prefill_s: float
+    restored: bool  # True: a saved session was restored, no prefill ran
+    # the sentence table: (sentence id, document index, char start, char end) for every document sentence
+    sentences: tuple[tuple[int, int, int, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TokenEvent:
+    run_id: int
+    index: int  # 0-based position in the answer
+    text: str  # UTF-8-safe piece ("" while a multi-byte character is incomplete)
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetrievalEvent:
+    """Sentences attended to produce token `index`: (sentence id, weight), weight = the fraction of the step's
+    (layer, KV head) selections that chose the sentence; sorted by sentence id."""
+
+    run_id: int
+    index: int
+    sentences: tuple[tuple[int, float], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    run_id: int
+    host_kv_bytes: int  # K/V of the SentenceKV layers in host buffers (read from ggml)
+    device_skv_bytes: int  # semantic vectors + staging on the compute device
+    full_kv_bytes: int  # what all layers' K/V for n_ctx would need with a dense cache
+    n_past: int
+    n_ctx: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatsEvent:
+    run_id: int
+    ttft_s: float  # from the start of the ask to the first answer token
+    decode_tok_s: float
+    prefill_tok_s: float  # of the documents' prefill this session (0.0 when restored or none)
+    decode_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ParamsChanged:
+    run_id: int
+    policy: str
+    budget: int
+    sink: int
+    ring: int
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorEvent:
+    """A problem the user should see that does not by itself end the run (the terminal event follows)."""
+
+    run_id: int
+    message: str
+
+
+# ------------------------------------------------------------------------------------------- terminal events
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    run_id: int
+    reason: str  # "done", "eos", "max_tokens", ...
+
+
+@dataclass(frozen=True, slots=True)
+class Stopped:
+    run_id: int
+    reason: str  # "stopped by the user", "stopped before it started", "shut down"
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    run_id: int
+    message: str  # one sentence: what happened and what to do
+
+
+Terminal = Finished | Stopped | Failed
+Event = (
+    ModelLoaded
+    | ProgressEvent
+    | DocumentsLoaded
+    | TokenEvent
+    | RetrievalEvent
+    | MemoryEvent
+    | StatsEvent
+    | ParamsChanged
+    | ErrorEvent
+    | Finished
+    | Stopped
+    | Failed
+)
+TERMINAL = (Finished, Stopped, Failed)
+
+
+def is_terminal(event: object) -> bool:
+    return isinstance(event, TERMINAL)

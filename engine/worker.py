@@ -1,0 +1,361 @@
+"""EngineWorker: the one thread that owns the model (a `Session`; llama.cpp is not thread-safe).
+
+Commands go in through `submit()` (a FIFO queue); events come out through `on_event(event)`, called on the worker
+thread, in order (app/bridge.py re-posts them to the GUI thread). Every command that does work (LoadModel,
+OpenDocuments, Ask, SetParams) is a *run*: `submit` returns its run id, and the run ends with exactly one terminal
+event (Finished, Stopped or Failed, engine/events.py). No exception leaves the thread: a failing command becomes
+`Failed` with one clear sentence and the worker goes on with the next command.
+
+Concurrency rules:
+- A command submitted while another runs is queued and runs after it (an Ask during an Ask is answered next).
+- `stop()` (or `submit(Stop())`) stops the running run and every run queued before the call: each ends with
+  `Stopped`; commands submitted afterwards run normally. Prefill is stopped inside a chunk through llama.cpp's abort
+  callback, decode between tokens.
+- `shutdown()` stops everything, frees the model and joins the thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.documents import Document, DocumentError, load_document
+from engine.events import (
+    DocumentsLoaded,
+    ErrorEvent,
+    Event,
+    Failed,
+    Finished,
+    MemoryEvent,
+    ModelLoaded,
+    ParamsChanged,
+    ProgressEvent,
+    RetrievalEvent,
+    StatsEvent,
+    Stopped,
+    TokenEvent,
+)
+from engine.native import NativeError, SkvParams
+from engine.session import Cancelled, Session, SessionConfig, SessionError, StepRetrieval
+
+log = logging.getLogger(__name__)
+
+# ------------------------------------------------------------------------------------------------- commands
+
+
+@dataclass(frozen=True, slots=True)
+class LoadModel:
+    """Load a model (the previous one is closed first, so two never share memory)."""
+
+    config: SessionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class OpenDocuments:
+    """Read (paths) and prefill documents; `reserve` tokens stay free for the question and the answer."""
+
+    documents: tuple[str | Path | Document, ...]
+    reserve: int = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Ask:
+    question: str
+    answer_prefix: str = ""
+    max_tokens: int = 128
+    temperature: float = 0.0
+    ignore_eos: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetParams:
+    params: SkvParams
+
+
+@dataclass(frozen=True, slots=True)
+class Stop:
+    """Not queued: stops the running run and the runs queued before it at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Not queued: same as EngineWorker.shutdown() without waiting."""
+
+
+Command = LoadModel | OpenDocuments | Ask | SetParams | Stop | Shutdown
+_SHUTDOWN = object()  # queue sentinel
+
+
+class _AbortHook:
+    """llama.cpp's abort callback on one context, armed only while a prefill runs (decode steps stop between
+    tokens, so they pay nothing). Keeps the ctypes callback alive as long as the context may call it."""
+
+    def __init__(self, session: Session, should_abort: Callable[[], bool]) -> None:
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._ctx = session.llm.ctx
+        self._cb = llama_cpp.ggml_abort_callback(lambda _data: bool(should_abort()))
+        self._null = llama_cpp.ggml_abort_callback()
+
+    def __enter__(self) -> _AbortHook:
+        self._lib.llama_set_abort_callback(self._ctx, self._cb, None)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lib.llama_set_abort_callback(self._ctx, self._null, None)
+
+
+class EngineWorker:
+    def __init__(self, on_event: Callable[[Event], None], name: str = "skv-engine") -> None:
+        self._on_event = on_event
+        self._queue: queue.Queue = queue.Queue()
+        self._ids = itertools.count(1)
+        self._lock = threading.Lock()  # run ids and the stop watermark move together
+        self._last_id = 0
+        self._stop_upto = 0  # runs with an id <= this are stopped (an int: reads are atomic)
+        self._closed = False
+        self._session: Session | None = None
+        self._prefill_tok_s = 0.0
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    # ------------------------------------------------------------------------------------- any thread
+
+    def submit(self, command: Command) -> int:
+        """Queue a command; returns its run id (0 for Stop and Shutdown, which are not runs)."""
+        if isinstance(command, Stop):
+            self.stop()
+            return 0
+        if isinstance(command, Shutdown):
+            self._begin_shutdown()
+            return 0
+        if not isinstance(command, LoadModel | OpenDocuments | Ask | SetParams):
+            raise TypeError(f"not an engine command: {command!r}")
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the engine has shut down: restart the app")
+            run_id = next(self._ids)
+            self._last_id = run_id
+            self._queue.put((run_id, command))
+        return run_id
+
+    def stop(self) -> None:
+        """Stop the running run and every run submitted before this call."""
+        with self._lock:
+            self._stop_upto = self._last_id
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        """Stop everything, free the model and join the thread; True when it ended within timeout seconds."""
+        self._begin_shutdown()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def _begin_shutdown(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._stop_upto = self._last_id
+            self._queue.put(_SHUTDOWN)
+
+    # ------------------------------------------------------------------------------------- worker thread
+
+    def _loop(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _SHUTDOWN:
+                break
+            run_id, command = item
+            self._run(run_id, command)
+        self._close_session()
+
+    def _stopping(self, run_id: int) -> bool:
+        return run_id <= self._stop_upto
+
+    def _emit(self, event: Event) -> None:
+        try:
+            self._on_event(event)
+        except Exception:  # noqa: BLE001 - a broken listener must not kill the engine
+            log.exception("engine event listener failed on %r", event)
+
+    def _run(self, run_id: int, command: Command) -> None:
+        if self._stopping(run_id):
+            self._emit(Stopped(run_id, "shut down" if self._closed else "stopped before it started"))
+            return
+        try:
+            handler = {
+                LoadModel: self._load_model,
+                OpenDocuments: self._open_documents,
+                Ask: self._ask,
+                SetParams: self._set_params,
+            }[type(command)]
+            terminal = handler(run_id, command)
+        except Cancelled:
+            terminal = Stopped(run_id, "stopped by the user")
+        except Exception as e:  # noqa: BLE001 - the thread edge: every failure becomes one event
+            if self._stopping(run_id):  # an aborted llama_decode surfaces as a SessionError
+                terminal = Stopped(run_id, "stopped by the user")
+            else:
+                terminal = Failed(run_id, _message(e))
+        self._emit(terminal)
+
+    def _need_session(self) -> Session:
+        if self._session is None:
+            raise SessionError("no model is loaded: load a model first")
+        return self._session
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            session, self._session = self._session, None
+            try:
+                session.close()
+            except Exception:  # noqa: BLE001 - freeing must not fail the next command
+                log.exception("closing the session failed")
+
+    def _memory(self, run_id: int, session: Session) -> MemoryEvent:
+        m = session.memory()
+        return MemoryEvent(
+            run_id,
+            m["host_kv_bytes"],
+            m["device_skv_bytes"],
+            m["full_kv_bytes"],
+            session.n_past,
+            session.n_ctx,
+        )
+
+    def _load_model(self, run_id: int, cmd: LoadModel) -> Finished | Stopped:
+        path = Path(cmd.config.model_path)
+        if not path.is_file():
+            raise SessionError(f"the model file {path} does not exist: choose a GGUF file")
+        self._close_session()
+        self._prefill_tok_s = 0.0
+        self._emit(ProgressEvent(run_id, "load", 0, 1, -1.0))
+        t0 = time.perf_counter()
+        session = Session(cmd.config)
+        if self._stopping(run_id):
+            session.close()
+            return Stopped(run_id, "stopped by the user")
+        self._session = session
+        md = session.llm.metadata
+        arch = md.get("general.architecture", "llama")
+        self._emit(ProgressEvent(run_id, "load", 1, 1, 0.0))
+        self._emit(
+            ModelLoaded(
+                run_id,
+                path.name,
+                str(path),
+                session.n_ctx,
+                int(md.get(f"{arch}.block_count", 0)),
+                session.n_vocab,
+                int(md.get(f"{arch}.context_length", 0)),
+                session.skv is not None,
+                time.perf_counter() - t0,
+            )
+        )
+        self._emit(self._memory(run_id, session))
+        return Finished(run_id, "done")
+
+    def _open_documents(self, run_id: int, cmd: OpenDocuments) -> Finished:
+        session = self._need_session()
+        docs = [d if isinstance(d, Document) else load_document(d) for d in cmd.documents]
+        if not docs:
+            raise DocumentError("no documents were given: open at least one file")
+        t0 = time.perf_counter()
+
+        def progress(done: int, total: int) -> None:
+            elapsed = time.perf_counter() - t0
+            eta = elapsed / done * (total - done) if done > 0 else -1.0
+            self._emit(ProgressEvent(run_id, "prefill", done, total, eta))
+
+        self._prefill_tok_s = 0.0
+        try:
+            with _AbortHook(session, lambda: self._stopping(run_id)):
+                report = session.load_documents(
+                    docs,
+                    reserve=cmd.reserve,
+                    on_progress=progress,
+                    should_stop=lambda: self._stopping(run_id),
+                )
+        except BaseException:
+            session.reset()  # a half-prefilled context is of no use: start clean
+            raise
+        self._prefill_tok_s = session.n_doc_tokens / report.prefill_s if report.prefill_s > 0 else 0.0
+        table = tuple(
+            (sid, sp.doc, sp.char_start, sp.char_end) for sid, sp in enumerate(session.spans) if sp.doc >= 0
+        )
+        self._emit(
+            DocumentsLoaded(
+                run_id,
+                tuple(d.name for d in docs),
+                report.n_tokens_total,
+                report.n_tokens_loaded,
+                report.truncated,
+                report.prefill_s,
+                report.restored,
+                table,
+            )
+        )
+        if report.truncated:
+            self._emit(
+                ErrorEvent(
+                    run_id,
+                    f"{report.n_tokens_loaded} of {report.n_tokens_total} document tokens fit "
+                    f"in the context ({session.n_ctx}): loaded from the start",
+                )
+            )
+        self._emit(self._memory(run_id, session))
+        return Finished(run_id, "truncated" if report.truncated else "done")
+
+    def _ask(self, run_id: int, cmd: Ask) -> Finished | Stopped:
+        session = self._need_session()
+        index = itertools.count()
+
+        def on_token(tok: int, text: str, step: StepRetrieval | None) -> None:
+            i = next(index)
+            self._emit(TokenEvent(run_id, i, text, tok))
+            if step is not None and step.n_selections > 0:
+                weights = tuple((sid, n / step.n_selections) for sid, n in step.counts)
+                self._emit(RetrievalEvent(run_id, i, weights))
+            self._emit(self._memory(run_id, session))
+
+        result = session.ask(
+            cmd.question,
+            answer_prefix=cmd.answer_prefix,
+            max_tokens=cmd.max_tokens,
+            temperature=cmd.temperature,
+            ignore_eos=cmd.ignore_eos,
+            on_token=on_token,
+            should_stop=lambda: self._stopping(run_id),
+        )
+        tok_s = result.decode_tokens / result.decode_s if result.decode_s > 0 else 0.0
+        self._emit(StatsEvent(run_id, result.ttft_s, tok_s, self._prefill_tok_s, result.decode_tokens))
+        if result.stopped or self._stopping(run_id):
+            return Stopped(run_id, "stopped by the user")
+        return Finished(run_id, "max_tokens" if result.decode_tokens >= cmd.max_tokens else "eos")
+
+    def _set_params(self, run_id: int, cmd: SetParams) -> Finished:
+        session = self._need_session()
+        session.set_params(cmd.params)
+        p = cmd.params
+        self._emit(ParamsChanged(run_id, p.policy.name.lower(), p.budget, p.sink, p.ring))
+        return Finished(run_id, "done")
+
+
+def _message(e: BaseException) -> str:
+    """One sentence for the user; unexpected errors are logged with their traceback."""
+    if isinstance(e, SessionError | DocumentError | NativeError | ValueError):
+        return " ".join(str(e).split()) or type(e).__name__
+    log.error("engine command failed", exc_info=e)
+    return f"the engine hit an unexpected error ({type(e).__name__}: {e}): see the log"
