@@ -128,7 +128,13 @@ struct skv_layer {
     std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
 
     std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] current selection
-    std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][n_slot_sent] position held, -1 empty
+    std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][s_max] position held by each slot, -1 empty
+
+    // device staging only: host copy of the staging rows and the slot range written since the last upload
+    std::vector<char> shadow_k;
+    std::vector<char> shadow_v;
+    int32_t dirty0 = std::numeric_limits<int32_t>::max();
+    int32_t dirty1 = 0;
 };
 
 struct llama_skv_cache {
@@ -183,6 +189,7 @@ struct llama_skv_cache {
 
     int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
     bool    expect_after = false; // a staged step was prepared and has not finished yet
+    int32_t cur_slot     = -1;    // slot the last staged step wrote in-graph
 
     std::vector<int32_t> mark;       // scratch [kv_size]: positions wanted by the current head
     int32_t              mark_gen = 0;
@@ -469,9 +476,35 @@ struct llama_skv_cache {
         }
         const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
         const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
-        ggml_backend_tensor_set(l.stage_k, ks, (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row, k_row);
-        ggml_backend_tensor_set(l.stage_v, vs, (size_t) slot * l.stage_v->nb[1] + (size_t) h * v_row, v_row);
+        const size_t ko = (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row;
+        const size_t vo = (size_t) slot * l.stage_v->nb[1] + (size_t) h * v_row;
+        if (!on_device) {
+            memcpy((char *) l.stage_k->data + ko, ks, k_row);
+            memcpy((char *) l.stage_v->data + vo, vs, v_row);
+        } else {
+            // device staging: rows gather in a host shadow; the dirty slot range goes up in one copy (flush)
+            memcpy(l.shadow_k.data() + ko, ks, k_row);
+            memcpy(l.shadow_v.data() + vo, vs, v_row);
+            l.dirty0 = std::min(l.dirty0, slot);
+            l.dirty1 = std::max(l.dirty1, slot + 1);
+        }
         n_rows++;
+    }
+
+    void flush_staging() {
+        if (!on_device) {
+            return;
+        }
+        for (auto & l : layers) {
+            if (l.dirty1 > l.dirty0) {
+                const size_t k0 = (size_t) l.dirty0 * l.stage_k->nb[1];
+                const size_t v0 = (size_t) l.dirty0 * l.stage_v->nb[1];
+                ggml_backend_tensor_set(l.stage_k, l.shadow_k.data() + k0, k0, (size_t) (l.dirty1 - l.dirty0) * l.stage_k->nb[1]);
+                ggml_backend_tensor_set(l.stage_v, l.shadow_v.data() + v0, v0, (size_t) (l.dirty1 - l.dirty0) * l.stage_v->nb[1]);
+            }
+            l.dirty0 = std::numeric_limits<int32_t>::max();
+            l.dirty1 = 0;
+        }
     }
 
     void forget_staging() {
@@ -661,11 +694,13 @@ struct llama_skv_cache {
             verify(p, n_list);
         }
 
+        flush_staging();
         ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, inp->n_att * sizeof(ggml_fp16_t));
         const int64_t slot = n_list;
         ggml_backend_tensor_set(inp->ring_idx, &slot, 0, sizeof(slot));
 
         expect_after = true;
+        cur_slot     = n_list;
 
         stats.rows_uploaded_last   = n_rows;
         stats.rows_uploaded_total += n_rows;
@@ -723,6 +758,20 @@ struct llama_skv_cache {
         std::vector<float> buf;
         if (inp->staged) {
             stats.n_skv_steps++;
+            if (on_device && cur_slot >= 0) {
+                // the current token's row went to the device in-graph: mirror it so a later upload keeps it
+                const int32_t c = cell_of(p_last);
+                const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
+                const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+                for (auto & l : layers) {
+                    for (int32_t h = 0; c >= 0 && h < n_head_kv; ++h) {
+                        memcpy(l.shadow_k.data() + (size_t) cur_slot * l.stage_k->nb[1] + h * k_row,
+                               (const char *) l.k->data + (size_t) c * l.k->nb[1] + h * k_row, k_row);
+                        memcpy(l.shadow_v.data() + (size_t) cur_slot * l.stage_v->nb[1] + h * v_row,
+                               (const char *) l.v->data + (size_t) c * l.v->nb[1] + h * v_row, v_row);
+                    }
+                }
+            }
             if (closed) {
                 reset_query();
             }
@@ -818,6 +867,10 @@ struct llama_skv_cache {
             layers[i].stage_v = ts[i].second;
             for (auto & sp : layers[i].slot_pos) {
                 sp.assign(s_new, -1);
+            }
+            if (on_device) {
+                layers[i].shadow_k.assign(ggml_nbytes(ts[i].first), 0);
+                layers[i].shadow_v.assign(ggml_nbytes(ts[i].second), 0);
             }
         }
         ctx_stage = std::move(ctx);
