@@ -86,6 +86,7 @@ class AskResult:
     ttft_s: float
     decode_s: float
     steps: list[StepRetrieval]
+    reason: str = "max_tokens"  # why the answer ended: "eos", "max_tokens" or "stopped"
 
     @property
     def decode_tokens(self) -> int:
@@ -147,6 +148,14 @@ class Session:
     @property
     def n_past(self) -> int:
         return self.llm.n_tokens
+
+    @property
+    def n_layers(self) -> int:
+        return int(self._llama_cpp.llama_model_n_layer(self.llm.model))
+
+    @property
+    def n_ctx_train(self) -> int:
+        return int(self._llama_cpp.llama_model_n_ctx_train(self.llm.model))
 
     def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
         return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
@@ -230,15 +239,19 @@ class Session:
         self.reset()
         self.documents = list(documents)
         self.spans = spans
-        self._declare([s.tok_end for s in spans])
-        n_batch = self.config.n_batch
-        for i in range(0, len(tokens), n_batch):
-            if should_stop is not None and should_stop():
-                self.reset()
-                raise Cancelled()
-            self._eval(tokens[i : i + n_batch])
-            if on_progress is not None:
-                on_progress(min(len(tokens), i + n_batch), len(tokens))
+        try:
+            self._declare([s.tok_end for s in spans])
+            n_batch = self.config.n_batch
+            for i in range(0, len(tokens), n_batch):
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                self._eval(tokens[i : i + n_batch])
+                if on_progress is not None:
+                    on_progress(min(len(tokens), i + n_batch), len(tokens))
+        except BaseException:
+            # nothing half-loaded stays behind: a stopped or failed prefill leaves an empty session
+            self.reset()
+            raise
         self.n_doc_tokens = len(tokens)
         n_loaded = sum(s.tok_end - s.tok_start for s in spans if s.doc >= 0)
         return LoadReport(n_total, n_loaded, n_loaded < n_total, time.perf_counter() - t0)
@@ -304,7 +317,7 @@ class Session:
         # the question and the prefix are decoded, not prefilled: the policy sees them
         for t in p_toks:
             if should_stop is not None and should_stop():
-                return AskResult("", [], True, 0.0, 0.0, [])
+                return AskResult("", [], True, 0.0, 0.0, [], "stopped")
             self._decode_one(t, base)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         out_tokens: list[int] = []
@@ -313,13 +326,16 @@ class Session:
         ttft = 0.0
         t_first = 0.0
         stopped = False
+        reason = "max_tokens"
         eos = self.llm.token_eos()
         for i in range(max_tokens):
             if should_stop is not None and should_stop():
                 stopped = True
+                reason = "stopped"
                 break
             tok = self._sample(temperature)
             if tok == eos and not ignore_eos:
+                reason = "eos"
                 break
             if i == 0:
                 t_first = time.perf_counter()
@@ -337,7 +353,7 @@ class Session:
         if tail:
             pieces.append(tail)
         decode_s = time.perf_counter() - t_first if out_tokens else 0.0
-        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps)
+        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps, reason)
 
     def rewind(self, n: int) -> None:
         """Drop everything after the first n tokens. The last two kept tokens are decoded again as one batch so
