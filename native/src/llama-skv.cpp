@@ -1109,7 +1109,7 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
             while (!skv->ends.empty() && skv->ends.back() > p0) {
                 skv->ends.pop_back();
             }
-            skv->i_end = std::min(skv->i_end, skv->ends.size());
+            skv->i_end = 0; // ends at or before the new open sentence's start are skipped again
             skv->n_vec = std::min<int32_t>(skv->n_vec, (int32_t) skv->active().size());
             if (p1 < 0 || p1 >= skv->n_cached) {
                 skv->n_cached = p0;
@@ -1142,6 +1142,7 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
                 }
             }
             skv->open_start = skv->sents.empty() ? 0 : skv->sents.back().p1;
+            skv->i_end      = 0;
             skv->n_cached  += delta;
             skv->vec_dirty  = true;
             skv->has_sel    = false;
