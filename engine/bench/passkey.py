@@ -1,0 +1,434 @@
+"""`skv eval passkey`: the passkey retrieval protocol (RESEARCH.md; landmark attention / Quest).
+
+Haystack: the filler "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+repeated, with the needle "The pass key is {K}. Remember it. {K} is the pass key." inserted at a depth (fraction
+of the filler). The haystack is prefilled densely, once per (length, depth); then for each policy the session is
+rewound to the haystack and the question plus the answer prefix "The pass key is" are decoded under the policy,
+followed by ~8 greedy tokens. The first integer of the answer is the model's answer.
+
+Prompt formats (--format):
+- `landmark` (primary): the landmark-attention task prompt ("There is an important info hidden inside a lot of
+  irrelevant text. ...") heads the haystack; the question "What is the pass key? The pass key is" follows it.
+- `plain`: the haystack alone, then the same question.
+- `session`: the engine's document-QA format ("Document: passkey", then "Question: ...\\nAnswer: The pass key is").
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.bench import report
+from engine.native import Policy, SkvParams
+
+FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
+TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+        "I will quiz you about the important information there.")
+QUESTION = "What is the pass key?"
+ANSWER_PREFIX = "The pass key is"
+FORMATS = ("landmark", "plain", "session")
+DEFAULT_LENGTHS = (2048, 8192, 16384)
+FULL_LENGTHS = (2048, 4096, 8192, 16384, 28672)
+DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
+FULL_DEPTHS = (0.1, 0.3, 0.5, 0.7, 0.9)
+
+Log = Callable[[str], None]
+
+
+@dataclass(slots=True)
+class PasskeyConfig:
+    model: str
+    lengths: tuple[int, ...] = DEFAULT_LENGTHS
+    depths: tuple[float, ...] = DEFAULT_DEPTHS
+    policies: tuple[str, ...] = ("full", "sentence", "window")
+    budget: int = 1024
+    budgets: tuple[int, ...] = ()  # extra budgets for sentence/chunk (--full)
+    sink: int = 32
+    ring: int = 64
+    fmt: str = "landmark"
+    threads: int = 2
+    max_tokens: int = 8
+    trials: int = 1
+    seed: int = 0
+    n_batch: int = 512
+    out: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[tuple[str, SkvParams]]:
+        out = []
+        for name in self.policies:
+            pol = Policy.parse(name)
+            budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
+                if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
+            for b in budgets:
+                out.append((f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring)))
+        return out
+
+
+@dataclass(slots=True)
+class Haystack:
+    text: str  # the document text (what is prefilled, after BOS and any header)
+    needle_chars: tuple[int, int]
+    key: int
+    depth: float
+
+
+def build_haystack(n_filler: int, depth: float, key: int, fmt: str) -> Haystack:
+    """Filler repeated n_filler times with the needle inserted at round(depth * n_filler)."""
+    at = min(n_filler, max(0, round(depth * n_filler)))
+    parts = [FILLER] * n_filler
+    head = (TASK + " ") if fmt == "landmark" else ""
+    before = head + " ".join(parts[:at])
+    needle = NEEDLE.format(K=key)
+    start = len(before) + (1 if before else 0)
+    text = (before + " " if before else "") + needle + (" " + " ".join(parts[at:]) if at < n_filler else "")
+    return Haystack(text, (start, start + len(needle)), key, depth)
+
+
+def question_suffix(fmt: str) -> str:
+    """What follows the haystack, decoded under the policy (the prompt plus the answer prefix)."""
+    if fmt == "session":
+        return f"\n\nQuestion: {QUESTION}\nAnswer: {ANSWER_PREFIX}"
+    return f"\n{QUESTION} {ANSWER_PREFIX}"
+
+
+def first_int(text: str) -> int | None:
+    m = re.search(r"\d+", text)
+    return int(m.group()) if m else None
+
+
+class PasskeyRunner:
+    """One SentenceKV session reused for every cell (n_ctx fits the longest length)."""
+
+    def __init__(self, cfg: PasskeyConfig) -> None:
+        from engine.session import Session, SessionConfig
+
+        self.cfg = cfg
+        cands = cfg.candidates()
+        first = next((p for _, p in cands if p.policy != Policy.FULL), SkvParams(Policy.SENTENCE, cfg.budget,
+                                                                                 cfg.sink, cfg.ring))
+        self.n_ctx = -(-(max(cfg.lengths) + 64 + cfg.max_tokens) // 256) * 256
+        self.session = Session(SessionConfig(cfg.model, n_ctx=self.n_ctx, n_threads=cfg.threads,
+                                             n_batch=cfg.n_batch, skv=first, seed=cfg.seed))
+        s = self.session
+        from engine.sentences import tokenize_sentences
+
+        # tokens per filler repetition as the prefill counts them (sentence by sentence)
+        sample, _ = tokenize_sentences(" ".join([FILLER] * 20), s.tokenize, max_tokens=128)
+        self.rep_tokens = len(sample) / 20
+        self.suffix_tokens = s.tokenize(question_suffix(cfg.fmt))
+
+    def close(self) -> None:
+        self.session.close()
+
+    def make(self, length: int, depth: float, key: int) -> Haystack:
+        """A haystack whose prefilled tokens (BOS + header + text) come to about `length`."""
+        fixed = len(self.session.tokenize(NEEDLE.format(K=key))) + 40
+        n = max(1, int((length - fixed - len(self.suffix_tokens)) / self.rep_tokens))
+        return build_haystack(n, depth, key, self.cfg.fmt)
+
+    def prefill(self, hs: Haystack) -> tuple[list[int], float]:
+        """Dense prefill of the haystack with its sentence boundaries; returns (needle sentence ids, seconds)."""
+        from engine.documents import Document
+        from engine.sentences import tokenize_sentences
+
+        s = self.session
+        t0 = time.perf_counter()
+        doc = Document.from_text("passkey", hs.text)
+        tokens: list[int] = [s.llm.token_bos()] if s.llm.token_bos() >= 0 else []
+        from engine.session import SpanInfo
+
+        spans = [SpanInfo(-1, 0, 0, 0, 1, "")] if tokens else []
+        if self.cfg.fmt == "session":
+            h = s.tokenize("Document: passkey\n\n")
+            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h), "Document: passkey\n\n"))
+            tokens += h
+        max_len = s.config.skv.max_sentence_len if s.config.skv else 128
+        d_toks, sents = tokenize_sentences(hs.text, s.tokenize, max_tokens=max_len)
+        base = len(tokens)
+        needle_ids = []
+        for sent in sents:
+            if sent.char_end > hs.needle_chars[0] and sent.char_start < hs.needle_chars[1]:
+                needle_ids.append(len(spans))
+            spans.append(s._span(0, doc, sent, base))
+        tokens += d_toks
+        if len(tokens) + len(self.suffix_tokens) + self.cfg.max_tokens > s.n_ctx:
+            raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
+        s.reset()
+        s.documents = [doc]
+        s.spans = spans
+        s._declare([sp.tok_end for sp in spans])
+        nb = s.config.n_batch
+        for i in range(0, len(tokens), nb):
+            s._eval(tokens[i : i + nb])
+        s.n_doc_tokens = len(tokens)
+        return needle_ids, time.perf_counter() - t0
+
+    def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int]) -> dict:
+        """Rewind to the haystack, decode the question + prefix under `params`, then greedy tokens."""
+        from engine.sentences import SentenceStream
+
+        s = self.session
+        s.set_params(params)
+        if s.n_past != s.n_doc_tokens:
+            s.rewind(s.n_doc_tokens)
+        base = s.n_past
+        s._stream = SentenceStream(max_tokens=params.max_sentence_len)
+        for t in self.suffix_tokens:
+            s._decode_one(t, base)
+        steps = []
+        last_prompt = s._retrieval(-1)  # the selection behind the first answer token
+        if last_prompt is not None:
+            steps.append(last_prompt)
+        out: list[int] = []
+        eos = s.llm.token_eos()
+        for i in range(self.cfg.max_tokens):
+            tok = int(np.argmax(s.logits()))
+            if tok == eos:
+                break
+            out.append(tok)
+            if i + 1 < self.cfg.max_tokens:  # the last token's own step is not needed for the answer
+                s._decode_one(tok, base)
+                st = s._retrieval(i)
+                if st is not None:
+                    steps.append(st)
+        text = s.llm.detokenize(out, special=False).decode("utf-8", errors="replace")
+        res: dict[str, Any] = {"answer": text.strip(), "parsed": first_int(text)}
+        if steps:
+            nsel = steps[0].n_selections
+            # (layer, head) selections holding a needle sentence (the best of the needle's sentences)
+            def hits(st) -> int:
+                return max((n for sid, n in st.counts if sid in needle_ids), default=0)
+
+            res["needle_selected_first"] = hits(steps[0]) / nsel if nsel else 0.0
+            res["needle_selected_any"] = any(hits(st) > 0 for st in steps)
+            res["needle_weight"] = sum(hits(st) for st in steps) / sum(st.n_selections for st in steps)
+        else:
+            res["needle_selected_first"] = None
+            res["needle_selected_any"] = None
+            res["needle_weight"] = None
+        p = s.n_doc_tokens + len(self.suffix_tokens)
+        ring_start = p - params.ring
+        res["needle_in_sink_or_ring"] = needle_toks[1] <= params.sink or needle_toks[0] >= ring_start
+        return res
+
+
+def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
+    info = report.machine_info()
+    runner = PasskeyRunner(cfg)
+    rng = np.random.default_rng(cfg.seed)
+    cells = []
+    t0 = time.perf_counter()
+    try:
+        for length in cfg.lengths:
+            for depth in cfg.depths:
+                for trial in range(cfg.trials):
+                    key = int(rng.integers(10000, 100000))
+                    hs = runner.make(length, depth, key)
+                    needle_ids, pre_s = runner.prefill(hs)
+                    sp = [runner.session.spans[i] for i in needle_ids]
+                    needle_toks = (min(x.tok_start for x in sp), max(x.tok_end for x in sp)) if sp else (0, 0)
+                    cell = {"length": length, "depth": depth, "trial": trial, "key": key,
+                            "tokens": runner.session.n_doc_tokens, "prefill_s": pre_s,
+                            "needle_sentences": needle_ids, "needle_tokens": list(needle_toks), "policies": {}}
+                    for label, params in cfg.candidates():
+                        r = runner.answer(params, needle_ids, needle_toks)
+                        r["correct"] = r["parsed"] == key
+                        cell["policies"][label] = r
+                    cells.append(cell)
+                    log(f"[{length} d={depth} key={key}] " + ", ".join(
+                        f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}"
+                        for k, v in cell["policies"].items()))
+                    if cfg.out is not None:
+                        _write(cfg, info, cells, time.perf_counter() - t0, partial=True)
+    finally:
+        runner.close()
+    info["uptime_end"] = report.uptime()
+    return _write(cfg, info, cells, time.perf_counter() - t0, partial=False)
+
+
+def accuracy_grid(cells: list[dict], label: str, lengths: tuple[int, ...], depths: tuple[float, ...]):
+    grid = []
+    for L in lengths:
+        row = []
+        for d in depths:
+            cs = [c for c in cells if c["length"] == L and c["depth"] == d and label in c["policies"]]
+            row.append(sum(c["policies"][label]["correct"] for c in cs) / len(cs) if cs else None)
+        grid.append(row)
+    return grid
+
+
+def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -> dict:
+    """The issue's target: sentence correct wherever full is; window misses keys outside its window."""
+    full_l = next((k for k in (cells[0]["policies"] if cells else {}) if k.startswith("full/")), None)
+    sent_l = next((k for k in (cells[0]["policies"] if cells else {}) if k.startswith(main + "/")), None)
+    win_l = next((k for k in (cells[0]["policies"] if cells else {}) if k.startswith(window + "/")), None)
+    out: dict[str, Any] = {"full": full_l, "sentence": sent_l, "window": win_l}
+    if full_l and sent_l:
+        misses = [(c["length"], c["depth"]) for c in cells
+                  if c["policies"][full_l]["correct"] and not c["policies"][sent_l]["correct"]]
+        out["sentence_matches_full"] = not misses
+        out["sentence_misses_where_full_correct"] = misses
+        out["full_correct"] = sum(c["policies"][full_l]["correct"] for c in cells)
+        out["sentence_correct"] = sum(c["policies"][sent_l]["correct"] for c in cells)
+    if win_l:
+        outside = [c for c in cells if not c["policies"][win_l]["needle_in_sink_or_ring"]]
+        out["window_correct_outside_window"] = sum(c["policies"][win_l]["correct"] for c in outside)
+        out["window_cells_outside_window"] = len(outside)
+    out["cells"] = len(cells)
+    return out
+
+
+def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, partial: bool) -> dict:
+    data = {
+        "benchmark": "passkey",
+        "partial": partial,
+        "config": {"model": cfg.model, "lengths": list(cfg.lengths), "depths": list(cfg.depths),
+                   "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
+                   "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
+                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt),
+                   **cfg.extra},
+        "machine": info,
+        "wall_s": wall,
+        "cells": cells,
+        "verdict": verdict(cells) if cells else {},
+    }
+    if cfg.out is not None:
+        write_outputs(Path(cfg.out), data, final=not partial)
+    return data
+
+
+def summary_rows(data: dict) -> tuple[list[str], list[list[Any]]]:
+    labels = data["config"]["candidates"]
+    headers = ["length", "depth", "tokens", "key", *labels, "needle sel. (sentence)"]
+    sent = next((k for k in labels if k.startswith("sentence/")), None)
+    rows = []
+    for c in data["cells"]:
+        row = [c["length"], c["depth"], c["tokens"], c["key"]]
+        for k in labels:
+            p = c["policies"][k]
+            row.append(f"{'OK' if p['correct'] else 'x'} {p['answer'][:14]!r}")
+        if sent:
+            p = c["policies"][sent]
+            nf = p.get("needle_selected_first")
+            row.append("-" if nf is None else f"{nf:.2f} first / {'any' if p['needle_selected_any'] else 'none'}")
+        else:
+            row.append("-")
+        rows.append(row)
+    return headers, rows
+
+
+def render_markdown(data: dict) -> str:
+    cfg = data["config"]
+    mi = data["machine"]
+    lines = [f"# skv eval passkey ({mi['date']})", "",
+             f"Model `{Path(cfg['model']).name}`, format `{cfg['format']}`, sink {cfg['sink']}, ring {cfg['ring']}, "
+             f"greedy {cfg['max_tokens']} tokens, {cfg['trials']} trial(s) per cell, seed {cfg['seed']}. "
+             f"Question decoded under the policy: `{cfg['question']!r}`.", ""]
+    if data["cells"]:
+        h, rows = summary_rows(data)
+        lines += [report.markdown_table(h, rows), ""]
+        lines += ["Accuracy per policy (rows: length, columns: depth):", ""]
+        lens = tuple(cfg["lengths"])
+        deps = tuple(cfg["depths"])
+        for k in cfg["candidates"]:
+            g = accuracy_grid(data["cells"], k, lens, deps)
+            lines += [f"`{k}`:", "", report.markdown_table(["length", *[str(d) for d in deps]],
+                                                              [[L, *r] for L, r in zip(lens, g, strict=True)]), ""]
+        v = data["verdict"]
+        lines += ["Verdict: " + ", ".join(f"{k} = {v[k]}" for k in v), ""]
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, data: dict, final: bool = True) -> dict[str, Path]:
+    paths = {"json": report.write_json(out / "passkey.json", data),
+             "md": report.write_text(out / "passkey.md", render_markdown(data))}
+    if final and data["cells"]:
+        cfg = data["config"]
+        lens, deps = tuple(cfg["lengths"]), tuple(cfg["depths"])
+        grids = {k: accuracy_grid(data["cells"], k, lens, deps) for k in cfg["candidates"]}
+        p = report.heatmap(out / "passkey.png", f"Passkey accuracy ({Path(cfg['model']).name}, {cfg['format']})",
+                           grids, [f"{L // 1024}k" if L % 1024 == 0 else str(L) for L in lens],
+                           [str(d) for d in deps], "depth", "length")
+        if p:
+            paths["png"] = p
+    return paths
+
+
+# ----------------------------------------------------------------- CLI
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
+    p.add_argument("--lengths", help="haystack lengths in tokens, e.g. 2k,8k,16k (default)")
+    p.add_argument("--depths", help="needle depths, e.g. 0.1,0.5,0.9 (default)")
+    p.add_argument("--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048")
+    p.add_argument("--policies", default="full,sentence,window", help="policies (default full,sentence,window)")
+    p.add_argument("--budget", type=int, default=1024, help="budget tau (default 1024)")
+    p.add_argument("--sink", type=int, default=32)
+    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--format", dest="fmt", default="landmark", choices=FORMATS, help="prompt format")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
+    p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
+
+
+def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
+    from engine.bench.speed import _int_list
+    from engine.models import default_model_path
+
+    lengths = _int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
+    if args.depths:
+        depths = tuple(float(x) for x in args.depths.split(",") if x.strip())
+    else:
+        depths = FULL_DEPTHS if args.full else DEFAULT_DEPTHS
+    if any(not 0.0 <= d <= 1.0 for d in depths):
+        raise ValueError("depths must lie in [0, 1]")
+    if min(lengths) < 128:
+        raise ValueError("lengths must be at least 128 tokens")
+    if args.max_tokens < 1 or args.trials < 1:
+        raise ValueError("--max-tokens and --trials must be at least 1")
+    policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
+    budgets: tuple[int, ...] = ()
+    if args.full:
+        budgets = (512, 1024, 2048)
+        if "chunk" not in policies:
+            policies = (*policies, "chunk")
+    for pol in policies:
+        Policy.parse(pol)
+    cfg = PasskeyConfig(model=args.model or str(default_model_path()), lengths=tuple(sorted(lengths)),
+                        depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
+                        ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
+                        trials=args.trials, seed=args.seed, out=Path(args.out))
+    cfg.candidates()
+    return cfg
+
+
+def main_passkey(args: argparse.Namespace) -> int:
+    from engine.cli import UsageError
+
+    try:
+        cfg = config_from_args(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    data = run_passkey(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    h, rows = summary_rows(data)
+    print(report.text_table(h, rows))
+    for k in data["config"]["candidates"]:
+        g = accuracy_grid(data["cells"], k, tuple(cfg.lengths), tuple(cfg.depths))
+        acc = [v for r in g for v in r if v is not None]
+        print(f"{k}: {sum(acc) / len(acc):.2f} accuracy over {len(acc)} cells" if acc else f"{k}: no cells")
+    print("verdict: " + ", ".join(f"{k}={v}" for k, v in data["verdict"].items()))
+    print(f"wrote {cfg.out}/passkey.json, passkey.md" + (", passkey.png" if report.have_matplotlib() else ""))
+    return 0

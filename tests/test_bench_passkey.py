@@ -1,0 +1,76 @@
+"""`skv eval passkey` harness on the tiny random-weight model (answers are garbage: only the harness, its files
+and its JSON schema are tested), plus the haystack builder and the CLI exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.bench import passkey, report
+
+SKV = Path(sys.executable).parent / "skv"
+
+
+def run_skv(*args, timeout=120):
+    cmd = [str(SKV)] if SKV.exists() else [sys.executable, "-m", "engine.cli"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_haystack_places_the_needle_at_its_depth():
+    for fmt in passkey.FORMATS:
+        for depth in (0.0, 0.5, 1.0):
+            hs = passkey.build_haystack(20, depth, 12345, fmt)
+            a, b = hs.needle_chars
+            assert hs.text[a:b] == passkey.NEEDLE.format(K=12345)
+            assert hs.text.count("12345") == 2
+            frac = hs.text[:a].count(passkey.FILLER) / 20
+            assert frac == depth
+        assert hs.text.startswith(passkey.TASK) == (fmt == "landmark")
+    assert passkey.first_int(" 86556. Remember") == 86556
+    assert passkey.first_int("the key") is None
+
+
+def test_passkey_runs_and_writes_its_schema(tiny_model_path, tmp_path):
+    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256, 512), depths=(0.2, 0.8), budget=128,
+                                sink=8, ring=16, max_tokens=3, out=tmp_path)
+    data = passkey.run_passkey(cfg, log=lambda s: None)
+    assert data["benchmark"] == "passkey" and not data["partial"]
+    assert len(data["cells"]) == 4
+    for c in data["cells"]:
+        assert set(c["policies"]) == {"full/128", "sentence/128", "window/128"}
+        assert c["needle_sentences"], "the needle's sentences are found in the sentence table"
+        assert c["tokens"] <= c["length"] + 16
+        for label, p in c["policies"].items():
+            assert {"answer", "parsed", "correct", "needle_selected_first", "needle_selected_any",
+                    "needle_in_sink_or_ring"} <= set(p)
+            if label.startswith("full/"):
+                assert p["needle_selected_first"] is None
+            else:
+                assert 0.0 <= p["needle_selected_first"] <= 1.0
+        assert c["policies"]["window/128"]["needle_selected_any"] is False
+    v = data["verdict"]
+    assert v["cells"] == 4 and "sentence_matches_full" in v and "window_cells_outside_window" in v
+    assert json.loads((tmp_path / "passkey.json").read_text())["config"]["lengths"] == [256, 512]
+    assert "Accuracy per policy" in (tmp_path / "passkey.md").read_text()
+    assert (tmp_path / "passkey.png").exists() == report.have_matplotlib()
+
+
+def test_cli_passkey_exit_codes(tiny_model_path, tmp_path):
+    common = ["--model", str(tiny_model_path), "--budget", "128", "--sink", "8", "--ring", "16",
+              "--max-tokens", "2", "--out", str(tmp_path)]
+    proc = run_skv("eval", "passkey", "--lengths", "256", "--depths", "0.5", "--format", "session", *common)
+    assert proc.returncode == 0, proc.stderr
+    assert "verdict:" in proc.stdout
+    bad = run_skv("eval", "passkey", "--depths", "1.5", *common)
+    assert bad.returncode == 2 and "depths" in bad.stderr and "Traceback" not in bad.stderr
+    assert run_skv("eval", "passkey", "--format", "nope", *common).returncode == 2
+    assert run_skv("eval").returncode == 2
+
+
+def test_tables_render():
+    t = report.text_table(["a", "bb"], [[1, 2.5], ["x", None]])
+    assert t.splitlines()[2].split() == ["1", "2.50"]
+    m = report.markdown_table(["a"], [[True]])
+    assert m.splitlines()[-1] == "| yes |"
