@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skv-desktop", description="SentenceKV Desktop")
@@ -33,10 +35,15 @@ def main(argv: list[str] | None = None) -> int:
 
     from app.main_window import MainWindow
 
+    qapp_name = "SentenceKV Desktop"
+
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
-    qapp.setApplicationName("SentenceKV Desktop")
+    qapp.setApplicationName(qapp_name)
+    qapp.setDesktopFileName("sentencekv-desktop")
     window = MainWindow(model_path=args.model, max_tokens=args.max_tokens)
     window.show()
+    if args.selftest and args.prompt is None:
+        window.prompt_edit.setPlainText(DEFAULT_PROMPT)
     if not args.selftest:
         code = qapp.exec()
         window.shutdown()
@@ -44,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
 
     result = {"code": 1}
     if args.prompt is not None:
-        window.prompt_edit.setText(args.prompt)
+        window.prompt_edit.setPlainText(args.prompt)
 
     def on_loaded(ok: bool) -> None:
         if ok:

@@ -1,0 +1,349 @@
+"""Document view with the retrieval heat map.
+
+The whole text of every open document is shown in one read-only QPlainTextEdit (it lays out lazily, block by
+block, so a 150k-token book scrolls smoothly). Shading uses ExtraSelections for the retrieved sentences only (a few
+hundred at most), plus one selection that greys the text outside the context. The engine's sentence table maps
+sentence id → (document, char span); `DocumentMap` turns that into view positions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
+from PySide6.QtWidgets import (
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QPushButton,
+    QSplitter,
+    QTextEdit,
+    QVBoxLayout,
+    QWidget,
+)
+
+from engine.documents import Document
+
+HEAT_REFRESH_MS = 120
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedDoc:
+    document: Document  # the whole document, as read
+    offset: int = 0  # char offset of the part given to the engine (a chosen range starts here)
+
+
+class DocumentMap:
+    """Where each document and sentence sits in the view's text."""
+
+    def __init__(self, docs: list[LoadedDoc]) -> None:
+        self.docs = docs
+        self.bases: list[int] = []
+        parts: list[str] = []
+        pos = 0
+        for i, d in enumerate(docs):
+            header = ("\n\n" if i else "") + f"═══ {d.document.name} ═══\n\n"
+            parts.append(header)
+            pos += len(header)
+            self.bases.append(pos)
+            parts.append(d.document.text)
+            pos += len(d.document.text)
+        self.text = "".join(parts)
+        self.sentences: dict[int, tuple[int, int, int]] = {}  # sentence id -> (doc, view start, view end)
+        self.loaded_end: dict[int, int] = {}  # doc -> view position where the part in context ends
+
+    def set_sentences(self, table: tuple[tuple[int, int, int, int], ...]) -> None:
+        self.sentences = {}
+        self.loaded_end = {}
+        for sid, di, cs, ce in table:
+            if 0 <= di < len(self.docs):
+                base = self.bases[di] + self.docs[di].offset
+                self.sentences[sid] = (di, base + cs, base + ce)
+                self.loaded_end[di] = max(self.loaded_end.get(di, 0), base + ce)
+
+    def location(self, sid: int) -> tuple[str, str, str]:
+        """(document name, readable place, sentence text) of a sentence id."""
+        di, s, e = self.sentences[sid]
+        d = self.docs[di]
+        return d.document.name, d.document.location(s - self.bases[di]), self.text[s:e].strip()
+
+
+class DocumentView(QWidget):
+    """Emits range_requested(doc index, char offset) when the user asks to load the document from the cursor."""
+
+    range_requested = Signal(int, int)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("documentPane")
+        self.map: DocumentMap | None = None
+        self.heat: dict[int, float] = {}  # sentence id -> accumulated weight for the current answer
+        self.focus: tuple[tuple[int, float], ...] = ()  # sentences of the clicked step
+        self._n_steps = 0
+        self._colors = {"heat": "#ffb000", "focus": "#2f5bd3", "outside": "#98a0b0", "muted": "#5d6678"}
+
+        self.title = QLabel("Document")
+        self.title.setObjectName("paneTitle")
+        self.banner = QLabel()
+        self.banner.setObjectName("banner")
+        self.banner.setProperty("level", "warn")
+        self.banner.setWordWrap(True)
+        self.banner.setContentsMargins(8, 6, 8, 6)
+        self.banner.setAccessibleName("Context banner")
+        self.banner.hide()
+        self.range_button = QPushButton("Load from the cursor")
+        self.range_button.setAccessibleName("Load the document from the text cursor")
+        self.range_button.setToolTip(
+            "Put the context's window where the text cursor is (click in the text first)"
+        )
+        self.range_button.clicked.connect(self._request_range)
+        self.range_button.hide()
+
+        self.text = QPlainTextEdit()
+        self.text.setObjectName("documentText")
+        self.text.setReadOnly(True)
+        self.text.setTextInteractionFlags(
+            Qt.TextInteractionFlag.TextSelectableByMouse | Qt.TextInteractionFlag.TextSelectableByKeyboard
+        )
+        self.text.setAccessibleName("Document text")
+        self.text.setPlaceholderText(
+            "Drop a document anywhere in the window, or press Ctrl+O.\n\nTXT, Markdown, PDF, DOCX, HTML and EPUB."
+        )
+        self.text.setCenterOnScroll(True)
+
+        self.list_title = QLabel("Sentences used for the answer")
+        self.list_title.setObjectName("paneTitle")
+        self.back_button = QPushButton("Whole answer")
+        self.back_button.setAccessibleName("Show the sentences of the whole answer")
+        self.back_button.clicked.connect(self.show_answer_sentences)
+        self.back_button.hide()
+        self.top_list = QListWidget()
+        self.top_list.setObjectName("topList")
+        self.top_list.setAccessibleName("Retrieved sentences")
+        self.top_list.setWordWrap(True)
+        self.top_list.itemActivated.connect(self._jump)
+        self.top_list.itemClicked.connect(self._jump)
+
+        head = QHBoxLayout()
+        head.addWidget(self.title, 1)
+        head.addWidget(self.range_button)
+        list_head = QHBoxLayout()
+        list_head.addWidget(self.list_title, 1)
+        list_head.addWidget(self.back_button)
+        lower = QWidget()
+        lower_col = QVBoxLayout(lower)
+        lower_col.setContentsMargins(0, 6, 0, 0)
+        lower_col.addLayout(list_head)
+        lower_col.addWidget(self.top_list, 1)
+        upper = QWidget()
+        upper_col = QVBoxLayout(upper)
+        upper_col.setContentsMargins(0, 0, 0, 0)
+        upper_col.addLayout(head)
+        upper_col.addWidget(self.banner)
+        upper_col.addWidget(self.text, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(upper)
+        split.addWidget(lower)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        split.setChildrenCollapsible(False)
+        col = QVBoxLayout(self)
+        col.setContentsMargins(12, 12, 12, 12)
+        col.addWidget(split)
+
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(HEAT_REFRESH_MS)
+        self._timer.timeout.connect(self.refresh)
+
+    # ------------------------------------------------------------------ documents
+
+    def set_colors(self, colors: dict[str, str]) -> None:
+        self._colors = colors
+        self.refresh()
+
+    def set_documents(self, docs: list[LoadedDoc]) -> None:
+        self.map = DocumentMap(docs) if docs else None
+        self.heat = {}
+        self.focus = ()
+        self.text.setPlainText(self.map.text if self.map else "")
+        self.title.setText(", ".join(d.document.name for d in docs) if docs else "Document")
+        self.banner.hide()
+        self.range_button.hide()
+        self.top_list.clear()
+        self.refresh()
+
+    def set_loaded(
+        self, table: tuple[tuple[int, int, int, int], ...], n_loaded: int, n_total: int, truncated: bool
+    ) -> None:
+        """The engine's sentence table and what fits: marks the part in context."""
+        if self.map is None:
+            return
+        self.map.set_sentences(table)
+        if truncated:
+            self.banner.setText(
+                f"{n_loaded:,} of {n_total:,} tokens in context. The greyed text is not in the context: "
+                "click where it should start and press “Load from the cursor”, or raise the context size."
+            )
+            self.banner.show()
+        else:
+            self.banner.hide()
+        self.range_button.setVisible(truncated or any(d.offset for d in self.map.docs))
+        self.refresh()
+
+    def _request_range(self) -> None:
+        if self.map is None:
+            return
+        pos = self.text.textCursor().position()
+        di = 0
+        for i, base in enumerate(self.map.bases):
+            if pos >= base:
+                di = i
+        offset = max(0, min(pos - self.map.bases[di], len(self.map.docs[di].document.text)))
+        self.range_requested.emit(di, offset)
+
+    # ------------------------------------------------------------------ retrieval
+
+    def clear_heat(self) -> None:
+        self.heat = {}
+        self.focus = ()
+        self._n_steps = 0
+        self.top_list.clear()
+        self.back_button.hide()
+        self.list_title.setText("Sentences used for the answer")
+        self.refresh()
+
+    def add_retrieval(self, sentences: tuple[tuple[int, float], ...]) -> None:
+        """One decode step's sentences (id, weight); shading is refreshed at most every HEAT_REFRESH_MS."""
+        self._n_steps += 1
+        for sid, w in sentences:
+            self.heat[sid] = self.heat.get(sid, 0.0) + w
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def set_heat(self, heat: dict[int, float], n_steps: int) -> None:
+        self.heat = dict(heat)
+        self._n_steps = n_steps
+        self.focus = ()
+        self.show_answer_sentences()
+
+    def top_sentences(self, n: int = 12) -> list[tuple[int, float]]:
+        """Document sentences by accumulated weight, as a fraction of the answer's steps."""
+        if self.map is None or not self._n_steps:
+            return []
+        ranked = sorted(
+            ((sid, w / self._n_steps) for sid, w in self.heat.items() if sid in self.map.sentences),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        return ranked[:n]
+
+    def show_answer_sentences(self) -> None:
+        self.focus = ()
+        self.back_button.hide()
+        self.list_title.setText("Sentences used for the answer")
+        self._fill_list(self.top_sentences())
+        self.refresh()
+
+    def show_step(self, token_text: str, sentences: tuple[tuple[int, float], ...]) -> None:
+        """The sentences attended for one token (clicked in the answer): list them, mark them, scroll to the first."""
+        self.focus = tuple(s for s in sentences if self.map is not None and s[0] in self.map.sentences)
+        word = token_text.strip() or token_text
+        self.list_title.setText(f"Sentences read to write “{word}”")
+        self.back_button.show()
+        ranked = sorted(self.focus, key=lambda kv: (-kv[1], kv[0]))
+        self._fill_list(ranked)
+        self.refresh()
+        if ranked:
+            self.scroll_to(ranked[0][0])
+
+    def _fill_list(self, ranked: list[tuple[int, float]]) -> None:
+        self.top_list.clear()
+        if self.map is None:
+            return
+        for sid, w in ranked:
+            name, place, text = self.map.location(sid)
+            short = text if len(text) <= 160 else text[:157] + "…"
+            item = QListWidgetItem(f"{w:.0%}  ·  {name}, {place}\n{short}")
+            item.setData(Qt.ItemDataRole.UserRole, sid)
+            item.setToolTip(text)
+            self.top_list.addItem(item)
+        if not ranked:
+            self.top_list.addItem(QListWidgetItem("No document sentences yet: ask a question."))
+
+    def _jump(self, item: QListWidgetItem) -> None:
+        sid = item.data(Qt.ItemDataRole.UserRole)
+        if sid is not None:
+            self.scroll_to(int(sid))
+
+    def scroll_to(self, sid: int) -> None:
+        if self.map is None or sid not in self.map.sentences:
+            return
+        _, s, e = self.map.sentences[sid]
+        cur = self.text.textCursor()
+        cur.setPosition(s)
+        self.text.setTextCursor(cur)
+        self.text.centerCursor()
+
+    def refresh(self) -> None:
+        """Rebuild the ExtraSelections: grey outside the context, heat per retrieved sentence, focus outline."""
+        if self.map is None:
+            self.text.setExtraSelections([])
+            return
+        sels: list[QTextEdit.ExtraSelection] = []
+        doc = self.text.document()
+        outside = QColor(self._colors["outside"])
+        for di, d in enumerate(self.map.docs):
+            if di not in self.map.loaded_end and not self.map.sentences:
+                continue
+            start_in = self.map.bases[di] + d.offset
+            end_in = self.map.loaded_end.get(di, start_in)
+            end_doc = self.map.bases[di] + len(d.document.text)
+            for a, b in ((self.map.bases[di], start_in), (end_in, end_doc)):
+                if b > a:
+                    sels.append(_selection(doc, a, b, foreground=outside))
+        if self.heat:
+            top = max(self.heat.values())
+            heat = QColor(self._colors["heat"])
+            for sid, w in self.heat.items():
+                span = self.map.sentences.get(sid)
+                if span is None:
+                    continue
+                c = QColor(heat)
+                c.setAlphaF(0.12 + 0.58 * (w / top))
+                sels.append(_selection(doc, span[1], span[2], background=c))
+        focus = QColor(self._colors["focus"])
+        for sid, _w in self.focus:
+            span = self.map.sentences.get(sid)
+            if span is not None:
+                sels.append(_selection(doc, span[1], span[2], underline=focus))
+        self.text.setExtraSelections(sels)
+
+
+def _selection(
+    doc,
+    start: int,
+    end: int,
+    background: QColor | None = None,
+    foreground: QColor | None = None,
+    underline: QColor | None = None,
+) -> QTextEdit.ExtraSelection:
+    sel = QTextEdit.ExtraSelection()
+    cur = QTextCursor(doc)
+    cur.setPosition(start)
+    cur.setPosition(min(end, doc.characterCount() - 1), QTextCursor.MoveMode.KeepAnchor)
+    fmt = QTextCharFormat()
+    if background is not None:
+        fmt.setBackground(background)
+    if foreground is not None:
+        fmt.setForeground(foreground)
+    if underline is not None:
+        fmt.setUnderlineStyle(QTextCharFormat.UnderlineStyle.SingleUnderline)
+        fmt.setUnderlineColor(underline)
+        fmt.setFontUnderline(True)
+        fmt.setFontWeight(600)
+    sel.cursor = cur
+    sel.format = fmt
+    return sel

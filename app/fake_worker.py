@@ -1,0 +1,164 @@
+"""A scripted stand-in for EngineWorker (same submit/stop/shutdown, same events from its own thread) for fast UI
+tests and screenshots. The end-to-end tests use the real engine."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable
+
+from engine import events as ev
+from engine.documents import Document
+from engine.worker import Ask, LoadModel, OpenDocuments, SetParams
+
+ANSWER = [
+    "The",
+    " pass",
+    " code",
+    " is",
+    " **",
+    "gran",
+    "ite",
+    "-",
+    "1851",
+    "**",
+    ".",
+    " It",
+    " is",
+    " written",
+    " on",
+    " a",
+    " card",
+    " at",
+    " the",
+    " front",
+    " desk",
+    ".",
+]
+
+
+class FakeWorker:
+    def __init__(
+        self,
+        on_event: Callable[[ev.Event], None],
+        token_delay: float = 0.01,
+        answer: list[str] | None = None,
+        n_ctx: int = 4096,
+    ) -> None:
+        self._on_event = on_event
+        self._delay = token_delay
+        self._answer = answer or ANSWER
+        self._n_ctx = n_ctx
+        self._ids = itertools.count(1)
+        self._last = 0
+        self._stop_upto = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._sentences: list[tuple[int, int, int, int]] = []
+        self._n_past = 0
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+        self.commands: list[object] = []
+
+    def submit(self, command) -> int:
+        rid = next(self._ids)
+        self._last = rid
+        self.commands.append(command)
+        self._queue.put((rid, command))
+        return rid
+
+    def stop(self) -> None:
+        self._stop_upto = self._last
+
+    def shutdown(self, timeout: float = 10.0) -> bool:
+        self._stop_upto = self._last
+        self._queue.put(None)
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        while (item := self._queue.get()) is not None:
+            rid, cmd = item
+            if rid <= self._stop_upto:
+                self._on_event(ev.Stopped(rid, "stopped before it started"))
+                continue
+            self._on_event(self._run(rid, cmd))
+
+    def _memory(self, rid: int) -> ev.MemoryEvent:
+        return ev.MemoryEvent(
+            rid, 52_428_800 + self._n_past * 4096, 3_407_872, 301_989_888, self._n_past, self._n_ctx
+        )
+
+    def _run(self, rid: int, cmd) -> ev.Event:
+        emit = self._on_event
+        if isinstance(cmd, LoadModel):
+            emit(ev.ProgressEvent(rid, "load", 0, 1, -1.0))
+            if not cmd.config.model_path.endswith(".gguf"):
+                return ev.Failed(rid, "the model could not be loaded: check that it is a llama.cpp GGUF file")
+            emit(
+                ev.ModelLoaded(
+                    rid,
+                    cmd.config.model_path.rsplit("/", 1)[-1],
+                    cmd.config.model_path,
+                    self._n_ctx,
+                    18,
+                    262144,
+                    32768,
+                    True,
+                    0.1,
+                )
+            )
+            emit(self._memory(rid))
+            return ev.Finished(rid, "done")
+        if isinstance(cmd, OpenDocuments):
+            docs = [d for d in cmd.documents if isinstance(d, Document)]
+            self._sentences = []
+            sid = 1
+            total = 0
+            for di, d in enumerate(docs):
+                for m in re.finditer(r"[^.!?\n]+[.!?]?", d.text):
+                    if m.group().strip():
+                        self._sentences.append((sid, di, m.start(), m.end()))
+                        sid += 1
+                total += len(d.text) // 4
+            loaded = min(total, self._n_ctx - 512)
+            keep = [s for s in self._sentences if s[2] // 4 < loaded] if total > loaded else self._sentences
+            for done in range(0, loaded + 1, max(1, loaded // 4)):
+                if rid <= self._stop_upto:
+                    return ev.Stopped(rid, "stopped by the user")
+                emit(ev.ProgressEvent(rid, "prefill", done, loaded, 0.5))
+                time.sleep(self._delay)
+            self._n_past = loaded
+            self._sentences = keep
+            emit(
+                ev.DocumentsLoaded(
+                    rid, tuple(d.name for d in docs), total, loaded, total > loaded, 0.4, False, tuple(keep)
+                )
+            )
+            emit(self._memory(rid))
+            return ev.Finished(rid, "done")
+        if isinstance(cmd, Ask):
+            ids = [s[0] for s in self._sentences]
+            for i, text in enumerate(self._answer):
+                if rid <= self._stop_upto:
+                    return ev.Stopped(rid, "stopped by the user")
+                emit(ev.TokenEvent(rid, i, text, 100 + i))
+                if ids:
+                    picks = sorted({ids[(i * 7 + k * 3) % len(ids)] for k in range(3)} | {ids[-4 % len(ids)]})
+                    emit(
+                        ev.RetrievalEvent(
+                            rid, i, tuple((p, 0.5 if p == ids[-4 % len(ids)] else 0.25) for p in picks)
+                        )
+                    )
+                self._n_past += 1
+                emit(self._memory(rid))
+                time.sleep(self._delay)
+            emit(ev.StatsEvent(rid, 0.31, 42.5, 1850.0, len(self._answer)))
+            return ev.Finished(rid, "eos")
+        if isinstance(cmd, SetParams):
+            p = cmd.params
+            emit(ev.ParamsChanged(rid, p.policy.name.lower(), p.budget, p.sink, p.ring))
+            return ev.Finished(rid, "done")
+        return ev.Failed(rid, "unknown command")

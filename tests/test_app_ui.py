@@ -1,0 +1,233 @@
+"""UI behaviour on a scripted engine (app/fake_worker.py): fast, no model. The real engine runs in test_app_e2e.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(120)
+
+SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample.md"
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    from app.fake_worker import FakeWorker
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+
+    made = []
+
+    def make(token_delay: float = 0.005, data_dir: Path | None = None, **settings):
+        w = MainWindow(
+            model_path="/models/fake-model.gguf",
+            bridge_factory=lambda on_event: FakeWorker(on_event, token_delay=token_delay),
+            settings=AppSettings(**settings),
+            data_dir=data_dir or tmp_path / "data",
+        )
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
+        return w
+
+    yield make
+    for w in made:
+        w.shutdown()
+
+
+def open_sample(qtbot, w) -> None:
+    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
+        w.open_paths([str(SAMPLE)])
+
+
+def ask(qtbot, w, question: str = "What is the pass code?") -> str:
+    w.prompt_edit.setPlainText(question)
+    with qtbot.waitSignal(w.answer_finished, timeout=10_000) as answered:
+        w.send()
+    return answered.args[0]
+
+
+def test_bridge_delivers_worker_thread_events_on_the_gui_thread(qtbot):
+    import threading
+
+    from app.bridge import EngineBridge
+    from engine import events as ev
+
+    class Silent:
+        def __init__(self, on_event):
+            self.on_event = on_event
+
+        def submit(self, cmd):
+            return 1
+
+        def stop(self):
+            pass
+
+        def shutdown(self, timeout=10.0):
+            return True
+
+    bridge = EngineBridge(lambda on_event: Silent(on_event))
+    seen = []
+    bridge.token.connect(lambda e: seen.append((e, threading.current_thread() is threading.main_thread())))
+    t = threading.Thread(target=lambda: bridge.dispatch(ev.TokenEvent(1, 0, "hi", 5)))
+    t.start()
+    t.join()
+    assert seen == []  # queued, not called on the worker thread
+    qtbot.waitUntil(lambda: len(seen) == 1, timeout=2000)
+    assert seen[0] == (ev.TokenEvent(1, 0, "hi", 5), True)
+
+
+def test_answer_streams_as_markdown_and_shades_retrieved_sentences(qtbot, make_window):
+    w = make_window()
+    open_sample(qtbot, w)
+    assert "Eastwick" in w.doc_view.text.toPlainText()
+    answer = ask(qtbot, w)
+    assert answer.startswith("The pass code is **granite-1851**.")
+    assert "**" not in w.output_text()  # rendered as Markdown
+    assert "granite-1851" in w.output_text()
+    assert w.doc_view.heat and w.doc_view.top_list.count() > 0
+    assert "tok/s" in w.chat.items[-1].footer
+
+
+def test_clicking_a_word_lists_and_scrolls_to_its_sentences(qtbot, make_window):
+    w = make_window()
+    open_sample(qtbot, w)
+    ask(qtbot, w)
+    item = w.chat.items[-1]
+    text = w.output_text()
+    pos = text.index("granite")
+    w.chat.click_position(pos + 2)
+    assert w.doc_view.focus, "the step's sentences are marked"
+    assert w.doc_view.list_title.text().startswith("Sentences read to write")
+    sid = sorted(w.doc_view.focus, key=lambda kv: (-kv[1], kv[0]))[0][0]
+    start = w.doc_view.map.sentences[sid][1]
+    assert w.doc_view.text.textCursor().position() == start
+    # the token under the click is one of the answer's tokens around "granite"
+    i, t = w.chat.token_at_position(pos + 2)
+    assert "gran" in item.text[item.token_starts[t] : item.token_starts[t] + 8] or t in (4, 5, 6)
+
+
+def test_stop_during_decode_returns_control_at_once(qtbot, make_window):
+    import time
+
+    w = make_window(token_delay=0.2)
+    w.prompt_edit.setPlainText("Tell me everything")
+    w.send()
+    qtbot.waitUntil(lambda: len(w.chat.items[-1].text) > 0, timeout=5000)
+    t0 = time.perf_counter()
+    w.stop()
+    assert w.send_button.isEnabled()
+    assert time.perf_counter() - t0 < 0.5
+    assert w.chat.items[-1].footer.endswith("stopped")
+
+
+def test_truncated_document_shows_the_banner_and_loads_a_chosen_range(qtbot, make_window, tmp_path):
+    book = tmp_path / "book.txt"
+    book.write_text(
+        " ".join(f"Line {i} of the long book tells a story." for i in range(3000)), encoding="utf-8"
+    )
+    w = make_window()
+    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
+        w.open_paths([str(book)])
+    assert w.doc_view.banner.isVisible()
+    assert "tokens in context" in w.doc_view.banner.text()
+    cur = w.doc_view.text.textCursor()
+    cur.setPosition(60_000)
+    w.doc_view.text.setTextCursor(cur)
+    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
+        w.doc_view.range_button.click()
+    assert w._docs[0].offset > 50_000
+    first = min(s for _, s, _ in w.doc_view.map.sentences.values())
+    assert first >= w.doc_view.map.bases[0] + w._docs[0].offset
+
+
+def test_conversation_survives_a_restart(qtbot, make_window, tmp_path):
+    data = tmp_path / "shared-data"
+    w = make_window(data_dir=data)
+    open_sample(qtbot, w)
+    ask(qtbot, w, "Where is the library?")
+    w.close()
+    w2 = make_window(data_dir=data)
+    assert w2.conv_list.count() == 1
+    assert w2.conv_list.item(0).text() == "Where is the library?"
+    assert "Where is the library?" in w2.output_text()
+    assert "granite-1851" in w2.output_text()
+
+
+def test_dropping_a_gguf_loads_that_model_and_errors_show_one_sentence(qtbot, make_window, tmp_path):
+    from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    w = make_window()
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(tmp_path / "other.gguf"))])
+    drop = QDropEvent(
+        QPointF(10, 10),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    with qtbot.waitSignal(w.load_finished, timeout=5000):
+        w.dropEvent(drop)
+    assert w.settings.model_path.endswith("other.gguf")
+    assert w.model_info.name == "other.gguf"
+    w.open_paths([str(tmp_path / "missing.txt")])
+    qtbot.waitUntil(lambda: w.banner.isVisible(), timeout=5000)
+    assert "Traceback" not in w.banner.text() and w.banner.text().endswith(".")
+
+
+def test_settings_apply_params_without_reload_and_theme_at_once(qtbot, make_window):
+    from dataclasses import replace
+
+    from engine.worker import LoadModel, SetParams
+
+    w = make_window()
+    fake = w.bridge._worker
+    n_loads = sum(isinstance(c, LoadModel) for c in fake.commands)
+    w.apply_settings(replace(w.settings, budget=512, policy="window", theme="dark"))
+    qtbot.waitUntil(lambda: any(isinstance(c, SetParams) for c in fake.commands), timeout=2000)
+    assert sum(isinstance(c, LoadModel) for c in fake.commands) == n_loads
+    assert w.colors["window"] == "#1b1e24"
+    w.apply_settings(replace(w.settings, n_ctx=2048))
+    qtbot.waitUntil(lambda: sum(isinstance(c, LoadModel) for c in fake.commands) == n_loads + 1, timeout=2000)
+
+
+def test_every_control_has_an_accessible_name(qtbot, make_window):
+    from PySide6.QtWidgets import QAbstractButton, QAbstractScrollArea, QComboBox, QLineEdit, QSpinBox
+
+    w = make_window()
+    dialog = w.open_settings()
+    for root in (w, dialog):
+        for cls in (QAbstractButton, QComboBox, QLineEdit, QSpinBox, QAbstractScrollArea):
+            for c in root.findChildren(cls):
+                if (
+                    c.isVisibleTo(root)
+                    and c.parent() is not None
+                    and c.objectName() != "qt_scrollarea_viewport"
+                ):
+                    assert c.accessibleName() or c.text() if hasattr(c, "text") else c.accessibleName(), c
+    dialog.reject()
+
+
+def test_export_writes_markdown_and_json(tmp_path):
+    import json
+
+    from app.store import ConversationStore, export_json, export_markdown
+
+    store = ConversationStore(tmp_path)
+    conv = store.create("Harbour", ["/docs/sample.md"])
+    store.add_message(conv.id, "user", "When was the light first lit?")
+    store.add_message(
+        conv.id,
+        "assistant",
+        "On 3 March 1851.",
+        {"top": [{"doc": "sample.md", "location": "line 9", "text": "The lighthouse…", "weight": 0.4}]},
+    )
+    md = export_markdown(conv, store.messages(conv.id))
+    assert "**You:**" in md and "line 9" in md
+    data = json.loads(export_json(conv, store.messages(conv.id)))
+    assert data["messages"][1]["sources"][0]["location"] == "line 9"
+    assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
