@@ -127,7 +127,9 @@ struct skv_layer {
     std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
     std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
 
-    std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] current selection
+    std::vector<std::vector<skv_pick>> order;     // [n_head_kv] every entry in selection order (the choice)
+    int32_t                            order_n = 0; // entries [0, order_n) are in order
+    std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] entries attended in the last staged step
     std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][s_max] position held by each slot, -1 empty
 
     // device staging only: host copy of the staging rows and the slot range written since the last upload
@@ -245,6 +247,10 @@ struct llama_skv_cache {
             for (auto & s : l.sel) {
                 s.clear();
             }
+            for (auto & s : l.order) {
+                s.clear();
+            }
+            l.order_n = 0;
             for (auto & sp : l.slot_pos) {
                 std::fill(sp.begin(), sp.end(), -1);
             }
@@ -333,6 +339,10 @@ struct llama_skv_cache {
             for (auto & s : l.sel) {
                 s.clear();
             }
+            for (auto & s : l.order) {
+                s.clear();
+            }
+            l.order_n = 0;
         }
         close_ready(n_cached);
     }
@@ -454,12 +464,23 @@ struct llama_skv_cache {
             const float * s = sc.data() + (size_t) h * sent_cap;
             std::iota(order.begin(), order.end(), 0);
             std::stable_sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b]; });
-            auto & sel = l.sel[h];
-            sel.clear();
+            auto & ord = l.order[h];
+            ord.clear();
             for (int32_t id : order) {
-                sel.push_back({id, s[id], 0});
+                ord.push_back({id, s[id], 0});
             }
         }
+        l.order_n = n;
+    }
+
+    // entries closed after the selection was made join its end, most recent first, the same for every head
+    void extend_order(skv_layer & l) {
+        for (int32_t id = n_vec - 1; id >= l.order_n; --id) {
+            for (auto & ord : l.order) {
+                ord.push_back({id, 0.0f, 0});
+            }
+        }
+        l.order_n = std::max(l.order_n, n_vec);
     }
 
     //
@@ -559,12 +580,10 @@ struct llama_skv_cache {
                 // no query seen and no seed (after a seq_rm, or a restore without prefill): most recent first,
                 // so a budget that covers the context still selects every token
                 for (auto & l : layers) {
-                    for (auto & sel : l.sel) {
-                        sel.clear();
-                        for (int32_t i = n_vec - 1; i >= 0; --i) {
-                            sel.push_back({i, 0.0f, 0});
-                        }
+                    for (auto & ord : l.order) {
+                        ord.clear();
                     }
+                    l.order_n = 0;
                 }
                 has_sel = true;
             }
@@ -599,25 +618,28 @@ struct llama_skv_cache {
                 if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
                     take(open_start, p);
                 }
+                // the full order is kept (a kept selection must give every head the same candidates); the
+                // reported selection lists the entries that got tokens
                 auto & sel = l.sel[h];
+                sel.clear();
                 if (use_sel && has_sel) {
+                    if (h == 0) {
+                        extend_order(l);
+                    }
                     const auto & tab = active();
-                    size_t keep = 0;
-                    for (size_t i = 0; i < sel.size() && (int32_t) want.size() < n_slot; ++i) {
-                        if (sel[i].id >= (int32_t) tab.size()) {
+                    for (const auto & pk : l.order[h]) {
+                        if ((int32_t) want.size() >= n_slot) {
+                            break;
+                        }
+                        if (pk.id >= (int32_t) tab.size()) {
                             continue;
                         }
-                        const skv_span sp = tab[sel[i].id];
+                        const skv_span sp = tab[pk.id];
                         const int32_t got = take(sp.p0, sp.p1);
                         if (got > 0) {
-                            sel[keep] = sel[i];
-                            sel[keep].n_tok = got;
-                            keep++;
+                            sel.push_back({pk.id, pk.score, got});
                         }
                     }
-                    sel.resize(keep);
-                } else {
-                    sel.clear();
                 }
                 std::sort(want.begin(), want.end());
 
@@ -1047,6 +1069,7 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
             l.vec_host.assign((size_t) skv->sent_cap * n_embd_k, 0.0f);
             l.acc.assign((size_t) skv->n_head_kv * skv->sent_cap, 0.0f);
             l.sel.resize(skv->n_head_kv);
+            l.order.resize(skv->n_head_kv);
             l.slot_pos.resize(skv->n_head_kv);
             skv->layers.push_back(std::move(l));
         }
