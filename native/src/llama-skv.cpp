@@ -1051,6 +1051,11 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
             }
         }
         skv->on_device = !ggml_backend_buft_is_host(skv->buft);
+        // env LLAMA_SKV_SHADOW=1: take the device upload path (host shadow + one copy per step) on a CPU build too,
+        // so the tests exercise the code a GPU runs
+        if (getenv("LLAMA_SKV_SHADOW") && atoi(getenv("LLAMA_SKV_SHADOW")) != 0) {
+            skv->on_device = true;
+        }
 
         const int32_t n_embd_k = skv->n_head_kv * skv->head_dim;
         ggml_init_params ip = {
