@@ -279,7 +279,8 @@ class SkvContext:
         scores = (ctypes.c_float * n_max)()
         ntok = (ctypes.c_int32 * n_max)()
         n = _check(
-            self._lib.llama_skv_get_selection(self._ctx, skv_layer, head, ids, scores, ntok, n_max), "get_selection"
+            self._lib.llama_skv_get_selection(self._ctx, skv_layer, head, ids, scores, ntok, n_max),
+            "get_selection",
         )
         return [Pick(ids[i], scores[i], ntok[i]) for i in range(min(n, n_max))]
 

@@ -153,7 +153,7 @@ class SentenceStream:
         if not text.strip():
             return None
         blank = text.find("\n\n")
-        if 0 <= blank < len(text) - 2 and text[: blank].strip():
+        if 0 <= blank < len(text) - 2 and text[:blank].strip():
             return blank + 2
         flat = text.replace("\n", " ")
         pieces = [p for p in self._seg.segment(flat) if p]

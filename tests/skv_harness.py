@@ -22,8 +22,14 @@ def open_session(model_path: Path, n_ctx: int, budget: int, sink: int = 32, ring
     from engine.native import SkvParams
     from engine.session import Session, SessionConfig
 
-    return Session(SessionConfig(str(model_path), n_ctx=n_ctx, n_threads=threads,
-                                 skv=SkvParams(budget=budget, sink=sink, ring=ring)))
+    return Session(
+        SessionConfig(
+            str(model_path),
+            n_ctx=n_ctx,
+            n_threads=threads,
+            skv=SkvParams(budget=budget, sink=sink, ring=ring),
+        )
+    )
 
 
 def prefill_text(session, text: str, n_prefill: int) -> list[int]:

@@ -62,8 +62,12 @@ ops = st.lists(
         st.tuples(st.just("prefill"), st.integers(2, 90)),
         st.tuples(st.just("decode"), st.integers(1, 6)),
         st.tuples(st.just("rewind"), st.floats(0.0, 1.0)),
-        st.tuples(st.just("params"), st.tuples(st.sampled_from(list(Policy)), st.integers(-8, 700),
-                                              st.integers(0, 40), st.integers(1, 80))),
+        st.tuples(
+            st.just("params"),
+            st.tuples(
+                st.sampled_from(list(Policy)), st.integers(-8, 700), st.integers(0, 40), st.integers(1, 80)
+            ),
+        ),
         st.tuples(st.just("clear"), st.none()),
         st.tuples(st.just("snapshot"), st.none()),
     ),

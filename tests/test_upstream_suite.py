@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-SKIP_DOWNLOADS = '''
+SKIP_DOWNLOADS = """
 import huggingface_hub
 import pytest
 
@@ -20,7 +20,7 @@ def _no_download(*args, **kwargs):
 
 
 huggingface_hub.hf_hub_download = _no_download
-'''
+"""
 
 
 def _sdist_tree() -> Path | None:
@@ -46,7 +46,10 @@ def test_llama_cpp_python_suite_passes_on_patched_library(tmp_path):
     (work / "vendor" / "llama.cpp" / "models").symlink_to(tree / "vendor" / "llama.cpp" / "models")
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests"],
-        cwd=work, capture_output=True, text=True, timeout=900,
+        cwd=work,
+        capture_output=True,
+        text=True,
+        timeout=900,
         env={**__import__("os").environ, "HF_HUB_OFFLINE": "1", "LLAMA_SKV": "0"},
     )
     tail = proc.stdout[-3000:] + proc.stderr[-2000:]

@@ -55,26 +55,47 @@ def main() -> int:
     build = root / "build"
     lib_dir = build / "bin"
     if not (lib_dir / "libllama.so").exists():
-        flags = ["-DBUILD_SHARED_LIBS=ON", "-DLLAMA_BUILD_COMMON=OFF", "-DLLAMA_BUILD_TESTS=OFF",
-                 "-DLLAMA_BUILD_TOOLS=OFF", "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_BUILD_SERVER=OFF",
-                 "-DGGML_NATIVE=OFF", "-DCMAKE_BUILD_TYPE=Release"]
+        flags = [
+            "-DBUILD_SHARED_LIBS=ON",
+            "-DLLAMA_BUILD_COMMON=OFF",
+            "-DLLAMA_BUILD_TESTS=OFF",
+            "-DLLAMA_BUILD_TOOLS=OFF",
+            "-DLLAMA_BUILD_EXAMPLES=OFF",
+            "-DLLAMA_BUILD_SERVER=OFF",
+            "-DGGML_NATIVE=OFF",
+            "-DCMAKE_BUILD_TYPE=Release",
+        ]
         subprocess.run(["cmake", "-S", str(ll), "-B", str(build), "-G", "Ninja", *flags], check=True)
-        subprocess.run(["cmake", "--build", str(build), "--target", "llama", "-j", str(os.cpu_count() or 2)],
-                       check=True)
+        subprocess.run(
+            ["cmake", "--build", str(build), "--target", "llama", "-j", str(os.cpu_count() or 2)], check=True
+        )
     book = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "alice_in_wonderland.txt"
     out = {}
     for name, env in (("stock", {"LLAMA_CPP_LIB_PATH": str(lib_dir)}), ("patched", {})):
         npy = root / f"logits_{name}.npy"
-        r = subprocess.run([sys.executable, "-c", PROBE, model, str(book), str(npy)], capture_output=True,
-                           text=True, env={**os.environ, **env, "LLAMA_SKV": "0"}, check=True)
+        r = subprocess.run(
+            [sys.executable, "-c", PROBE, model, str(book), str(npy)],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **env, "LLAMA_SKV": "0"},
+            check=True,
+        )
         out[name] = json.loads(r.stdout.strip().splitlines()[-1])
     import numpy as np
 
     a = np.load(root / "logits_stock.npy")
     b = np.load(root / "logits_patched.npy")
     diff = float(np.abs(a - b).max())
-    print(json.dumps({"libraries": out, "positions": int(a.shape[0]), "max_abs_dlogit": diff,
-                      "bit_identical": bool(np.array_equal(a, b))}))
+    print(
+        json.dumps(
+            {
+                "libraries": out,
+                "positions": int(a.shape[0]),
+                "max_abs_dlogit": diff,
+                "bit_identical": bool(np.array_equal(a, b)),
+            }
+        )
+    )
     return 0 if np.array_equal(a, b) and not out["stock"]["patched"] and out["patched"]["patched"] else 1
 
 
