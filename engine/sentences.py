@@ -158,7 +158,8 @@ class SentenceStream:
         flat = text.replace("\n", " ")
         pieces = [p for p in self._seg.segment(flat) if p]
         if len(pieces) >= 2 and pieces[1].strip():
-            return len(pieces[0])
+            # the sentence ends at its last visible character (the space after it starts the next token)
+            return max(1, len(pieces[0].rstrip()))
         return None
 
     def _commit(self, n_tok: int, ends: list[int]) -> None:
