@@ -158,8 +158,10 @@ class SentenceStream:
         flat = text.replace("\n", " ")
         pieces = [p for p in self._seg.segment(flat) if p]
         if len(pieces) >= 2 and pieces[1].strip():
-            # the sentence ends at its last visible character (the space after it starts the next token)
-            return max(1, len(pieces[0].rstrip()))
+            # the sentence ends at its last visible character (the space after it starts the next token); pysbd
+            # may drop leading whitespace, so find the piece in the text
+            first = pieces[0].strip()
+            return flat.find(first) + len(first)
         return None
 
     def _commit(self, n_tok: int, ends: list[int]) -> None:
