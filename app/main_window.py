@@ -695,7 +695,7 @@ class MainWindow(QMainWindow):
             self.conv_list.setCurrentRow(0)
 
     def output_text(self) -> str:
-        return self.chat.toPlainText()
+        return self.chat.toPlainText().strip()
 
     def status_text(self) -> str:
         return self.banner.text() or self.progress.label.text()
