@@ -126,6 +126,8 @@ class MainWindow(QMainWindow):
         self.conv_list.setAccessibleName("Conversations")
         self.conv_list.currentItemChanged.connect(self._conversation_chosen)
         self.conv_list.installEventFilter(self)
+        self.conv_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         new_button = QPushButton("New chat")
         new_button.setAccessibleName("Start a new chat")
         new_button.clicked.connect(self.new_conversation)

@@ -117,7 +117,8 @@ class MemoryPanel(QWidget):
 
     def set_model(self, name: str, weights_bytes: int) -> None:
         self.weights_bytes = weights_bytes
-        self.model_label.setText(f"{name} · {fmt_bytes(weights_bytes)}" if name else "No model")
+        size = f" · {fmt_bytes(weights_bytes)}" if weights_bytes > 0 else ""
+        self.model_label.setText(f"{name}{size}" if name else "No model")
         self._values["weights"].setText(fmt_bytes(weights_bytes))
 
     def update_memory(self, m: ev.MemoryEvent) -> None:

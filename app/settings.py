@@ -100,7 +100,7 @@ class SettingsDialog(QDialog):
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
         self.setAccessibleName("Settings")
-        self.setMinimumWidth(460)
+        self.setMinimumWidth(560)
         self._current = current
 
         self.model_edit = QLineEdit(current.model_path)

@@ -35,6 +35,7 @@ LIGHT = {
     "user_bubble": "#e8effd",
     "bot_bubble": "#ffffff",
     "outside": "#98a0b0",
+    "scroll": "#c3c8d3",
 }
 DARK = {
     "window": "#1b1e24",
@@ -61,6 +62,7 @@ DARK = {
     "user_bubble": "#243352",
     "bot_bubble": "#1f232b",
     "outside": "#5f6778",
+    "scroll": "#444b59",
 }
 
 
