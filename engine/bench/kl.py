@@ -1,0 +1,199 @@
+"""`skv eval kl`: fidelity of each policy against dense attention on long natural text (PG-19 style).
+
+One dense prefill of a long prefix of a book; then, for each policy and budget, the next N tokens of the book are
+decoded one at a time (teacher-forced, the question-free version of data flow 3) and their logits compared with the
+dense decode of the same tokens: mean and p99 KL(full || policy), top-1 agreement, and perplexity of the real text.
+Every policy starts from the same prefill (`Session.rewind`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.bench.report import books_dir, machine_info, markdown_table, text_table, write_json, write_text
+from engine.native import Policy, SkvParams
+
+
+@dataclass(frozen=True, slots=True)
+class KlConfig:
+    model: str
+    book: str = "frankenstein.txt"
+    n_ctx: int = 8192
+    prefix_tokens: int = 6000
+    n_eval: int = 128
+    budgets: tuple[int, ...] = (1024,)
+    policies: tuple[str, ...] = ("sentence", "chunk", "window")
+    sink: int = 32
+    ring: int = 64
+    threads: int = 2
+    out: Path = field(default=Path("bench-out/kl"))
+
+    def __post_init__(self) -> None:
+        if self.prefix_tokens + self.n_eval + 8 > self.n_ctx:
+            raise ValueError(
+                f"prefix {self.prefix_tokens} + eval {self.n_eval} tokens do not fit n_ctx {self.n_ctx}"
+            )
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x.astype(np.float64)
+    m = x.max(axis=-1, keepdims=True)
+    return x - m - np.log(np.exp(x - m).sum(axis=-1, keepdims=True))
+
+
+def compare_logits(dense: np.ndarray, other: np.ndarray, targets: np.ndarray) -> dict:
+    """KL(dense || other) per position, top-1 agreement, and perplexities of the targets (next tokens)."""
+    lp, lq = _log_softmax(dense), _log_softmax(other)
+    kl = (np.exp(lp) * (lp - lq)).sum(axis=-1)
+    idx = np.arange(len(targets))
+    return {
+        "kl_mean": float(kl.mean()),
+        "kl_p99": float(np.percentile(kl, 99)),
+        "kl_max": float(kl.max()),
+        "top1_agree": float((dense.argmax(-1) == other.argmax(-1)).mean()),
+        "ppl": float(np.exp(-lq[idx, targets].mean())),
+        "ppl_dense": float(np.exp(-lp[idx, targets].mean())),
+    }
+
+
+def run_kl(cfg: KlConfig, log=print) -> dict:
+    from engine.documents import Document
+    from engine.session import Session, SessionConfig
+
+    t_start = time.perf_counter()
+    path = Path(cfg.book) if Path(cfg.book).exists() else books_dir() / cfg.book
+    if not path.exists():
+        raise ValueError(f"book {cfg.book} not found (looked in {books_dir()})")
+    text = path.read_text(encoding="utf-8", errors="replace")
+    session = Session(
+        SessionConfig(
+            cfg.model,
+            n_ctx=cfg.n_ctx,
+            n_threads=cfg.threads,
+            skv=SkvParams(budget=max(cfg.budgets), sink=cfg.sink, ring=cfg.ring),
+        )
+    )
+    try:
+        doc = Document.from_text(path.name, text, str(path))
+        tokens, spans, _ = session.plan_documents([doc], reserve=8)
+        n_total = cfg.prefix_tokens + cfg.n_eval
+        if len(tokens) < n_total:
+            raise ValueError(f"{path.name} has {len(tokens)} tokens in n_ctx {cfg.n_ctx}: need {n_total}")
+        # dense prefill of the prefix; the evaluated text's sentences are declared too (they close as decoded)
+        session.reset()
+        session.documents = [doc]
+        session.spans = [s for s in spans if s.tok_end <= cfg.prefix_tokens]
+        session._declare([s.tok_end for s in spans if s.tok_end <= n_total])
+        t0 = time.perf_counter()
+        for i in range(0, cfg.prefix_tokens, session.config.n_batch):
+            session._eval(tokens[i : min(cfg.prefix_tokens, i + session.config.n_batch)])
+        prefill_s = time.perf_counter() - t0
+        session.n_doc_tokens = cfg.prefix_tokens
+        log(f"prefilled {cfg.prefix_tokens} tokens of {path.name} in {prefill_s:.1f} s")
+        targets = np.array(tokens[cfg.prefix_tokens + 1 : n_total + 1] + [tokens[n_total - 1]])[: cfg.n_eval]
+
+        def decode_under(policy: Policy, budget: int) -> np.ndarray:
+            session.set_params(SkvParams(policy, budget, cfg.sink, cfg.ring))
+            # the rewind drops the declared ends past the prefix: declare the evaluated text's sentences again
+            session.rewind(cfg.prefix_tokens)
+            session._declare([s.tok_end for s in spans if cfg.prefix_tokens < s.tok_end <= n_total])
+            logits = np.empty((cfg.n_eval, session.n_vocab), dtype=np.float32)
+            for i in range(cfg.n_eval):
+                session._eval([tokens[cfg.prefix_tokens + i]])
+                logits[i] = session.logits()
+            return logits
+
+        dense = decode_under(Policy.FULL, max(cfg.budgets))
+        rows = []
+        for budget in cfg.budgets:
+            for name in cfg.policies:
+                t0 = time.perf_counter()
+                other = decode_under(Policy.parse(name), budget)
+                m = compare_logits(dense, other, targets)
+                m.update(policy=name, budget=budget, decode_s=time.perf_counter() - t0)
+                rows.append(m)
+                log(
+                    f"{name}/{budget}: KL mean {m['kl_mean']:.4f}, p99 {m['kl_p99']:.4f}, "
+                    f"top-1 {m['top1_agree']:.3f}, ppl {m['ppl']:.2f} (dense {m['ppl_dense']:.2f})"
+                )
+    finally:
+        session.close()
+    return {
+        "benchmark": "kl",
+        "machine": machine_info(),
+        "prefill_s": prefill_s,
+        "rows": rows,
+        "wall_s": time.perf_counter() - t_start,
+    }
+
+
+HEADERS = ["policy", "budget", "KL mean", "KL p99", "top-1 agree", "ppl", "ppl dense"]
+
+
+def _table_rows(rows: list[dict]) -> list[list]:
+    return [
+        [
+            r["policy"],
+            r["budget"],
+            round(r["kl_mean"], 4),
+            round(r["kl_p99"], 4),
+            round(r["top1_agree"], 3),
+            round(r["ppl"], 2),
+            round(r["ppl_dense"], 2),
+        ]
+        for r in rows
+    ]
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF model (default: the built-in gemma-3-270m)")
+    p.add_argument("--book", default="frankenstein.txt", help="book file or name in shared/data/books")
+    p.add_argument("--n-ctx", type=int, default=8192)
+    p.add_argument(
+        "--prefix", type=int, default=6000, help="tokens prefilled densely before the evaluated ones"
+    )
+    p.add_argument("--n-eval", type=int, default=128, help="tokens decoded teacher-forced and compared")
+    p.add_argument("--budgets", default="1024", help="comma-separated budgets (default 1024)")
+    p.add_argument("--policies", default="sentence,chunk,window")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default="bench-out/kl", help="folder for kl.json and kl.md")
+
+
+def main_kl(args: argparse.Namespace) -> int:
+    from engine.models import default_model_path
+
+    cfg = KlConfig(
+        model=args.model or str(default_model_path()),
+        book=args.book,
+        n_ctx=args.n_ctx,
+        prefix_tokens=args.prefix,
+        n_eval=args.n_eval,
+        budgets=tuple(int(b) for b in args.budgets.split(",")),
+        policies=tuple(p.strip() for p in args.policies.split(",")),
+        threads=args.threads,
+        out=Path(args.out),
+    )
+    for name in cfg.policies:
+        Policy.parse(name)
+    data = run_kl(cfg)
+    data["config"] = {
+        k: (str(v) if isinstance(v, Path) else v)
+        for k, v in ((f, getattr(cfg, f)) for f in cfg.__dataclass_fields__)
+    }
+    print(text_table(HEADERS, _table_rows(data["rows"])))
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_json(cfg.out / "kl.json", data)
+    md = (
+        f"# skv eval kl ({data['machine'].get('date', '')})\n\n"
+        f"{cfg.prefix_tokens}-token dense prefix of `{cfg.book}`, then {cfg.n_eval} tokens decoded teacher-forced "
+        "under each policy; KL(full || policy) of the next-token distributions.\n\n"
+        + markdown_table(HEADERS, _table_rows(data["rows"]))
+        + "\n"
+    )
+    write_text(cfg.out / "kl.md", md)
+    return 0
