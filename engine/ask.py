@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from engine.native import Policy, SkvParams
 
@@ -27,6 +28,51 @@ def add_ask_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence")
     p.add_argument("--answer-prefix", default="", help="start the answer with this text (decoded under the policy)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    add_document_options(p)
+
+
+def add_document_options(p: argparse.ArgumentParser) -> None:
+    """--range and --no-session-cache (shared by ask and chat)."""
+    p.add_argument("--range", action="append", default=[], metavar="START:END",
+                   help="part of a document to load: sentence indices START:END (0-based, END exclusive, either "
+                        "may be empty) or chars:START:END (character offsets; the sentences starting inside); "
+                        "the i-th --range applies to the i-th --doc (default: from the start, as much as fits)")
+    p.add_argument("--no-session-cache", action="store_true",
+                   help="neither restore nor save the prefilled documents (see `skv cache`)")
+
+
+def parse_ranges(values: list[str], n_docs: int) -> dict:
+    from engine.session import DocRange
+
+    if len(values) > n_docs:
+        raise ValueError(f"{len(values)} --range options for {n_docs} --doc files: give at most one per document")
+    return {i: DocRange.parse(v) for i, v in enumerate(values)}
+
+
+def cli_store(args: argparse.Namespace):
+    """The session store for a CLI command (None with --no-session-cache); warnings go to stderr as one line."""
+    if args.no_session_cache:
+        return None
+    from engine.session_store import SessionStore
+
+    return SessionStore(on_warning=lambda msg: print(f"skv: warning: {msg}", file=sys.stderr))
+
+
+def question_reserve(session, question: str, answer_prefix: str, max_tokens: int) -> int:
+    """Tokens kept free after the documents. Questions up to 128 tokens share one reserve, so an over-long document
+    is cut at the same place and its saved session serves the next question too."""
+    n_prompt = len(session.tokenize(session.prompt_text(question) + " " + answer_prefix))
+    return max(128, n_prompt) + max_tokens + 8
+
+
+def truncation_note(report, n_ctx: int) -> str | None:
+    if not report.truncated:
+        return None
+    of = report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total
+    what = "the chosen range's" if report.n_tokens_selected >= 0 and report.n_tokens_selected != report.n_tokens_total \
+        else "document"
+    return (f"{report.n_tokens_loaded} of {of} {what} tokens fit in the context (n_ctx {n_ctx}); loaded from the "
+            "start: use --range to choose another part, or raise --n-ctx")
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -43,6 +89,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         if args.n_ctx < 64:
             raise ValueError(f"--n-ctx must be at least 64, got {args.n_ctx}")
         docs = [load_document(d) for d in args.doc]
+        ranges = parse_ranges(args.range, len(docs))
+        store = cli_store(args)
     except (ValueError, DocumentError) as e:
         raise UsageError(str(e)) from None
 
@@ -53,25 +101,34 @@ def cmd_ask(args: argparse.Namespace) -> int:
     except SessionError as e:
         raise (UsageError(str(e)) if args.model else e) from None
     try:
-        reserve = len(session.tokenize(session.prompt_text(args.question) + " " + args.answer_prefix))
-        report = session.load_documents(docs, reserve=reserve + args.max_tokens + 8)
-        if report.truncated:
-            print(f"skv: note: {report.n_tokens_loaded} of {report.n_tokens_total} document tokens fit in the "
-                  f"context (n_ctx {args.n_ctx}); loaded from the start", file=sys.stderr)
+        reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
+        t_start = time.perf_counter()
+        try:
+            report = session.load_documents(docs, reserve=reserve + args.max_tokens + 8, ranges=ranges, store=store)
+        except ValueError as e:  # a range that selects nothing
+            raise UsageError(str(e)) from None
+        load_s = time.perf_counter() - t_start  # prefill (+ saving the session) or restore
+        note = truncation_note(report, args.n_ctx)
+        if note:
+            print(f"skv: note: {note}", file=sys.stderr)
         result = session.ask(args.question, answer_prefix=args.answer_prefix, max_tokens=args.max_tokens,
                              temperature=args.temperature, ignore_eos=args.ignore_eos)
-        # from the start of the ask (documents' prefill included, model load excluded) to the first answer token
-        ttft = report.prefill_s + result.ttft_s if result.tokens else 0.0
+        # from the start of the ask (documents' prefill or restore included, model load excluded) to the first
+        # answer token
+        ttft = load_s + result.ttft_s if result.tokens else 0.0
         stats = {
             "policy": policy.name.lower(),
             "budget": args.budget,
             "prefill_tokens": session.n_doc_tokens,
-            "prefill_s": round(report.prefill_s, 4),
+            "prefill_s": 0.0 if report.restored else round(report.prefill_s, 4),
             "session_restored": report.restored,
+            "restore_s": round(report.prefill_s, 4) if report.restored else 0.0,
+            "session_save_s": round(report.save_s, 4),
             "ttft_s": round(ttft, 4),
             "decode_tokens": result.decode_tokens,
             "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
             "doc_tokens_total": report.n_tokens_total,
+            "doc_tokens_selected": report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total,
             "doc_tokens_loaded": report.n_tokens_loaded,
             "truncated": report.truncated,
             **session.memory(),

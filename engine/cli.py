@@ -100,6 +100,31 @@ def add_models_parser(sub: argparse._SubParsersAction) -> None:
     sub.add_parser("models", help="show the default model (assembling it on first use)")
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    from engine.session_store import SessionStore
+
+    store = SessionStore()
+    if args.cache_command == "clear":
+        n, freed = store.clear()
+        print(f"removed {n} saved document sessions ({freed / 2**20:.1f} MiB) from {store.root}")
+        return 0
+    entries = store.entries()
+    for e in entries:
+        print(f"{e.key[:12]}  {e.size_bytes / 2**20:8.1f} MiB  {e.n_doc_tokens:7d} tok  n_ctx {e.n_ctx:6d}  "
+              f"{e.model}  {', '.join(e.documents)}")
+    print(f"{len(entries)} saved document sessions, {store.total_bytes() / 2**20:.1f} MiB of "
+          f"{store.max_bytes / 2**20:.0f} MiB in {store.root}")
+    return 0
+
+
+def add_cache_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="saved document sessions: list or clear")
+    csub = p.add_subparsers(dest="cache_command", metavar="ACTION", parser_class=type(p))
+    csub.required = True
+    csub.add_parser("list", help="list saved document sessions (most recently used first)")
+    csub.add_parser("clear", help="delete every saved document session")
+
+
 # name -> (add its parser, run it). `ask`, `chat`, `bench`, `eval` come later.
 COMMANDS: dict[
     str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
@@ -109,6 +134,7 @@ COMMANDS: dict[
     "ask": (add_ask_parser, cmd_ask),
     "bench": (add_bench_parser, cmd_bench),
     "eval": (add_eval_parser, cmd_eval),
+    "cache": (add_cache_parser, cmd_cache),
 }
 
 

@@ -81,6 +81,23 @@ def verify_sha256(path: Path, expected: str, *, use_stamp: bool = True) -> None:
             pass  # a read-only folder only costs a re-hash next time
 
 
+def model_identity(path: str | Path) -> str:
+    """A stable name for a model file's content, for cache keys: its verified sha256 when a verification of the
+    same (size, mtime_ns) is remembered, else the resolved path, size and mtime (no 250 MB hash on the hot path)."""
+    path = Path(path)
+    try:
+        stamp = _file_stamp(path)
+    except OSError:
+        return f"missing:{path}"
+    try:
+        saved = json.loads(_stamp_path(path).read_text())
+        if saved.get("size") == stamp["size"] and saved.get("mtime_ns") == stamp["mtime_ns"] and saved.get("sha256"):
+            return f"sha256:{saved['sha256']}"
+    except (OSError, ValueError, AttributeError):
+        pass
+    return f"file:{path.resolve()}:{stamp['size']}:{stamp['mtime_ns']}"
+
+
 def _default_package():
     try:
         import importlib

@@ -8,9 +8,11 @@ main thread) may call into a Session.
 from __future__ import annotations
 
 import codecs
+import ctypes
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
@@ -19,7 +21,14 @@ from engine.documents import Document
 from engine.native import Policy, SkvContext, SkvParams
 from engine.sentences import Sentence, SentenceStream, tokenize_sentences
 
+if TYPE_CHECKING:
+    from engine.session_store import SessionStore, StoredSession
+
 ShouldStop = Callable[[], bool]
+
+# the layout of the documents in the context (BOS, "Document: name" headers, separators): part of a saved session's
+# key, so bump it whenever plan() changes what it feeds
+DOC_FORMAT = 1
 
 
 class SessionError(RuntimeError):
@@ -61,12 +70,71 @@ class SpanInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class DocRange:
+    """The part of one document to load: sentences (0-based indices) or characters, [start, end); end None = to
+    the end. A character range takes the sentences that start inside it."""
+
+    start: int = 0
+    end: int | None = None
+    unit: Literal["sentence", "char"] = "sentence"
+
+    def __post_init__(self) -> None:
+        if self.unit not in ("sentence", "char"):
+            raise ValueError(f"a range unit is 'sentence' or 'char', got {self.unit!r}")
+        if self.start < 0:
+            raise ValueError(f"a range starts at 0 or later, got {self.start}")
+        if self.end is not None and self.end <= self.start:
+            raise ValueError(f"a range ends after its start, got {self.start}:{self.end}")
+
+    @classmethod
+    def parse(cls, text: str) -> DocRange:
+        """'START:END' (sentences) or 'chars:START:END' (characters); either bound may be empty."""
+        raw = text.strip()
+        unit: Literal["sentence", "char"] = "sentence"
+        for prefix in ("chars:", "char:"):
+            if raw.startswith(prefix):
+                unit, raw = "char", raw[len(prefix):]
+        a, sep, b = raw.partition(":")
+        try:
+            if not sep:
+                raise ValueError
+            return cls(int(a) if a.strip() else 0, int(b) if b.strip() else None, unit)
+        except ValueError:
+            raise ValueError(f"a range is START:END (sentences) or chars:START:END, got {text!r}") from None
+
+    def pick(self, sents: list[Sentence]) -> list[Sentence]:
+        if self.unit == "sentence":
+            return sents[self.start : self.end]
+        end = self.end if self.end is not None else float("inf")
+        return [s for s in sents if self.start <= s.char_start < end]
+
+    def key(self) -> list:
+        return [self.unit, self.start, self.end]
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentPlan:
+    """What goes into the context: tokens and spans (cut at a sentence boundary when they do not fit)."""
+
+    tokens: list[int]
+    spans: list[SpanInfo]
+    n_total: int  # tokens of the whole documents
+    n_selected: int  # tokens of the chosen ranges (n_total without ranges)
+
+    @property
+    def n_loaded(self) -> int:
+        return sum(s.tok_end - s.tok_start for s in self.spans if s.doc >= 0)
+
+
+@dataclass(frozen=True, slots=True)
 class LoadReport:
     n_tokens_total: int  # document tokens (all documents, whole)
     n_tokens_loaded: int  # document tokens in the context
-    truncated: bool
-    prefill_s: float
+    truncated: bool  # the chosen part did not fit: loaded from its start as much as fits
+    prefill_s: float  # prefill, or restore of a saved session
     restored: bool = False
+    n_tokens_selected: int = -1  # tokens of the chosen ranges; -1: the whole documents
+    save_s: float = 0.0  # writing the session to the store after a prefill
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +163,8 @@ class AskResult:
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    state: object  # llama_cpp.LlamaState
+    state: bytes  # llama_state_get_data: every layer's K/V (SentenceKV host layers included) and the last logits
+    input_ids: bytes  # the context's tokens, int32
     spans: tuple[SpanInfo, ...]
     n_doc_tokens: int
     documents: tuple[Document, ...]
@@ -183,9 +252,23 @@ class Session:
 
     # ----------------------------------------------------------------- documents
 
-    def plan_documents(self, documents: list[Document], reserve: int) -> tuple[list[int], list[SpanInfo], int]:
-        """Tokenize documents sentence by sentence: (tokens, spans, n_total) where tokens/spans hold what fits in
-        n_ctx - reserve tokens, cut at a sentence boundary, and n_total counts every document token."""
+    def plan_documents(
+        self, documents: list[Document], reserve: int, ranges: Mapping[int, DocRange] | None = None
+    ) -> tuple[list[int], list[SpanInfo], int]:
+        """(tokens, spans, n_total) of plan(): what fits in n_ctx - reserve tokens, and every document token."""
+        plan = self.plan(documents, reserve, ranges)
+        return plan.tokens, plan.spans, plan.n_total
+
+    def plan(
+        self, documents: list[Document], reserve: int, ranges: Mapping[int, DocRange] | None = None
+    ) -> DocumentPlan:
+        """Tokenize documents sentence by sentence. `ranges` (document index -> DocRange) picks the part of a
+        document to load (default: all of it); what does not fit in n_ctx - reserve tokens is cut at a sentence
+        boundary, from the start of the chosen part, and counted in n_selected - n_loaded."""
+        ranges = dict(ranges or {})
+        for di in ranges:
+            if not 0 <= di < len(documents):
+                raise ValueError(f"a range names document {di}, but there are {len(documents)} documents")
         budget = self.n_ctx - reserve
         if budget < 16:
             raise SessionError(f"the context ({self.n_ctx} tokens) leaves no room for documents: raise n_ctx")
@@ -193,14 +276,25 @@ class Session:
         spans: list[SpanInfo] = []
         if tokens:
             spans.append(SpanInfo(-1, 0, 0, 0, 1, ""))
-        n_total = 0
+        n_total = n_selected = 0
         full = True
         max_len = self.config.skv.max_sentence_len if self.config.skv else 128
+        tail = self.tokenize("\n\n")
         for di, doc in enumerate(documents):
             header = f"Document: {doc.name}\n\n"
             h_toks = self.tokenize(header)
             d_toks, sents = tokenize_sentences(doc.text, self.tokenize, max_tokens=max_len)
             n_total += len(d_toks)
+            if di in ranges:
+                picked = ranges[di].pick(sents)
+                if not picked:
+                    r = ranges[di]
+                    raise ValueError(
+                        f"the range {r.start}:{'' if r.end is None else r.end} ({r.unit}s) selects nothing of "
+                        f"{doc.name} ({len(sents)} sentences, {len(doc.text)} characters)"
+                    )
+                sents = picked
+            n_selected += sum(s.n_tokens for s in sents)
             if not full:
                 continue
             if len(tokens) + len(h_toks) >= budget:
@@ -209,22 +303,20 @@ class Session:
             spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h_toks), header))
             tokens.extend(h_toks)
             base = len(tokens)
+            t0 = sents[0].tok_start if sents else 0
+            taken = 0
             for s in sents:
-                if base + s.tok_end > budget:
+                if base + s.tok_end - t0 > budget:
                     full = False
                     break
-                spans.append(self._span(di, doc, s, base))
-            tokens.extend(d_toks[: spans[-1].tok_end - base] if spans[-1].doc == di else [])
-            tail = self.tokenize("\n\n")
+                spans.append(SpanInfo(di, s.char_start, s.char_end, base + s.tok_start - t0, base + s.tok_end - t0,
+                                      doc.text[s.char_start : s.char_end]))
+                taken = s.tok_end - t0
+            tokens.extend(d_toks[t0 : t0 + taken])
             if full and len(tokens) + len(tail) < budget:
                 spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(tail), "\n\n"))
                 tokens.extend(tail)
-        return tokens, spans, n_total
-
-    @staticmethod
-    def _span(di: int, doc: Document, s: Sentence, base: int) -> SpanInfo:
-        return SpanInfo(di, s.char_start, s.char_end, base + s.tok_start, base + s.tok_end,
-                        doc.text[s.char_start : s.char_end])
+        return DocumentPlan(tokens, spans, n_total, n_selected)
 
     def load_documents(
         self,
@@ -232,10 +324,25 @@ class Session:
         reserve: int = 256,
         on_progress: Callable[[int, int], None] | None = None,
         should_stop: ShouldStop | None = None,
+        ranges: Mapping[int, DocRange] | None = None,
+        store: SessionStore | None = None,
     ) -> LoadReport:
-        """Prefill the documents densely (in n_batch chunks, with progress) and declare their sentences."""
+        """Prefill the documents densely (in n_batch chunks, with progress) and declare their sentences.
+
+        With a store, a session saved for the same model, documents, ranges and n_ctx is restored instead (when it
+        leaves `reserve` tokens free), and a fresh prefill is saved for next time."""
         t0 = time.perf_counter()
-        tokens, spans, n_total = self.plan_documents(documents, reserve)
+        key = self.store_key(documents, ranges) if store is not None else ""
+        if store is not None:
+            stored = store.load(key)
+            if stored is not None:
+                report = self._restore_stored(store, stored, documents, reserve, t0)
+                if report is not None:
+                    if on_progress is not None:
+                        on_progress(self.n_doc_tokens, self.n_doc_tokens)
+                    return report
+        plan = self.plan(documents, reserve, ranges)
+        tokens, spans = plan.tokens, plan.spans
         self.reset()
         self.documents = list(documents)
         self.spans = spans
@@ -253,8 +360,15 @@ class Session:
             self.reset()
             raise
         self.n_doc_tokens = len(tokens)
-        n_loaded = sum(s.tok_end - s.tok_start for s in spans if s.doc >= 0)
-        return LoadReport(n_total, n_loaded, n_loaded < n_total, time.perf_counter() - t0)
+        n_loaded = plan.n_loaded
+        prefill_s = time.perf_counter() - t0
+        save_s = 0.0
+        if store is not None:
+            t1 = time.perf_counter()
+            self._save_stored(store, key, documents, plan)
+            save_s = time.perf_counter() - t1
+        return LoadReport(plan.n_total, n_loaded, n_loaded < plan.n_selected, prefill_s, False,
+                          plan.n_selected, save_s)
 
     def reset(self) -> None:
         self.llm.reset()
@@ -267,19 +381,111 @@ class Session:
     # ----------------------------------------------------------------- state
 
     def snapshot(self) -> SessionSnapshot:
-        """The KV state (host K/V included) and the sentence table, to restore without a prefill."""
-        return SessionSnapshot(self.llm.save_state(), tuple(self.spans), self.n_doc_tokens, tuple(self.documents))
+        """The KV state (host K/V included) and the sentence table, to restore without a prefill.
+
+        Raw llama state only: llama-cpp-python's save_state() also copies its n_batch x n_vocab scores array
+        (512 MiB for a 262k vocabulary), which the session never reads."""
+        lib, ctx = self._llama_cpp, self.llm.ctx
+        size = int(lib.llama_state_get_size(ctx))
+        buf = (ctypes.c_uint8 * size)()
+        n = int(lib.llama_state_get_data(ctx, buf, size))
+        if n <= 0 or n > size:
+            raise SessionError(f"llama.cpp could not copy the session state ({n} of {size} bytes)")
+        ids = np.ascontiguousarray(self.llm.input_ids[: self.n_past], dtype=np.int32).tobytes()
+        return SessionSnapshot(ctypes.string_at(buf, n), ids, tuple(self.spans), self.n_doc_tokens,
+                               tuple(self.documents))
 
     def restore(self, snap: SessionSnapshot) -> None:
         """Load a snapshot; the sentence table is declared again (vectors are recomputed from the restored K) and
-        the last two tokens are decoded again so the next step is seeded as after a prefill."""
-        self.llm.load_state(snap.state)
-        self.spans = list(snap.spans)
-        self.documents = list(snap.documents)
-        self.n_doc_tokens = snap.n_doc_tokens
-        self._stream = None
-        self._declare([s.tok_end for s in self.spans])
-        self.rewind(self.n_past)
+        the last two tokens are decoded again so the next step is seeded as after a prefill. On failure the
+        session is empty and SessionError says why."""
+        ids = np.frombuffer(snap.input_ids, dtype=np.int32)
+        if len(ids) > self.n_ctx:
+            raise SessionError(f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})")
+        lib, ctx = self._llama_cpp, self.llm.ctx
+        src = ctypes.cast(ctypes.c_char_p(snap.state), ctypes.POINTER(ctypes.c_uint8))
+        try:
+            n = int(lib.llama_state_set_data(ctx, src, len(snap.state)))
+            if n != len(snap.state):
+                raise SessionError(f"llama.cpp rejected the saved session state ({n} of {len(snap.state)} bytes read)")
+            self.llm.input_ids[: len(ids)] = ids
+            self.llm.n_tokens = len(ids)
+            self.spans = list(snap.spans)
+            self.documents = list(snap.documents)
+            self.n_doc_tokens = snap.n_doc_tokens
+            self._stream = None
+            # rewind() removes and re-decodes the last two tokens and declares the ends past them itself
+            keep = max(0, self.n_past - 2)
+            self._declare([s.tok_end for s in self.spans if s.tok_end <= keep])
+            self.rewind(self.n_past)
+        except BaseException:
+            self.reset()
+            raise
+
+    # ----------------------------------------------------------------- saved sessions
+
+    def store_key(self, documents: list[Document], ranges: Mapping[int, DocRange] | None = None) -> str:
+        """Key of a saved session: everything that makes its state valid for this context."""
+        from engine import __version__
+        from engine.models import model_identity
+        from engine.session_store import make_key, text_sha256
+
+        skv = self.config.skv
+        return make_key({
+            "model": model_identity(self.config.model_path),
+            "documents": [text_sha256(d.text) for d in documents],
+            "ranges": {str(i): r.key() for i, r in sorted((ranges or {}).items())},
+            "n_ctx": self.n_ctx,
+            "max_sentence_len": skv.max_sentence_len if skv else 128,
+            "doc_format": DOC_FORMAT,
+            "engine": __version__,
+            "native": native.check_native() if skv is not None else "off",
+        })
+
+    def _save_stored(self, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan) -> None:
+        from pathlib import Path
+
+        from engine.session_store import text_sha256
+
+        snap = self.snapshot()
+        meta = {
+            "model": str(self.config.model_path),
+            "model_name": Path(self.config.model_path).name,
+            "n_ctx": self.n_ctx,
+            "n_doc_tokens": self.n_doc_tokens,
+            "n_tokens_total": plan.n_total,
+            "n_tokens_selected": plan.n_selected,
+            "n_tokens_loaded": plan.n_loaded,
+            "documents": [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
+                          for d in documents],
+            "spans": [[s.doc, s.char_start, s.char_end, s.tok_start, s.tok_end] for s in self.spans],
+            "headers": {str(i): s.text for i, s in enumerate(self.spans) if s.doc < 0 and s.text},
+        }
+        store.save(key, meta, snap.input_ids, snap.state)
+
+    def _restore_stored(self, store: SessionStore, stored: StoredSession, documents: list[Document],
+                        reserve: int, t0: float) -> LoadReport | None:
+        """Restore a saved session; None (a miss) when it leaves less than `reserve` tokens free or is unusable."""
+        meta = stored.meta
+        try:
+            n_doc = int(meta["n_doc_tokens"])
+            if n_doc + reserve > self.n_ctx:
+                return None  # saved with a smaller reserve: prefill again (and overwrite it)
+            headers = meta.get("headers", {})
+            spans = []
+            for i, (doc, c0, c1, k0, k1) in enumerate(meta["spans"]):
+                text = documents[doc].text[c0:c1] if doc >= 0 else headers.get(str(i), "")
+                spans.append(SpanInfo(int(doc), int(c0), int(c1), int(k0), int(k1), text))
+            snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents))
+            self.restore(snap)
+        except (SessionError, KeyError, ValueError, TypeError, IndexError) as e:
+            store.delete(stored.key)
+            store._warn(f"the saved document session could not be restored ({e}): deleted; prefilling again")
+            return None
+        n_sel = int(meta.get("n_tokens_selected", -1))
+        n_loaded = int(meta.get("n_tokens_loaded", 0))
+        return LoadReport(int(meta.get("n_tokens_total", 0)), n_loaded, n_loaded < n_sel,
+                          time.perf_counter() - t0, True, n_sel)
 
     # ----------------------------------------------------------------- asking
 
