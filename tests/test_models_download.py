@@ -1,0 +1,198 @@
+"""Issue 4: a model download from Hugging Face, against a local HTTP server on 127.0.0.1 standing in for the hub
+(never the real internet): progress, resume after an interrupted transfer, sha256 mismatch and offline errors."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from engine import models
+from engine.models import DownloadCancelled, ModelError, download_model
+
+REPO = "tester/tiny-gguf"
+FILE = "tiny.Q4_K_M.gguf"
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+CHUNK = 64 * 1024
+
+
+class FakeHub:
+    """HEAD/GET /{repo}/resolve/{revision}/{file} with ETag (the LFS sha256), X-Repo-Commit, Content-Length and
+    Range support. `cut_gets` GET responses announce the whole length but stop after `cut_at` bytes."""
+
+    def __init__(self, files: dict[str, bytes], etag_sha: bool = True) -> None:
+        self.files = files
+        self.etag_sha = etag_sha
+        self.cut_gets = 0
+        self.cut_at = 0
+        self.ranges: list[str | None] = []  # Range header of each GET
+        self.served = 0  # body bytes sent by GETs
+        hub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args) -> None:
+                pass
+
+            def _file(self) -> bytes | None:
+                m = re.fullmatch(r"/([^/]+/[^/]+)/resolve/([^/]+)/(.+)", self.path.split("?")[0])
+                if m is None or m.group(1) != REPO:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "RepoNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
+                data = hub.files.get(m.group(3))
+                if data is None:
+                    self.send_response(404)
+                    self.send_header("X-Error-Code", "EntryNotFound")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                return data
+
+            def _headers(self, data: bytes, status: int, start: int) -> None:
+                self.send_response(status)
+                etag = hashlib.sha256(data).hexdigest() if hub.etag_sha else "abc123"
+                self.send_header("ETag", f'"{etag}"')
+                self.send_header("X-Repo-Commit", COMMIT)
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data) - start))
+                if status == 206:
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.end_headers()
+
+            def do_HEAD(self) -> None:  # noqa: N802 - http.server's naming
+                data = self._file()
+                if data is not None:
+                    self._headers(data, 200, 0)
+
+            def do_GET(self) -> None:  # noqa: N802
+                data = self._file()
+                if data is None:
+                    return
+                rng = self.headers.get("Range")
+                hub.ranges.append(rng)
+                start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
+                self._headers(data, 206 if start else 200, start)
+                body = data[start:]
+                if hub.cut_gets > 0:
+                    hub.cut_gets -= 1
+                    body = body[: hub.cut_at]
+                    self.close_connection = True
+                for i in range(0, len(body), CHUNK):
+                    self.wfile.write(body[i : i + CHUNK])
+                    hub.served += len(body[i : i + CHUNK])
+                self.wfile.flush()
+
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request, client_address) -> None:
+                pass  # clients that hang up mid-transfer are part of the tests
+
+        self.server = Server(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture()
+def payload() -> bytes:
+    return b"GGUF" + os.urandom(600 * 1024)
+
+
+@pytest.fixture()
+def hub(payload, monkeypatch, tmp_path):
+    monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)  # several progress steps for a small file
+    h = FakeHub({FILE: payload})
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    yield h
+    h.close()
+
+
+def test_download_reports_progress_and_verifies_the_lfs_sha(hub, payload):
+    seen: list[tuple[int, int]] = []
+    path = download_model(REPO, FILE, on_progress=lambda d, t: seen.append((d, t)))
+    assert path.read_bytes() == payload
+    assert path.parent == models.models_dir() / "hf" / "tester--tiny-gguf"
+    assert seen[-1] == (len(payload), len(payload))
+    assert len(seen) >= 5 and [d for d, _ in seen] == sorted(d for d, _ in seen)
+    assert path in models.list_local_models()
+    # verified once: the stamp makes it a known model for session keys
+    assert models.model_identity(path) == f"sha256:{hashlib.sha256(payload).hexdigest()}"
+
+
+def test_stopped_download_resumes_where_it_stopped(hub, payload):
+    half = len(payload) // 2
+    done = [0]
+
+    def note(d: int, t: int) -> None:
+        done[0] = d
+
+    with pytest.raises(DownloadCancelled, match="resume"):
+        download_model(REPO, FILE, on_progress=note, should_stop=lambda: done[0] >= half)
+    partial = list((models.models_dir() / "hf").rglob("*.part"))
+    assert len(partial) == 1 and half - CHUNK <= partial[0].stat().st_size < len(payload)
+    assert models.list_local_models() == []  # nothing half-downloaded carries the model's name
+    kept = partial[0].stat().st_size
+    hub.served = 0
+    seen: list[tuple[int, int]] = []
+    path = download_model(REPO, FILE, on_progress=lambda d, t: seen.append((d, t)))
+    assert path.read_bytes() == payload
+    assert hub.ranges[-1] == f"bytes={kept}-"
+    assert hub.served == len(payload) - kept  # only the rest came over the wire
+    assert seen[0][0] == kept and seen[-1] == (len(payload), len(payload))
+
+
+def test_transfer_cut_by_the_network_resumes_within_the_call(hub, payload):
+    hub.cut_gets, hub.cut_at = 1, 200 * 1024
+    path = download_model(REPO, FILE)
+    assert path.read_bytes() == payload
+    assert hub.ranges[0] is None and re.fullmatch(r"bytes=\d+-", hub.ranges[-1] or "")
+    assert int(hub.ranges[-1][6:-1]) > 0
+
+
+def test_sha_mismatch_is_a_clear_error_and_deletes_the_file(hub, payload):
+    with pytest.raises(ModelError, match=r"corrupt: sha256 .* expected 0000000000000000.*deleted"):
+        download_model(REPO, FILE, sha256="0" * 64)
+    assert models.list_local_models() == []
+
+
+def test_wrong_file_or_repo_is_a_clear_error(hub):
+    with pytest.raises(ModelError, match="has no file 'nope.gguf'"):
+        download_model(REPO, "nope.gguf")
+    with pytest.raises(ModelError, match="no repo other/repo"):
+        download_model("other/repo", FILE)
+
+
+def test_offline_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path / "cache"))
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(ModelError) as err:
+        download_model(REPO, FILE, endpoint=f"http://127.0.0.1:{port}")
+    msg = str(err.value)
+    assert "\n" not in msg and "could not be reached" in msg and "check the network connection" in msg
+
+
+def test_cli_models_download_and_list(hub, payload, capsys):
+    from engine.cli import main
+
+    assert main(["models", "download", REPO, FILE]) == 0
+    out = capsys.readouterr()
+    assert FILE in out.out and "100%" in out.err
+    assert main(["models", "download", REPO, FILE, "--sha256", "f" * 64]) == 1
+    assert "corrupt" in capsys.readouterr().err
