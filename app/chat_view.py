@@ -14,6 +14,7 @@ from PySide6.QtGui import (
     QTextBlockFormat,
     QTextCharFormat,
     QTextCursor,
+    QTextDocument,
     QTextDocumentFragment,
     QTextFormat,
     QTextFrame,
@@ -22,6 +23,8 @@ from PySide6.QtGui import (
 from PySide6.QtWidgets import QTextBrowser, QTextEdit, QWidget
 
 RENDER_INTERVAL_MS = 50  # a streaming answer is re-rendered at most this often
+# GitHub Markdown, but HTML in a message stays text (a model's output never becomes live markup)
+MARKDOWN = QTextDocument.MarkdownFeature.MarkdownNoHTML | QTextDocument.MarkdownFeature.MarkdownDialectGitHub
 
 
 @dataclass(slots=True)
@@ -178,7 +181,7 @@ class ChatView(QTextBrowser):
         cur.insertBlock(QTextBlockFormat(), QTextCharFormat())
         item.body_start = cur.position()
         text = item.text if item.text else ("…" if item.role == "assistant" else "")
-        cur.insertFragment(QTextDocumentFragment.fromMarkdown(text))
+        cur.insertFragment(QTextDocumentFragment.fromMarkdown(text, MARKDOWN))
         if item.footer:
             foot = QTextCharFormat()
             foot.setForeground(QColor(self._colors["muted"]))

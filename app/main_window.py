@@ -491,6 +491,7 @@ class MainWindow(QMainWindow):
     def _handle_run_ended(self, e: ev.Event) -> None:
         kind = self._runs.pop(e.run_id, None)
         ok = isinstance(e, ev.Finished)
+        self._update_buttons()  # before the signals: their receivers may act at once (send, open)
         if kind == "load":
             self.progress.hide()
             self.load_finished.emit(ok)
@@ -530,6 +531,7 @@ class MainWindow(QMainWindow):
                 self.store.add_message(self._conv_id, "assistant", item.text, meta)
         else:
             self.chat.remove_last()
+        self._update_buttons()
         self.answer_finished.emit(item.text)
 
     def _word_clicked(self, item_index: int, token_index: int) -> None:

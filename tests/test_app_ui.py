@@ -231,3 +231,21 @@ def test_export_writes_markdown_and_json(tmp_path):
     data = json.loads(export_json(conv, store.messages(conv.id)))
     assert data["messages"][1]["sources"][0]["location"] == "line 9"
     assert store._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_send_right_after_the_model_loads_is_answered(qtbot, make_window):
+    """--selftest sends from the load_finished handler: the Send button must already be enabled then."""
+    w = make_window()
+    w.apply_settings(w.settings.__class__(n_ctx=2048))
+    sent = []
+
+    def on_loaded(ok):
+        w.prompt_edit.setPlainText("Hello <b>there</b>")
+        w.send()
+        sent.append(bool(w._ask_run))
+
+    w.load_finished.connect(on_loaded)
+    with qtbot.waitSignal(w.answer_finished, timeout=10_000):
+        qtbot.waitUntil(lambda: bool(sent), timeout=5000)
+    assert sent == [True]
+    assert "Hello <b>there</b>" in w.output_text()  # HTML in a message stays text
