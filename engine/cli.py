@@ -17,6 +17,7 @@ from collections.abc import Callable
 from engine import __version__
 from engine.ask import add_ask_parser, cmd_ask
 from engine.bench import add_bench_parser, add_eval_parser, cmd_bench, cmd_eval
+from engine.chat import add_chat_parser, cmd_chat
 
 # The llama.cpp commit each llama-cpp-python release vendors (from its CHANGELOG); the sdist carries no git data.
 VENDORED_LLAMA_CPP = {"0.3.36": "0c1e57098"}
@@ -188,6 +189,7 @@ COMMANDS: dict[
     "version": (add_version_parser, cmd_version),
     "models": (add_models_parser, cmd_models),
     "ask": (add_ask_parser, cmd_ask),
+    "chat": (add_chat_parser, cmd_chat),
     "bench": (add_bench_parser, cmd_bench),
     "eval": (add_eval_parser, cmd_eval),
     "cache": (add_cache_parser, cmd_cache),
