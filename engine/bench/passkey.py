@@ -7,10 +7,12 @@ rewound to the haystack and the question plus the answer prefix "The pass key is
 followed by ~8 greedy tokens. The first integer of the answer is the model's answer.
 
 Prompt formats (--format):
-- `landmark` (primary): the landmark-attention task prompt ("There is an important info hidden inside a lot of
+- `landmark`: the landmark-attention task prompt ("There is an important info hidden inside a lot of
   irrelevant text. ...") heads the haystack; the question "What is the pass key? The pass key is" follows it.
 - `plain`: the haystack alone, then the same question.
 - `session`: the engine's document-QA format ("Document: passkey", then "Question: ...\\nAnswer: The pass key is").
+- `landmark-qa` (default): the landmark task prompt heads the haystack; the question in the session's Question/Answer
+  form. gemma-3-270m (a weak base model) finds keys with it where `landmark` and `session` fail (docs/BENCHMARKS.md).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ TASK = ("There is an important info hidden inside a lot of irrelevant text. Find
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
 ANSWER_PREFIX = "The pass key is"
-FORMATS = ("landmark", "plain", "session")
+FORMATS = ("landmark", "plain", "session", "landmark-qa")
 DEFAULT_LENGTHS = (2048, 8192, 16384)
 FULL_LENGTHS = (2048, 4096, 8192, 16384, 28672)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
@@ -54,7 +56,7 @@ class PasskeyConfig:
     budgets: tuple[int, ...] = ()  # extra budgets for sentence/chunk (--full)
     sink: int = 32
     ring: int = 64
-    fmt: str = "landmark"
+    fmt: str = "landmark-qa"
     threads: int = 2
     max_tokens: int = 8
     trials: int = 1
@@ -86,7 +88,7 @@ def build_haystack(n_filler: int, depth: float, key: int, fmt: str) -> Haystack:
     """Filler repeated n_filler times with the needle inserted at round(depth * n_filler)."""
     at = min(n_filler, max(0, round(depth * n_filler)))
     parts = [FILLER] * n_filler
-    head = (TASK + " ") if fmt == "landmark" else ""
+    head = (TASK + " ") if fmt.startswith("landmark") else ""
     before = head + " ".join(parts[:at])
     needle = NEEDLE.format(K=key)
     start = len(before) + (1 if before else 0)
@@ -96,7 +98,7 @@ def build_haystack(n_filler: int, depth: float, key: int, fmt: str) -> Haystack:
 
 def question_suffix(fmt: str) -> str:
     """What follows the haystack, decoded under the policy (the prompt plus the answer prefix)."""
-    if fmt == "session":
+    if fmt in ("session", "landmark-qa"):
         return f"\n\nQuestion: {QUESTION}\nAnswer: {ANSWER_PREFIX}"
     return f"\n{QUESTION} {ANSWER_PREFIX}"
 
@@ -159,7 +161,8 @@ class PasskeyRunner:
         for sent in sents:
             if sent.char_end > hs.needle_chars[0] and sent.char_start < hs.needle_chars[1]:
                 needle_ids.append(len(spans))
-            spans.append(s._span(0, doc, sent, base))
+            spans.append(SpanInfo(0, sent.char_start, sent.char_end, base + sent.tok_start, base + sent.tok_end,
+                                  hs.text[sent.char_start : sent.char_end]))
         tokens += d_toks
         if len(tokens) + len(self.suffix_tokens) + self.cfg.max_tokens > s.n_ctx:
             raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
@@ -171,6 +174,9 @@ class PasskeyRunner:
         for i in range(0, len(tokens), nb):
             s._eval(tokens[i : i + nb])
         s.n_doc_tokens = len(tokens)
+        # every policy starts from this snapshot: Session.rewind after decode steps is not exact on an iSWA
+        # model (the sliding-window layers have evicted the cells the rewound steps pushed out)
+        self.snap = s.snapshot()
         return needle_ids, time.perf_counter() - t0
 
     def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int]) -> dict:
@@ -179,8 +185,7 @@ class PasskeyRunner:
 
         s = self.session
         s.set_params(params)
-        if s.n_past != s.n_doc_tokens:
-            s.rewind(s.n_doc_tokens)
+        s.restore(self.snap)
         base = s.n_past
         s._stream = SentenceStream(max_tokens=params.max_sentence_len)
         for t in self.suffix_tokens:
@@ -376,7 +381,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=1024, help="budget tau (default 1024)")
     p.add_argument("--sink", type=int, default=32)
     p.add_argument("--ring", type=int, default=64)
-    p.add_argument("--format", dest="fmt", default="landmark", choices=FORMATS, help="prompt format")
+    p.add_argument("--format", dest="fmt", default="landmark-qa", choices=FORMATS, help="prompt format")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
