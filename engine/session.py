@@ -212,7 +212,8 @@ class Session:
 
     @property
     def n_ctx(self) -> int:
-        return self.llm.n_ctx()
+        # llama.cpp pads the context to 256; llama-cpp-python's token arrays keep the requested size
+        return min(self.llm.n_ctx(), self.config.n_ctx)
 
     @property
     def n_past(self) -> int:

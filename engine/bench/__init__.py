@@ -34,6 +34,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     esub.required = True
     sp = esub.add_parser("passkey", help="passkey retrieval grid: length x depth x policy")
     passkey.add_arguments(sp)
+    from engine.bench import kl
+
+    kp = esub.add_parser("kl", help="KL(full || policy), top-1 agreement and perplexity on a long book")
+    kl.add_arguments(kp)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -41,4 +45,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.eval_command == "passkey":
         return passkey.main_passkey(args)
+    if args.eval_command == "kl":
+        from engine.bench import kl
+
+        return kl.main_kl(args)
     raise AssertionError(args.eval_command)
