@@ -85,11 +85,29 @@ def split_sentences(text: str, language: str = "en") -> list[tuple[int, int]]:
 
 
 def tokenize_sentences(
-    text: str, tokenize: Tokenize, max_tokens: int = 128, language: str = "en"
+    text: str, tokenize: Tokenize, max_tokens: int = 128, language: str = "en", min_tokens: int = 6
 ) -> tuple[list[int], list[Sentence]]:
-    """Tokenize text sentence by sentence. Returns (tokens, sentences) with exact token spans."""
+    """Tokenize text sentence by sentence. Returns (tokens, sentences) with exact token spans.
+
+    A sentence shorter than `min_tokens` joins the next one (while the pair stays within max_tokens): very short
+    sentences ("Yes.", repeated filler) would otherwise fill the native table (n_ctx/6 entries) long before the
+    context is full, and a full table merges everything after it into its last entry."""
     if max_tokens < 1:
         raise ValueError(f"max_tokens must be at least 1, got {max_tokens}")
+    tokens, raw = _tokenize_sentences(text, tokenize, max_tokens, language)
+    merged: list[Sentence] = []
+    for s in raw:
+        if merged and merged[-1].n_tokens < min_tokens and merged[-1].n_tokens + s.n_tokens <= max_tokens:
+            m = merged[-1]
+            merged[-1] = Sentence(m.char_start, s.char_end, m.tok_start, s.tok_end)
+        else:
+            merged.append(s)
+    return tokens, merged
+
+
+def _tokenize_sentences(
+    text: str, tokenize: Tokenize, max_tokens: int, language: str
+) -> tuple[list[int], list[Sentence]]:
     tokens: list[int] = []
     sentences: list[Sentence] = []
     for a, b in split_sentences(text, language):

@@ -28,7 +28,7 @@ ShouldStop = Callable[[], bool]
 
 # the layout of the documents in the context (BOS, "Document: name" headers, separators): part of a saved session's
 # key, so bump it whenever plan() changes what it feeds
-DOC_FORMAT = 1
+DOC_FORMAT = 2  # 2: sentences shorter than 6 tokens join the next one
 
 
 class SessionError(RuntimeError):

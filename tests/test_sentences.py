@@ -20,7 +20,7 @@ def chars(s: str) -> list[int]:
 def test_spans_tile_the_text_and_hard_wrapped_lines_stay_one_sentence():
     spans = split_sentences(TEXT)
     assert spans[0][0] == 0 and spans[-1][1] == len(TEXT)
-    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:]))
+    assert all(a[1] == b[0] for a, b in zip(spans, spans[1:], strict=False))
     first = TEXT[spans[0][0] : spans[0][1]]
     assert first.startswith("Alice was") and first.rstrip().endswith("nothing to do.")
     texts = [TEXT[a:b].strip() for a, b in spans]
@@ -34,7 +34,7 @@ def test_token_spans_are_exact():
     assert sents[0].tok_start == 0 and sents[-1].tok_end == len(tokens)
     for s in sents:
         assert tokens[s.tok_start : s.tok_end] == chars(TEXT[s.char_start : s.char_end])
-    assert all(a.tok_end == b.tok_start for a, b in zip(sents, sents[1:]))
+    assert all(a.tok_end == b.tok_start for a, b in zip(sents, sents[1:], strict=False))
 
 
 def test_over_long_sentences_become_bounded_pseudo_sentences():
@@ -43,7 +43,7 @@ def test_over_long_sentences_become_bounded_pseudo_sentences():
     assert len(tokens) == len(text)
     assert max(s.n_tokens for s in sents) <= 64
     assert sum(s.n_tokens for s in sents) == len(tokens)
-    assert all(a.tok_end == b.tok_start for a, b in zip(sents, sents[1:]))
+    assert all(a.tok_end == b.tok_start for a, b in zip(sents, sents[1:], strict=False))
 
 
 def test_a_megabyte_line_without_punctuation_splits_quickly():
@@ -73,3 +73,16 @@ def test_stream_closes_at_blank_lines_and_at_max_tokens():
     for p in ["Title", "\n\n", "Body", " text"]:
         ends += stream.push(p)
     assert ends == [2]
+
+
+def test_very_short_sentences_join_the_next_one():
+    text = "Yes. No. Maybe so. The grass is green and the sky is blue. Fine."
+    tokens, sents = tokenize_sentences(text, lambda s: s.split(), max_tokens=128, min_tokens=3)
+    assert sum(s.n_tokens for s in sents) == len(tokens)
+    assert all(a.tok_end == b.tok_start for a, b in zip(sents, sents[1:], strict=False))
+    # "Yes." + "No." + "Maybe so." reach 3 words, then the long sentence stands alone; "Fine." stays last
+    assert [text[s.char_start : s.char_end].strip() for s in sents] == [
+        "Yes. No. Maybe so.",
+        "The grass is green and the sky is blue.",
+        "Fine.",
+    ]
