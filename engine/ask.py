@@ -10,9 +10,8 @@ import time
 from engine.native import Policy, SkvParams
 
 
-def add_ask_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("ask", help="ask one question about documents")
-    p.add_argument("question", help="the question")
+def add_session_options(p: argparse.ArgumentParser) -> None:
+    """Model, context, policy, sampling and document options (shared by ask and chat)."""
     p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
     p.add_argument("--n-ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
@@ -25,27 +24,65 @@ def add_ask_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence")
-    p.add_argument("--answer-prefix", default="", help="start the answer with this text (decoded under the policy)")
-    p.add_argument("--json", action="store_true", help="print one JSON object")
     add_document_options(p)
+
+
+def session_config(args: argparse.Namespace):
+    """The SessionConfig the shared options describe; ValueError (a usage error) on bad values."""
+    from engine.models import default_model_path
+    from engine.session import SessionConfig
+
+    params = SkvParams(Policy.parse(args.policy), args.budget, args.sink, args.ring)
+    if args.max_tokens < 0:
+        raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
+    if args.n_ctx < 64:
+        raise ValueError(f"--n-ctx must be at least 64, got {args.n_ctx}")
+    return SessionConfig(
+        args.model or str(default_model_path()),
+        n_ctx=args.n_ctx,
+        n_threads=args.threads,
+        n_gpu_layers=args.gpu_layers,
+        skv=params,
+        seed=args.seed,
+    )
+
+
+def add_ask_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("ask", help="ask one question about documents")
+    p.add_argument("question", help="the question")
+    add_session_options(p)
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence")
+    p.add_argument(
+        "--answer-prefix", default="", help="start the answer with this text (decoded under the policy)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
 def add_document_options(p: argparse.ArgumentParser) -> None:
     """--range and --no-session-cache (shared by ask and chat)."""
-    p.add_argument("--range", action="append", default=[], metavar="START:END",
-                   help="part of a document to load: sentence indices START:END (0-based, END exclusive, either "
-                        "may be empty) or chars:START:END (character offsets; the sentences starting inside); "
-                        "the i-th --range applies to the i-th --doc (default: from the start, as much as fits)")
-    p.add_argument("--no-session-cache", action="store_true",
-                   help="neither restore nor save the prefilled documents (see `skv cache`)")
+    p.add_argument(
+        "--range",
+        action="append",
+        default=[],
+        metavar="START:END",
+        help="part of a document to load: sentence indices START:END (0-based, END exclusive, either "
+        "may be empty) or chars:START:END (character offsets; the sentences starting inside); "
+        "the i-th --range applies to the i-th --doc (default: from the start, as much as fits)",
+    )
+    p.add_argument(
+        "--no-session-cache",
+        action="store_true",
+        help="neither restore nor save the prefilled documents (see `skv cache`)",
+    )
 
 
 def parse_ranges(values: list[str], n_docs: int) -> dict:
     from engine.session import DocRange
 
     if len(values) > n_docs:
-        raise ValueError(f"{len(values)} --range options for {n_docs} --doc files: give at most one per document")
+        raise ValueError(
+            f"{len(values)} --range options for {n_docs} --doc files: give at most one per document"
+        )
     return {i: DocRange.parse(v) for i, v in enumerate(values)}
 
 
@@ -69,50 +106,53 @@ def truncation_note(report, n_ctx: int) -> str | None:
     if not report.truncated:
         return None
     of = report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total
-    what = "the chosen range's" if report.n_tokens_selected >= 0 and report.n_tokens_selected != report.n_tokens_total \
+    what = (
+        "the chosen range's"
+        if report.n_tokens_selected >= 0 and report.n_tokens_selected != report.n_tokens_total
         else "document"
-    return (f"{report.n_tokens_loaded} of {of} {what} tokens fit in the context (n_ctx {n_ctx}); loaded from the "
-            "start: use --range to choose another part, or raise --n-ctx")
+    )
+    return (
+        f"{report.n_tokens_loaded} of {of} {what} tokens fit in the context (n_ctx {n_ctx}); loaded from the "
+        "start: use --range to choose another part, or raise --n-ctx"
+    )
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
     from engine.documents import DocumentError, load_document
-    from engine.models import default_model_path
-    from engine.session import Session, SessionConfig, SessionError
+    from engine.session import Session, SessionError
 
     try:
-        policy = Policy.parse(args.policy)
-        params = SkvParams(policy, args.budget, args.sink, args.ring)
-        if args.max_tokens < 0:
-            raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
-        if args.n_ctx < 64:
-            raise ValueError(f"--n-ctx must be at least 64, got {args.n_ctx}")
+        config = session_config(args)
+        policy = config.skv.policy
         docs = [load_document(d) for d in args.doc]
         ranges = parse_ranges(args.range, len(docs))
         store = cli_store(args)
     except (ValueError, DocumentError) as e:
         raise UsageError(str(e)) from None
 
-    model = args.model or str(default_model_path())
     try:
-        session = Session(SessionConfig(model, n_ctx=args.n_ctx, n_threads=args.threads,
-                                        n_gpu_layers=args.gpu_layers, skv=params, seed=args.seed))
+        session = Session(config)
     except SessionError as e:
         raise (UsageError(str(e)) if args.model else e) from None
     try:
         reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
         t_start = time.perf_counter()
         try:
-            report = session.load_documents(docs, reserve=reserve + args.max_tokens + 8, ranges=ranges, store=store)
+            report = session.load_documents(docs, reserve=reserve, ranges=ranges, store=store)
         except ValueError as e:  # a range that selects nothing
             raise UsageError(str(e)) from None
         load_s = time.perf_counter() - t_start  # prefill (+ saving the session) or restore
         note = truncation_note(report, args.n_ctx)
         if note:
             print(f"skv: note: {note}", file=sys.stderr)
-        result = session.ask(args.question, answer_prefix=args.answer_prefix, max_tokens=args.max_tokens,
-                             temperature=args.temperature, ignore_eos=args.ignore_eos)
+        result = session.ask(
+            args.question,
+            answer_prefix=args.answer_prefix,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            ignore_eos=args.ignore_eos,
+        )
         # from the start of the ask (documents' prefill or restore included, model load excluded) to the first
         # answer token
         ttft = load_s + result.ttft_s if result.tokens else 0.0
@@ -128,14 +168,20 @@ def cmd_ask(args: argparse.Namespace) -> int:
             "decode_tokens": result.decode_tokens,
             "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
             "doc_tokens_total": report.n_tokens_total,
-            "doc_tokens_selected": report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total,
+            "doc_tokens_selected": report.n_tokens_selected
+            if report.n_tokens_selected >= 0
+            else report.n_tokens_total,
             "doc_tokens_loaded": report.n_tokens_loaded,
             "truncated": report.truncated,
             **session.memory(),
         }
         if args.json:
-            print(json.dumps({"answer": result.answer, "retrieved": session.retrieved(result.steps), "stats": stats},
-                             ensure_ascii=False))
+            print(
+                json.dumps(
+                    {"answer": result.answer, "retrieved": session.retrieved(result.steps), "stats": stats},
+                    ensure_ascii=False,
+                )
+            )
         else:
             print((args.answer_prefix + " " if args.answer_prefix else "") + result.answer.strip())
         return 0

@@ -51,14 +51,11 @@ def native_versions() -> dict[str, str]:
     out["llama_cpp"] = VENDORED_LLAMA_CPP.get(out["llama_cpp_python"].split("+")[0], "unknown")
     lib = getattr(lib_mod, "_lib", None)
     if lib is not None:
-        try:
-            import ctypes
+        from engine.native import NativeError, check_native
 
-            fn = lib.llama_skv_version
-            fn.argtypes = []
-            fn.restype = ctypes.c_char_p
-            out["native_patch"] = fn().decode()
-        except AttributeError:
+        try:
+            out["native_patch"] = check_native()
+        except NativeError:
             pass
         try:
             info = lib_mod.llama_print_system_info()
@@ -97,8 +94,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     if getattr(args, "models_command", None) == "download":
         progress = _DownloadProgress(f"{args.repo}/{args.file}")
         try:
-            path = download_model(args.repo, args.file, revision=args.revision, sha256=args.sha256,
-                                  on_progress=progress)
+            path = download_model(
+                args.repo, args.file, revision=args.revision, sha256=args.sha256, on_progress=progress
+            )
         except ValueError as e:
             raise UsageError(str(e)) from None
         except ModelError:
@@ -119,8 +117,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             continue
         try:
             m = read_model_info(path)
-            print(f"{m.name} ({m.architecture}, {m.n_layer} layers, context {m.context_length}, "
-                  f"{m.size_bytes / 2**20:.0f} MiB)")
+            print(
+                f"{m.name} ({m.architecture}, {m.n_layer} layers, context {m.context_length}, "
+                f"{m.size_bytes / 2**20:.0f} MiB)"
+            )
         except ModelError as e:
             print(f"{path.name} (unreadable: {e})")
         print(f"  {path}")
@@ -137,7 +137,12 @@ class _DownloadProgress:
     def __call__(self, done: int, total: int) -> None:
         pct = f"{100 * done // total:3d}% " if total > 0 else ""
         tot = f" of {total / 2**20:.1f}" if total > 0 else ""
-        print(f"\rdownloading {self.what}: {pct}({done / 2**20:.1f}{tot} MiB)", end="", file=sys.stderr, flush=True)
+        print(
+            f"\rdownloading {self.what}: {pct}({done / 2**20:.1f}{tot} MiB)",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
         self.shown = True
 
     def end(self) -> None:
@@ -149,8 +154,12 @@ class _DownloadProgress:
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models (the default is assembled on first use) or download one")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
-    msub.add_parser("list", help="the default model and the GGUF files in the models folder (the default action)")
-    d = msub.add_parser("download", help="download a GGUF from Hugging Face (resumes an interrupted download)")
+    msub.add_parser(
+        "list", help="the default model and the GGUF files in the models folder (the default action)"
+    )
+    d = msub.add_parser(
+        "download", help="download a GGUF from Hugging Face (resumes an interrupted download)"
+    )
     d.add_argument("repo", help="OWNER/NAME")
     d.add_argument("file", help="file in the repo, e.g. model-Q4_K_M.gguf")
     d.add_argument("--revision", help="branch, tag or commit (default main)")
@@ -167,10 +176,14 @@ def cmd_cache(args: argparse.Namespace) -> int:
         return 0
     entries = store.entries()
     for e in entries:
-        print(f"{e.key[:12]}  {e.size_bytes / 2**20:8.1f} MiB  {e.n_doc_tokens:7d} tok  n_ctx {e.n_ctx:6d}  "
-              f"{e.model}  {', '.join(e.documents)}")
-    print(f"{len(entries)} saved document sessions, {store.total_bytes() / 2**20:.1f} MiB of "
-          f"{store.max_bytes / 2**20:.0f} MiB in {store.root}")
+        print(
+            f"{e.key[:12]}  {e.size_bytes / 2**20:8.1f} MiB  {e.n_doc_tokens:7d} tok  n_ctx {e.n_ctx:6d}  "
+            f"{e.model}  {', '.join(e.documents)}"
+        )
+    print(
+        f"{len(entries)} saved document sessions, {store.total_bytes() / 2**20:.1f} MiB of "
+        f"{store.max_bytes / 2**20:.0f} MiB in {store.root}"
+    )
     return 0
 
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-BOOKS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "books"
-
 
 def book_text(name: str = "alice_in_wonderland.txt", start: int = 20_000, n_chars: int = 40_000) -> str:
-    path = BOOKS / name
+    from engine.bench.report import books_dir
+
+    path = books_dir() / name
     if not path.exists():
         import pytest
 

@@ -242,7 +242,13 @@ struct llama_skv_cache {
         pos2cell.clear();
         reset_query();
         has_seed = false;
-        has_sel  = false;
+        forget_selection();
+        forget_staging();
+    }
+
+    // the choice and the reported selection of every layer and head
+    void forget_selection() {
+        has_sel = false;
         for (auto & l : layers) {
             for (auto & s : l.sel) {
                 s.clear();
@@ -251,9 +257,6 @@ struct llama_skv_cache {
                 s.clear();
             }
             l.order_n = 0;
-            for (auto & sp : l.slot_pos) {
-                std::fill(sp.begin(), sp.end(), -1);
-            }
         }
     }
 
@@ -333,17 +336,8 @@ struct llama_skv_cache {
         }
         vec_chunks = on;
         n_vec      = 0;
-        has_sel    = false;
         reset_query();
-        for (auto & l : layers) {
-            for (auto & s : l.sel) {
-                s.clear();
-            }
-            for (auto & s : l.order) {
-                s.clear();
-            }
-            l.order_n = 0;
-        }
+        forget_selection();
         close_ready(n_cached);
     }
 
@@ -1145,12 +1139,7 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
             skv->reset_query();
             skv->has_seed = false;
             skv->has_sel  = false;
-            for (auto & l : skv->layers) {
-                for (auto & sp : l.slot_pos) {
-                    std::fill(sp.begin(), sp.end(), -1);
-                }
-            }
-            break;
+            break; // the staging was forgotten above
         }
         case LLAMA_SKV_CHANGE_SHIFT: {
             auto shift = [p0, p1, delta](std::vector<skv_span> & tab) {
@@ -1175,12 +1164,7 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
             skv->vec_dirty  = true;
             skv->has_sel    = false;
             skv->reset_query();
-            for (auto & l : skv->layers) {
-                for (auto & sp : l.slot_pos) {
-                    std::fill(sp.begin(), sp.end(), -1);
-                }
-            }
-            break;
+            break; // the staging was forgotten above
         }
     }
 }
