@@ -214,6 +214,14 @@ struct llama_skv_cache {
 
     const std::vector<skv_span> & active() const { return vec_chunks ? chunks : sents; }
 
+    // first position of the open (not yet closed) entry of the active index
+    int32_t open_start_active() const {
+        if (!vec_chunks) {
+            return open_start;
+        }
+        return chunks.empty() ? 0 : chunks.back().p1;
+    }
+
     bool staged_regime(uint32_t n_tokens) const {
         return n_tokens == 1 && params.policy != LLAMA_SKV_POLICY_FULL;
     }
@@ -610,7 +618,7 @@ struct llama_skv_cache {
                     return got;
                 };
                 if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
-                    take(open_start, p);
+                    take(open_start_active(), p);
                 }
                 // the full order is kept (a kept selection must give every head the same candidates); the
                 // reported selection lists the entries that got tokens
@@ -636,6 +644,7 @@ struct llama_skv_cache {
                     }
                 }
                 std::sort(want.begin(), want.end());
+                GGML_ASSERT(std::adjacent_find(want.begin(), want.end()) == want.end()); // no token staged twice
 
                 list.clear();
                 for (int32_t q = 0; q < std::min(sink, p); ++q) {
