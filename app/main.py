@@ -40,7 +40,15 @@ def main(argv: list[str] | None = None) -> int:
     qapp = QApplication.instance() or QApplication(sys.argv[:1])
     qapp.setApplicationName(qapp_name)
     qapp.setDesktopFileName("sentencekv-desktop")
-    window = MainWindow(model_path=args.model, max_tokens=args.max_tokens)
+    factory = None
+    if not args.selftest:  # a self-test leaves no saved document sessions behind
+        from engine.session_store import SessionStore
+        from engine.worker import EngineWorker
+
+        def factory(on_event):
+            return EngineWorker(on_event, store=SessionStore())
+
+    window = MainWindow(model_path=args.model, max_tokens=args.max_tokens, bridge_factory=factory)
     window.show()
     if args.selftest and args.prompt is None:
         window.prompt_edit.setPlainText(DEFAULT_PROMPT)

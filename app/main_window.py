@@ -252,7 +252,10 @@ class MainWindow(QMainWindow):
     # ================================================================== model
 
     def load_model(self) -> None:
-        """Resolve the model path (the default model may be assembled on first use: off the GUI thread)."""
+        """Resolve the model path (the default model may be assembled on first use: off the GUI thread). A model
+        switch stops a running answer or prefill first: the user asked for the other model now."""
+        if self._runs:
+            self.stop()
         self.model_ready = False
         self._update_buttons()
         self.progress.show_busy("Loading the model…")

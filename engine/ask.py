@@ -120,7 +120,7 @@ def truncation_note(report, n_ctx: int) -> str | None:
 def cmd_ask(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
     from engine.documents import DocumentError, load_document
-    from engine.session import Session, SessionError
+    from engine.session import Session, SessionError, SessionInputError
 
     try:
         config = session_config(args)
@@ -134,7 +134,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
     try:
         session = Session(config)
     except SessionError as e:
-        raise (UsageError(str(e)) if args.model else e) from None
+        raise (UsageError(str(e)) if args.model or isinstance(e, SessionInputError) else e) from None
+    for warning in session.warnings:
+        print(f"skv: warning: {warning}", file=sys.stderr)
     try:
         reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
         t_start = time.perf_counter()

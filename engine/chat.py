@@ -29,7 +29,7 @@ def add_chat_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_chat(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
     from engine.documents import DocumentError, load_document
-    from engine.session import Session, SessionError
+    from engine.session import Session, SessionError, SessionInputError
 
     try:
         config = session_config(args)
@@ -41,7 +41,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     try:
         session = Session(config)
     except SessionError as e:
-        raise (UsageError(str(e)) if args.model else e) from None
+        raise (UsageError(str(e)) if args.model or isinstance(e, SessionInputError) else e) from None
+    for warning in session.warnings:
+        print(f"skv: warning: {warning}", file=sys.stderr)
     interactive = sys.stdin.isatty()
     try:
         reserve = question_reserve(session, "", args.answer_prefix, args.max_tokens)

@@ -178,6 +178,8 @@ def _bind():
         # int32_t llama_skv_get_selection(ctx, int32_t skv_il, int32_t head, int32_t * ids, float * scores,
         #                                 int32_t * n_tokens, int32_t n_max);
         "llama_skv_get_selection": ([_ctx_p, i32, i32, _P(i32), _P(ctypes.c_float), _P(i32), i32], i32),
+        # int32_t llama_skv_arch_supported(const char * name);
+        "llama_skv_arch_supported": ([ctypes.c_char_p], i32),
         # int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
         "llama_skv_get_stats": ([_ctx_p, _P(llama_skv_stats)], i32),
     }
@@ -200,6 +202,11 @@ def native_available() -> bool:
         return True
     except (NativeError, OSError, ImportError):
         return False
+
+
+def arch_supported(name: str) -> bool:
+    """Whether the loaded llama.cpp knows this GGUF `general.architecture`."""
+    return bool(_bind().llama_skv_arch_supported(name.encode()))
 
 
 def default_params() -> SkvParams:

@@ -12,6 +12,7 @@ import ctypes
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -33,6 +34,34 @@ DOC_FORMAT = 2  # 2: sentences shorter than 6 tokens join the next one
 
 class SessionError(RuntimeError):
     """A session operation failed (the message is one clear sentence)."""
+
+
+class SessionInputError(SessionError):
+    """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
+
+
+def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
+    """Before llama.cpp loads anything: refuse a file that is not a GGUF model and an architecture this build of
+    llama.cpp does not know; return warnings (a context above the model's trained maximum: llama.cpp runs it, but
+    answers past that length degrade)."""
+    from engine.models import ModelError, read_model_info
+
+    try:
+        info = read_model_info(Path(model_path))
+    except ModelError as e:
+        raise SessionInputError(f"the model could not be loaded ({e}): choose a llama.cpp GGUF model file") from None
+    if native.native_available() and not native.arch_supported(info.architecture):
+        raise SessionInputError(
+            f"the model architecture {info.architecture!r} of {Path(model_path).name} is not supported by this "
+            "llama.cpp build: choose a model of another family (e.g. llama, gemma3, qwen2)"
+        )
+    if info.context_length > 0 and n_ctx > info.context_length:
+        return [
+            f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
+            f"answers that use text past {info.context_length} tokens may be poor; choose "
+            f"{info.context_length} or less"
+        ]
+    return []
 
 
 class Cancelled(Exception):
@@ -176,6 +205,7 @@ class Session:
 
         self.config = config
         self._llama_cpp = llama_cpp
+        self.warnings: list[str] = check_model(config.model_path, config.n_ctx)
         if config.skv is not None:
             native.request(config.skv, config.sent_cap)
         try:

@@ -21,6 +21,7 @@ deleted until the total is at most `max_bytes` (default 4 GiB, env SKV_SESSION_C
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -112,6 +113,15 @@ class SessionStore:
             raise ValueError(f"max_bytes must not be negative, got {self.max_bytes}")
         self._warn = on_warning or log.warning
 
+    @contextlib.contextmanager
+    def warnings_to(self, warn: Callable[[str], None]):
+        """Send this store's warnings to `warn` inside the block."""
+        old, self._warn = self._warn, warn
+        try:
+            yield self
+        finally:
+            self._warn = old
+
     def path_for(self, key: str) -> Path:
         if len(key) != 64 or any(c not in "0123456789abcdef" for c in key):
             raise ValueError(f"a session key is 64 hex digits, got {key!r}")
@@ -191,7 +201,8 @@ class SessionStore:
         except OSError as e:
             self._warn(f"could not save the document session in {self.root} ({e.strerror or e}): "
                        "the next open will prefill again")
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):  # the folder may not exist (a regular file in the path)
+                tmp.unlink(missing_ok=True)
             return None
         self.prune(keep=path)
         return path

@@ -16,12 +16,13 @@ Concurrency rules:
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,7 +43,8 @@ from engine.events import (
     TokenEvent,
 )
 from engine.native import NativeError, SkvParams
-from engine.session import Cancelled, Session, SessionConfig, SessionError, StepRetrieval
+from engine.session import Cancelled, DocRange, Session, SessionConfig, SessionError, StepRetrieval
+from engine.session_store import SessionStore
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class OpenDocuments:
 
     documents: tuple[str | Path | Document, ...]
     reserve: int = 512
+    ranges: Mapping[int, DocRange] | None = None  # document index -> the part to load (default: from the start)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,8 +116,12 @@ class _AbortHook:
 
 
 class EngineWorker:
-    def __init__(self, on_event: Callable[[Event], None], name: str = "skv-engine") -> None:
+    def __init__(
+        self, on_event: Callable[[Event], None], name: str = "skv-engine", store: SessionStore | None = None
+    ) -> None:
+        """`store`: where prefilled document sessions are saved and restored from (None: never saved)."""
         self._on_event = on_event
+        self._store = store
         self._queue: queue.Queue = queue.Queue()
         self._ids = itertools.count(1)
         self._lock = threading.Lock()  # run ids and the stop watermark move together
@@ -248,6 +255,8 @@ class EngineWorker:
             session.close()
             return Stopped(run_id, "stopped by the user")
         self._session = session
+        for warning in session.warnings:
+            self._emit(ErrorEvent(run_id, warning))
         md = session.llm.metadata
         arch = md.get("general.architecture", "llama")
         self._emit(ProgressEvent(run_id, "load", 1, 1, 0.0))
@@ -281,12 +290,14 @@ class EngineWorker:
 
         self._prefill_tok_s = 0.0
         try:
-            with _AbortHook(session, lambda: self._stopping(run_id)):
+            with _AbortHook(session, lambda: self._stopping(run_id)), self._store_warnings(run_id) as store:
                 report = session.load_documents(
                     docs,
                     reserve=cmd.reserve,
+                    ranges=cmd.ranges,
                     on_progress=progress,
                     should_stop=lambda: self._stopping(run_id),
+                    store=store,
                 )
         except BaseException:
             session.reset()  # a half-prefilled context is of no use: start clean
@@ -317,6 +328,16 @@ class EngineWorker:
             )
         self._emit(self._memory(run_id, session))
         return Finished(run_id, "truncated" if report.truncated else "done")
+
+    @contextlib.contextmanager
+    def _store_warnings(self, run_id: int):
+        """The session store with its warnings (not saved: disk full, folder not writable) sent as ErrorEvents of
+        this run: the documents are loaded all the same."""
+        if self._store is None:
+            yield None
+            return
+        with self._store.warnings_to(lambda msg: self._emit(ErrorEvent(run_id, msg))) as store:
+            yield store
 
     def _ask(self, run_id: int, cmd: Ask) -> Finished | Stopped:
         session = self._need_session()

@@ -90,6 +90,10 @@ LLAMA_API int32_t llama_skv_add_sentence_boundaries(struct llama_context * ctx, 
 // (2*n_max int32) and returns n (the total). Pass spans = NULL to ask for the count.
 LLAMA_API int32_t llama_skv_get_sentences(struct llama_context * ctx, int32_t * spans, int32_t n_max);
 
+// 1 if this build of llama.cpp knows the GGUF architecture name (general.architecture), else 0: lets a caller
+// refuse an unsupported model with a clear message before loading it.
+LLAMA_API int32_t llama_skv_arch_supported(const char * name);
+
 // Model layer ids of the SKV layers: returns the count; writes up to n_max ids.
 LLAMA_API int32_t llama_skv_get_layers(struct llama_context * ctx, int32_t * ids, int32_t n_max);
 

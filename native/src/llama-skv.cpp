@@ -12,6 +12,7 @@
 #include "llama-skv-impl.h"
 
 #include "llama-impl.h"
+#include "llama-arch.h"
 #include "llama-graph.h"
 #include "llama-kv-cache.h"
 #include "llama-kv-cache-iswa.h"
@@ -1436,6 +1437,13 @@ int32_t llama_skv_get_sentences(llama_context * ctx, int32_t * spans, int32_t n_
         }
     }
     return (int32_t) tab.size();
+}
+
+int32_t llama_skv_arch_supported(const char * name) {
+    if (!name) {
+        return 0;
+    }
+    return llm_arch_from_string(name) != LLM_ARCH_UNKNOWN ? 1 : 0;
 }
 
 int32_t llama_skv_get_layers(llama_context * ctx, int32_t * ids, int32_t n_max) {
