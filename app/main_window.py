@@ -7,6 +7,7 @@ Runs are tracked by id: a load, a document prefill, an ask or a parameter change
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from app.chat_view import ChatItem, ChatView
 from app.document_view import DocumentView, LoadedDoc
 from app.memory_panel import MemoryPanel
 from app.settings import AppSettings, SettingsDialog, load_settings, save_settings
-from app.store import ConversationStore, Message
+from app.store import ConversationStore, Message, StoreError
 from app.theme import RESOURCES, apply_theme
 from app.widgets import Banner, ProgressBox
 from engine import events as ev
@@ -92,7 +93,13 @@ class MainWindow(QMainWindow):
         if max_tokens is not None:
             self.settings = replace(self.settings, max_tokens=max_tokens)
         self._model_override = model_path
-        self.store = ConversationStore(folder)
+        try:
+            self.store = ConversationStore(folder)
+            store_notice = self.store.notice
+        except StoreError as e:  # locked by another program: keep this window's chats in memory
+            self.store = ConversationStore(None)
+            store_notice = str(e)
+        self._unsaved: list[tuple[Callable, tuple]] = []  # chat-store writes that failed, retried in order
         self.colors: dict[str, str] = {}
 
         self._runs: dict[int, str] = {}  # run id -> "load" | "docs" | "ask" | "params"
@@ -116,6 +123,8 @@ class MainWindow(QMainWindow):
         self._documents_read.connect(self._handle_documents_read)
         self.apply_theme()
         self._restore_conversations()
+        if store_notice:
+            self.banner.show_message(store_notice)
         self.load_model()
 
     # ================================================================== construction
@@ -130,7 +139,7 @@ class MainWindow(QMainWindow):
         self.conv_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         new_button = QPushButton("New chat")
         new_button.setAccessibleName("Start a new chat")
-        new_button.clicked.connect(self.new_conversation)
+        new_button.clicked.connect(lambda: self.new_conversation())
         side = QWidget()
         side.setObjectName("sidebar")
         side_col = QVBoxLayout(side)
@@ -353,7 +362,7 @@ class MainWindow(QMainWindow):
         self._docs = docs
         self.doc_view.set_documents(docs)
         if self._conv_id:
-            self.store.set_documents(self._conv_id, [d.document.path for d in docs])
+            self._save(self.store.set_documents, self._conv_id, [d.document.path for d in docs])
         if self._load_submitted:
             self._submit_documents()
 
@@ -379,13 +388,14 @@ class MainWindow(QMainWindow):
         if not question or not self.send_button.isEnabled():
             return
         self.prompt_edit.clear()
-        if not self._conv_id:
-            self.new_conversation()
+        if not self._conv_id and not self.new_conversation():
+            self.prompt_edit.setPlainText(question)  # nothing is lost: the question stays to send again
+            return
         conv = self.store.get(self._conv_id)
         if conv is not None and conv.title == "New chat":
-            self.store.rename(conv.id, question[:60])
+            self._save(self.store.rename, conv.id, question[:60])
             self._refresh_conversation_list()
-        self.store.add_message(self._conv_id, "user", question)
+        self._save(self.store.add_message, self._conv_id, "user", question)
         self.chat.add_item(ChatItem("user", question))
         self._ask(question)
 
@@ -410,11 +420,14 @@ class MainWindow(QMainWindow):
         self._update_buttons()
 
     def regenerate(self) -> None:
+        if not self._flush_unsaved():  # the stored messages must match the screen
+            return
         msgs = self.store.messages(self._conv_id) if self._conv_id else []
         if self._ask_run or not msgs:
             return
         if msgs[-1].role == "assistant":
-            self.store.delete_message(msgs[-1].id)
+            if not self._save(self.store.delete_message, msgs[-1].id):
+                return
             self.chat.remove_last()
             msgs = msgs[:-1]
         if msgs and msgs[-1].role == "user":
@@ -531,7 +544,7 @@ class MainWindow(QMainWindow):
                 "footer": footer,
             }
             if self._conv_id:
-                self.store.add_message(self._conv_id, "assistant", item.text, meta)
+                self._save(self.store.add_message, self._conv_id, "assistant", item.text, meta)
         else:
             self.chat.remove_last()
         self._update_buttons()
@@ -578,14 +591,37 @@ class MainWindow(QMainWindow):
                 self.conv_list.setCurrentItem(item)
         self.conv_list.blockSignals(False)
 
-    def new_conversation(self) -> None:
-        conv = self.store.create("New chat", [d.document.path for d in self._docs])
+    def new_conversation(self) -> bool:
+        if not self._flush_unsaved():
+            return False
+        try:
+            conv = self.store.create("New chat", [d.document.path for d in self._docs])
+        except StoreError as e:
+            self.banner.show_message(str(e))
+            return False
         self._conv_id = conv.id
         self._refresh_conversation_list()
         self.chat.clear_items()
         self.doc_view.clear_heat()
         self.prompt_edit.setFocus()
         self._update_buttons()
+        return True
+
+    def _save(self, write: Callable, *args) -> bool:
+        """A chat-store write, after the earlier ones that failed; a failure keeps it queued and shows why."""
+        self._unsaved.append((write, args))
+        return self._flush_unsaved()
+
+    def _flush_unsaved(self) -> bool:
+        while self._unsaved:
+            write, args = self._unsaved[0]
+            try:
+                write(*args)
+            except StoreError as e:
+                self.banner.show_message(str(e))
+                return False
+            self._unsaved.pop(0)
+        return True
 
     def _conversation_chosen(self, current: QListWidgetItem | None, _prev=None) -> None:
         if current is None:
@@ -692,9 +728,13 @@ class MainWindow(QMainWindow):
             )
 
     def delete_conversation(self) -> None:
-        if not self._conv_id:
+        if not self._conv_id or not self._flush_unsaved():
             return
-        self.store.delete(self._conv_id)
+        try:
+            self.store.delete(self._conv_id)
+        except StoreError as e:
+            self.banner.show_message(str(e))
+            return
         self._conv_id = 0
         self.chat.clear_items()
         self._refresh_conversation_list()
@@ -708,8 +748,10 @@ class MainWindow(QMainWindow):
         return self.banner.text() or self.progress.label.text()
 
     def shutdown(self) -> None:
-        """Stop the engine, free the model and join its thread (idempotent)."""
+        """Stop the engine, free the model and join its thread, then save what the chat store still owes
+        (idempotent)."""
         self.bridge.shutdown(10.0)
+        self._flush_unsaved()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override
         self.shutdown()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,26 +36,95 @@ class Conversation:
     documents: list[str] = field(default_factory=list)
 
 
-class ConversationStore:
-    """One connection, used on the GUI thread only (writes are small: one row per message)."""
+class StoreError(Exception):
+    """A chat-history operation failed; the message is one sentence saying what to do."""
 
-    def __init__(self, folder: Path) -> None:
+
+def _locked(e: sqlite3.Error) -> bool:
+    text = str(e).lower()
+    return "locked" in text or "busy" in text
+
+
+class ConversationStore:
+    """One connection, used on the GUI thread only (writes are small: one row per message; each is one transaction,
+    so a crash loses at most the write in flight).
+
+    A damaged file is never overwritten: it is renamed aside (`notice` says where) and a new history starts. A file
+    another program holds locked raises StoreError on open (the window then keeps this session's chats in memory)
+    and on writes after `timeout` seconds (the window retries them)."""
+
+    def __init__(self, folder: Path | None, timeout: float = 1.0) -> None:
+        self.notice = ""  # one sentence for the UI when the history had to be set aside
+        self.timeout = timeout
+        if folder is None:  # in memory: nothing is kept after the window closes
+            self.path = Path(":memory:")
+            self._db = self._open(":memory:")
+            return
         folder.mkdir(parents=True, exist_ok=True)
         self.path = folder / DB_NAME
-        self._db = sqlite3.connect(self.path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._migrate()
+        try:
+            self._db = self._open(self.path)
+        except sqlite3.DatabaseError as e:
+            if _locked(e):
+                raise StoreError(
+                    f"the chat history {self.path} is locked by another program: close it (or another "
+                    "SentenceKV window) and restart; chats of this window are not saved"
+                ) from None
+            kept = self._set_aside()
+            self.notice = (
+                f"the chat history file was damaged ({e}); it was kept as {kept.name} and a new history started"
+            )
+            self._db = self._open(self.path)
 
-    def _migrate(self) -> None:
-        version = self._db.execute("PRAGMA user_version").fetchone()[0]
+    def _open(self, where) -> sqlite3.Connection:
+        db = sqlite3.connect(where, timeout=self.timeout)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check}")
+            self._migrate(db)
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _set_aside(self) -> Path:
+        """Rename the damaged database (and its WAL files) out of the way; nothing is deleted."""
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}")
+        n = 1
+        while kept.exists():
+            kept = self.path.with_name(f"{self.path.name}.damaged-{stamp}-{n}")
+            n += 1
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(self.path) + suffix)
+            if src.exists():
+                src.rename(Path(str(kept) + suffix))
+        return kept
+
+    @contextmanager
+    def _write(self):
+        """One transaction; a lock or I/O failure becomes a StoreError (nothing half-written: it rolls back)."""
+        try:
+            with self._db:
+                yield self._db
+        except sqlite3.OperationalError as e:
+            why = "it is locked by another program" if _locked(e) else str(e)
+            raise StoreError(
+                f"the chat could not be saved ({why}): it stays on screen and is saved with the next message"
+            ) from None
+
+    def _migrate(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise ValueError(
                 f"the conversation database {self.path} is from a newer version ({version}): update the app"
             )
         if version < 1:
-            with self._db:
-                self._db.executescript(
+            with db:
+                db.executescript(
                     """
                     CREATE TABLE conversations (
                         id INTEGER PRIMARY KEY, title TEXT NOT NULL, created REAL NOT NULL,
@@ -77,8 +147,8 @@ class ConversationStore:
     def create(self, title: str = "New chat", documents: list[str] | None = None) -> Conversation:
         now = time.time()
         docs = list(documents or [])
-        with self._db:
-            cur = self._db.execute(
+        with self._write() as db:
+            cur = db.execute(
                 "INSERT INTO conversations(title, created, updated, documents) VALUES (?, ?, ?, ?)",
                 (title, now, now, json.dumps(docs)),
             )
@@ -98,19 +168,19 @@ class ConversationStore:
         return Conversation(r[0], r[1], r[2], r[3], json.loads(r[4])) if r else None
 
     def rename(self, conversation_id: int, title: str) -> None:
-        with self._db:
-            self._db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
+        with self._write() as db:
+            db.execute("UPDATE conversations SET title = ? WHERE id = ?", (title, conversation_id))
 
     def set_documents(self, conversation_id: int, documents: list[str]) -> None:
-        with self._db:
-            self._db.execute(
+        with self._write() as db:
+            db.execute(
                 "UPDATE conversations SET documents = ?, updated = ? WHERE id = ?",
                 (json.dumps(documents), time.time(), conversation_id),
             )
 
     def delete(self, conversation_id: int) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+        with self._write() as db:
+            db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
 
     # ------------------------------------------------------------------ messages
 
@@ -118,24 +188,24 @@ class ConversationStore:
         if role not in ("user", "assistant"):
             raise ValueError(f"role must be 'user' or 'assistant', got {role!r}")
         now = time.time()
-        with self._db:
-            cur = self._db.execute(
+        with self._write() as db:
+            cur = db.execute(
                 "INSERT INTO messages(conversation, role, text, created, meta) VALUES (?, ?, ?, ?, ?)",
                 (conversation_id, role, text, now, json.dumps(meta or {})),
             )
-            self._db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
+            db.execute("UPDATE conversations SET updated = ? WHERE id = ?", (now, conversation_id))
         return Message(int(cur.lastrowid), role, text, now, dict(meta or {}))
 
     def update_message(self, message_id: int, text: str, meta: dict | None = None) -> None:
-        with self._db:
-            self._db.execute(
+        with self._write() as db:
+            db.execute(
                 "UPDATE messages SET text = ?, meta = ? WHERE id = ?",
                 (text, json.dumps(meta or {}), message_id),
             )
 
     def delete_message(self, message_id: int) -> None:
-        with self._db:
-            self._db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
+        with self._write() as db:
+            db.execute("DELETE FROM messages WHERE id = ?", (message_id,))
 
     def messages(self, conversation_id: int) -> list[Message]:
         rows = self._db.execute(

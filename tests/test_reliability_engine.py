@@ -212,3 +212,56 @@ def test_disk_full_while_saving_a_session_keeps_nothing_half_written(tiny_model_
     monkeypatch.setattr("engine.session_store.os.replace", real_replace)
     errors, _, _ = _open_and_ask(tiny_model_path, store)
     assert errors == [] and len(store.entries()) == 1
+
+
+def test_truncated_gguf_is_one_clear_sentence(tiny_model_path, tmp_path, capsys) -> None:
+    raw = Path(tiny_model_path).read_bytes()
+    for name, data in (("head.gguf", raw[:200]), ("half.gguf", raw[: len(raw) // 2])):
+        cut = tmp_path / name
+        cut.write_bytes(data)
+        with pytest.raises(SessionInputError if name == "head.gguf" else Exception, match="could not be loaded"):
+            Session(SessionConfig(str(cut), n_ctx=512))
+        doc = tmp_path / "d.txt"
+        doc.write_text("One sentence. Two sentences.", encoding="utf-8")
+        code = cli_main(["ask", "--model", str(cut), "--doc", str(doc), "What?"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2 and err.count("\n") == 0 and "could not be loaded" in err, err
+
+
+def test_stop_during_model_load_leaves_no_model(tiny_model_path) -> None:
+    worker, rec = make_worker()
+
+    def hook(event, w):
+        if isinstance(event, ev.ProgressEvent) and event.phase == "load" and event.done == 0:
+            w.stop()
+
+    rec.hook = hook
+    rid = worker.submit(LoadModel(tiny_config(tiny_model_path)))
+    assert isinstance(rec.terminal(rid), ev.Stopped)
+    rec.hook = None
+    r2 = worker.submit(Ask("Loaded?"))
+    t2 = rec.terminal(r2)
+    assert isinstance(t2, ev.Failed) and "no model is loaded" in t2.message
+    assert worker.shutdown(10.0)
+
+
+def test_stop_while_the_session_is_saved_leaves_a_whole_file_or_none(tiny_model_path, tmp_path) -> None:
+    store = SessionStore(tmp_path / "sessions")
+    rec_worker, rec = make_worker()
+    rec_worker.shutdown(10.0)
+    worker = EngineWorker(rec, store=store)
+    rec.worker = worker
+    rec.terminal(worker.submit(LoadModel(tiny_config(tiny_model_path, n_batch=128))))
+
+    def hook(event, w):
+        if isinstance(event, ev.ProgressEvent) and event.phase == "prefill" and event.done == event.total:
+            w.stop()  # the prefill is done: the save runs next
+
+    rec.hook = hook
+    rid = worker.submit(OpenDocuments((Document.from_text("d.txt", TEXT[:900]),), reserve=64))
+    t = rec.terminal(rid)
+    assert isinstance(t, ev.Finished | ev.Stopped)
+    files = list((tmp_path / "sessions").glob("*")) if (tmp_path / "sessions").exists() else []
+    assert all(not f.name.endswith(".tmp") for f in files)
+    assert len(store.entries()) == len(files), "every file left is a whole, readable session"
+    assert worker.shutdown(10.0)
