@@ -24,6 +24,10 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
+                   help="end the answer before this text (repeatable)")
+    p.add_argument("--prompt-format", default="auto", choices=["auto", "completion", "chat"],
+                   help="auto: the model's chat template when it has one, else a document-QA completion (default)")
     add_document_options(p)
 
 
@@ -44,6 +48,7 @@ def session_config(args: argparse.Namespace):
         n_gpu_layers=args.gpu_layers,
         skv=params,
         seed=args.seed,
+        prompt_format=args.prompt_format,
     )
 
 
@@ -154,6 +159,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
             max_tokens=args.max_tokens,
             temperature=args.temperature,
             ignore_eos=args.ignore_eos,
+            stop=tuple(args.stop),
         )
         # from the start of the ask (documents' prefill or restore included, model load excluded) to the first
         # answer token

@@ -75,6 +75,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
                 answer_prefix=args.answer_prefix,
                 max_tokens=args.max_tokens,
                 temperature=args.temperature,
+                stop=tuple(args.stop),
                 on_token=lambda _tok, text, _step: print(text, end="", flush=True),
             )
             print("\n", flush=True)

@@ -87,6 +87,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         ModelError,
         default_model_path,
         download_model,
+        estimate_memory,
         list_local_models,
         read_model_info,
     )
@@ -105,6 +106,9 @@ def cmd_models(args: argparse.Namespace) -> int:
         progress.end()
         print(path)
         return 0
+    n_ctx = getattr(args, "n_ctx", 8192)
+    if n_ctx <= 0:
+        raise UsageError(f"--n-ctx must be positive, got {n_ctx}")
     default = default_model_path()
     info = read_model_info(default)
     print(
@@ -112,6 +116,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         f"{info.size_bytes / 2**20:.0f} MiB)"
     )
     print(f"  {info.path}")
+    print(f"  memory {estimate_memory(info, n_ctx).describe()}")
     for path in list_local_models():
         if path == default:
             continue
@@ -121,9 +126,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                 f"{m.name} ({m.architecture}, {m.n_layer} layers, context {m.context_length}, "
                 f"{m.size_bytes / 2**20:.0f} MiB)"
             )
+            print(f"  {path}")
+            print(f"  memory {estimate_memory(m, n_ctx).describe()}")
         except ModelError as e:
             print(f"{path.name} (unreadable: {e})")
-        print(f"  {path}")
+            print(f"  {path}")
     return 0
 
 
@@ -153,6 +160,7 @@ class _DownloadProgress:
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models (the default is assembled on first use) or download one")
+    p.add_argument("--n-ctx", type=int, default=8192, help="context size for the memory estimate (default 8192)")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     msub.add_parser(
         "list", help="the default model and the GGUF files in the models folder (the default action)"

@@ -53,8 +53,8 @@ class DocumentsLoaded:
 class TokenEvent:
     run_id: int
     index: int  # 0-based position in the answer
-    text: str  # UTF-8-safe piece ("" while a multi-byte character is incomplete)
-    token: int
+    text: str  # UTF-8-safe piece ("" while a multi-byte character is incomplete or a stop string may begin)
+    token: int  # -1: text held back until the end, released after the last token
 
 
 @dataclass(frozen=True, slots=True)

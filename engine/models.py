@@ -154,6 +154,39 @@ class ModelInfo:
     n_embd: int
     n_head: int
     n_head_kv: int
+    key_length: int = 0  # per head; 0 when unknown
+    value_length: int = 0
+    sliding_window: int = 0  # 0: no sliding-window layers declared
+
+    def kv_bytes_per_token(self, bytes_per_value: int = 2) -> int:
+        """K and V bytes one token takes in every layer's cache (F16 by default)."""
+        return self.n_layer * self.n_head_kv * (self.key_length + self.value_length) * bytes_per_value
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEstimate:
+    """Before loading: what a model needs at a context size (an upper bound for the KV cache: every layer counted
+    with full attention, F16; sliding-window layers and SentenceKV need less — the loaded session reports exact
+    figures from its buffers)."""
+
+    weights_bytes: int
+    kv_bytes_max: int
+    n_ctx: int
+
+    @property
+    def total_bytes_max(self) -> int:
+        return self.weights_bytes + self.kv_bytes_max
+
+    def describe(self) -> str:
+        mib = 2**20
+        return (f"at {self.n_ctx} tokens: weights {self.weights_bytes / mib:.0f} MiB + KV cache at most "
+                f"{self.kv_bytes_max / mib:.0f} MiB = at most {self.total_bytes_max / mib:.0f} MiB")
+
+
+def estimate_memory(info: ModelInfo, n_ctx: int) -> MemoryEstimate:
+    if n_ctx <= 0:
+        raise ValueError(f"n_ctx must be positive, got {n_ctx}")
+    return MemoryEstimate(info.size_bytes, info.kv_bytes_per_token() * n_ctx, n_ctx)
 
 
 _GGUF_MAGIC = b"GGUF"
@@ -244,6 +277,8 @@ def read_model_info(path: Path) -> ModelInfo:
         return int(value) if isinstance(value, int | float) else default
 
     n_head = arch_int("attention.head_count")
+    n_embd = arch_int("embedding_length")
+    head_dim = n_embd // n_head if n_head else 0
     return ModelInfo(
         path=path,
         size_bytes=path.stat().st_size,
@@ -251,9 +286,12 @@ def read_model_info(path: Path) -> ModelInfo:
         architecture=arch,
         context_length=arch_int("context_length"),
         n_layer=arch_int("block_count"),
-        n_embd=arch_int("embedding_length"),
+        n_embd=n_embd,
         n_head=n_head,
         n_head_kv=arch_int("attention.head_count_kv", n_head),
+        key_length=arch_int("attention.key_length", head_dim),
+        value_length=arch_int("attention.value_length", head_dim),
+        sliding_window=arch_int("attention.sliding_window"),
     )
 
 

@@ -20,7 +20,9 @@ import numpy as np
 from engine import native
 from engine.documents import Document
 from engine.native import Policy, SkvContext, SkvParams
+from engine.prompts import FORMATS, PromptFormat, PromptFormatError, choose_format
 from engine.sentences import Sentence, SentenceStream, tokenize_sentences
+from engine.stopping import StopStrings
 
 if TYPE_CHECKING:
     from engine.session_store import SessionStore, StoredSession
@@ -78,8 +80,11 @@ class SessionConfig:
     skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)
     sent_cap: int = 0
     seed: int = 0
+    prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
 
     def __post_init__(self) -> None:
+        if self.prompt_format not in FORMATS:
+            raise ValueError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.prompt_format!r}")
         if self.n_ctx < 64:
             raise ValueError(f"n_ctx must be at least 64, got {self.n_ctx}")
         if self.n_threads < 1:
@@ -183,7 +188,7 @@ class AskResult:
     ttft_s: float
     decode_s: float
     steps: list[StepRetrieval]
-    reason: str = "max_tokens"  # why the answer ended: "eos", "max_tokens" or "stopped"
+    reason: str = "max_tokens"  # why the answer ended: "eos", "stop" (a stop string), "max_tokens" or "stopped"
 
     @property
     def decode_tokens(self) -> int:
@@ -232,6 +237,11 @@ class Session:
                 )
             self.skv = SkvContext(self.llm.ctx)
         self.n_vocab = self.llm.n_vocab()
+        try:
+            self.prompts: PromptFormat = choose_format(config.prompt_format, dict(self.llm.metadata))
+        except PromptFormatError as e:
+            self.llm.close()
+            raise SessionInputError(str(e)) from None
         self.documents: list[Document] = []
         self.spans: list[SpanInfo] = []  # native sentence id -> what it is
         self.n_doc_tokens = 0
@@ -307,12 +317,16 @@ class Session:
         spans: list[SpanInfo] = []
         if tokens:
             spans.append(SpanInfo(-1, 0, 0, 0, 1, ""))
+        if self.prompts.head:  # e.g. a chat template's opening of the user turn
+            head = self.tokenize(self.prompts.head)
+            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(head), self.prompts.head))
+            tokens.extend(head)
         n_total = n_selected = 0
         full = True
         max_len = self.config.skv.max_sentence_len if self.config.skv else 128
-        tail = self.tokenize("\n\n")
+        tail = self.tokenize(self.prompts.doc_tail)
         for di, doc in enumerate(documents):
-            header = f"Document: {doc.name}\n\n"
+            header = self.prompts.header(doc.name)
             h_toks = self.tokenize(header)
             d_toks, sents = tokenize_sentences(doc.text, self.tokenize, max_tokens=max_len)
             n_total += len(d_toks)
@@ -345,7 +359,7 @@ class Session:
                 taken = s.tok_end - t0
             tokens.extend(d_toks[t0 : t0 + taken])
             if full and len(tokens) + len(tail) < budget:
-                spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(tail), "\n\n"))
+                spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(tail), self.prompts.doc_tail))
                 tokens.extend(tail)
         return DocumentPlan(tokens, spans, n_total, n_selected)
 
@@ -469,6 +483,7 @@ class Session:
             "n_ctx": self.n_ctx,
             "max_sentence_len": skv.max_sentence_len if skv else 128,
             "doc_format": DOC_FORMAT,
+            "prompt": self.prompts.key(),
             "engine": __version__,
             "native": native.check_native() if skv is not None else "off",
         })
@@ -521,7 +536,7 @@ class Session:
     # ----------------------------------------------------------------- asking
 
     def prompt_text(self, question: str) -> str:
-        return f"Question: {question.strip()}\nAnswer:"
+        return self.prompts.question(question)
 
     def ask(
         self,
@@ -532,8 +547,11 @@ class Session:
         ignore_eos: bool = False,
         on_token: Callable[[int, str, StepRetrieval | None], None] | None = None,
         should_stop: ShouldStop | None = None,
+        stop: tuple[str, ...] = (),
     ) -> AskResult:
-        """Decode the question and answer prefix under the policy, then generate up to max_tokens."""
+        """Decode the question and answer prefix under the policy, then generate up to max_tokens: until an
+        end-of-generation token (unless ignore_eos) or a stop string (never part of the answer; a token whose text
+        might start one is streamed as "" until that is decided)."""
         if max_tokens < 0:
             raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
         t0 = time.perf_counter()
@@ -557,6 +575,8 @@ class Session:
                 return AskResult("", [], True, 0.0, 0.0, [], "stopped")
             self._decode_one(t, base)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        stopper = StopStrings(stop)
+        vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
         out_tokens: list[int] = []
         pieces: list[str] = []
         steps: list[StepRetrieval] = []
@@ -564,31 +584,36 @@ class Session:
         t_first = 0.0
         stopped = False
         reason = "max_tokens"
-        eos = self.llm.token_eos()
         for i in range(max_tokens):
             if should_stop is not None and should_stop():
                 stopped = True
                 reason = "stopped"
                 break
             tok = self._sample(temperature)
-            if tok == eos and not ignore_eos:
+            if not ignore_eos and self._llama_cpp.llama_vocab_is_eog(vocab, tok):
                 reason = "eos"
                 break
             if i == 0:
                 t_first = time.perf_counter()
                 ttft = t_first - t0
             out_tokens.append(tok)
-            text = decoder.decode(self.llm.detokenize([tok], special=False))
+            raw = decoder.decode(self.llm.detokenize([tok], special=False))
+            self._decode_one(tok, base, raw)
+            text = stopper.push(raw)
             pieces.append(text)
-            self._decode_one(tok, base, text)
             step = self._retrieval(i)
             if step is not None:
                 steps.append(step)
             if on_token is not None:
                 on_token(tok, text, step)
-        tail = decoder.decode(b"", final=True)
-        if tail:
+            if stopper.hit:
+                reason = "stop"
+                break
+        tail = stopper.push(decoder.decode(b"", final=True)) + stopper.flush()
+        if tail:  # held back for a possible stop string, or an incomplete character: released at the end
             pieces.append(tail)
+            if on_token is not None:
+                on_token(-1, tail, None)
         decode_s = time.perf_counter() - t_first if out_tokens else 0.0
         return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps, reason)
 

@@ -74,6 +74,7 @@ class Ask:
     max_tokens: int = 128
     temperature: float = 0.0
     ignore_eos: bool = False
+    stop: tuple[str, ...] = ()  # stop strings (never part of the answer)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,6 +358,7 @@ class EngineWorker:
             max_tokens=cmd.max_tokens,
             temperature=cmd.temperature,
             ignore_eos=cmd.ignore_eos,
+            stop=cmd.stop,
             on_token=on_token,
             should_stop=lambda: self._stopping(run_id),
         )
@@ -364,7 +366,7 @@ class EngineWorker:
         self._emit(StatsEvent(run_id, result.ttft_s, tok_s, self._prefill_tok_s, result.decode_tokens))
         if result.stopped or self._stopping(run_id):
             return Stopped(run_id, "stopped by the user")
-        return Finished(run_id, "max_tokens" if result.decode_tokens >= cmd.max_tokens else "eos")
+        return Finished(run_id, result.reason)
 
     def _set_params(self, run_id: int, cmd: SetParams) -> Finished:
         session = self._need_session()

@@ -34,6 +34,7 @@ class TinyConfig:
     rope_freq_base: float = 10000.0
     rms_eps: float = 1e-5
     seed: int = 1234
+    chat_template: str = ""  # tokenizer.chat_template, when set
 
 
 def _source_roots() -> list[Path]:
@@ -102,6 +103,8 @@ def write_tiny_gguf(path: Path, vocab_path: Path, cfg: TinyConfig = TinyConfig()
     w.add_layer_norm_rms_eps(cfg.rms_eps)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     n_vocab = _copy_tokenizer(w, vocab_path)
+    if cfg.chat_template:
+        w.add_chat_template(cfg.chat_template)
     w.add_vocab_size(n_vocab)
 
     def normal(std: float, *shape: int) -> np.ndarray:

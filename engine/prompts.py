@@ -1,0 +1,106 @@
+"""How documents and a question become prompt text: a document-QA completion format for base models (the default
+model is one) and the GGUF's own chat template for instruction models.
+
+The documents are prefilled before the question is known, so a format is split in two around them:
+  head          text after BOS, before the first document (a chat template's opening of the user turn; it may
+                carry the template's own text, e.g. a system prompt)
+  doc_header    per document ("Document: NAME\n\n")
+  doc_tail      after each document
+  question(q)   what is decoded at ask time: the question, then (chat) the end of the user turn and the opening of
+                the model's turn
+A chat template is rendered once with sentinels in the user message and cut at them, so any template that puts
+the user's content verbatim into the prompt works; one that does not (it rewrites the content) is refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+FormatName = Literal["auto", "completion", "chat"]
+FORMATS: tuple[str, ...] = ("auto", "completion", "chat")
+
+_DOC = "\x00skv-documents\x00"
+_QUESTION = "\x00skv-question\x00"
+
+
+class PromptFormatError(ValueError):
+    """The model's chat template cannot be used (one clear sentence)."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptFormat:
+    name: str  # "completion" or "chat"
+    head: str
+    doc_header: str  # with {name}
+    doc_tail: str
+    question_template: str  # with {question}
+
+    def question(self, question: str) -> str:
+        return self.question_template.format(question=question.strip())
+
+    def header(self, doc_name: str) -> str:
+        return self.doc_header.format(name=doc_name)
+
+    def key(self) -> list[str]:
+        """What a saved session depends on (the text around the documents)."""
+        return [self.name, self.head, self.doc_header, self.doc_tail]
+
+
+COMPLETION = PromptFormat(
+    name="completion",
+    head="",
+    doc_header="Document: {name}\n\n",
+    doc_tail="\n\n",
+    question_template="Question: {question}\nAnswer:",
+)
+
+
+def _escape(text: str) -> str:
+    return text.replace("{", "{{").replace("}", "}}")
+
+
+def chat_format(template: str, eos_token: str = "") -> PromptFormat:
+    """Split a GGUF chat template (Jinja) around the documents and the question."""
+    from jinja2 import TemplateError
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    def raise_exception(message: str) -> None:
+        raise TemplateError(message)
+
+    try:
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env.globals["raise_exception"] = raise_exception
+        text = env.from_string(template).render(
+            messages=[{"role": "user", "content": f"{_DOC}\n\n{_QUESTION}"}],
+            add_generation_prompt=True,
+            bos_token="",  # the session adds BOS itself
+            eos_token=eos_token,
+        )
+    except TemplateError as e:
+        raise PromptFormatError(f"the model's chat template does not render ({e}): use the completion format") from None
+    if text.count(_DOC) != 1 or text.count(_QUESTION) != 1 or text.index(_DOC) > text.index(_QUESTION):
+        raise PromptFormatError(
+            "the model's chat template does not keep the user's text as it is: use the completion format"
+        )
+    head, rest = text.split(_DOC)
+    after = rest.split(_QUESTION)[1]
+    return PromptFormat(
+        name="chat",
+        head=head,
+        doc_header="Document: {name}\n\n",
+        doc_tail="\n\n",
+        question_template="{question}" + _escape(after),
+    )
+
+
+def choose_format(requested: str, metadata: dict) -> PromptFormat:
+    """`auto`: the chat template when the GGUF has one (an instruction model), else the completion format."""
+    if requested not in FORMATS:
+        raise ValueError(f"prompt format must be one of {', '.join(FORMATS)}, got {requested!r}")
+    template = metadata.get("tokenizer.chat_template")
+    if requested == "completion" or (requested == "auto" and not template):
+        return COMPLETION
+    if not template:
+        raise PromptFormatError("this model has no chat template: use the completion format")
+    return chat_format(str(template))
