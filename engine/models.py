@@ -313,7 +313,8 @@ def list_local_models() -> list[Path]:
     root = models_dir()
     if not root.is_dir():
         return []
-    return sorted(p for p in root.rglob("*.gguf") if p.is_file() and ".cache" not in p.parts)
+    # bench/ holds the random-weight benchmark model: not one to chat with
+    return sorted(p for p in root.rglob("*.gguf") if p.is_file() and ".cache" not in p.parts and "bench" not in p.parts)
 
 
 def _is_sha256(value: str | None) -> bool:

@@ -178,6 +178,8 @@ def _bind():
         # int32_t llama_skv_get_selection(ctx, int32_t skv_il, int32_t head, int32_t * ids, float * scores,
         #                                 int32_t * n_tokens, int32_t n_max);
         "llama_skv_get_selection": ([_ctx_p, i32, i32, _P(i32), _P(ctypes.c_float), _P(i32), i32], i32),
+        # int32_t llama_skv_debug_fill(struct llama_context * ctx, int32_t n_tokens, uint32_t seed);
+        "llama_skv_debug_fill": ([_ctx_p, i32, ctypes.c_uint32], i32),
         # int32_t llama_skv_arch_supported(const char * name);
         "llama_skv_arch_supported": ([ctypes.c_char_p], i32),
         # int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
@@ -207,6 +209,16 @@ def native_available() -> bool:
 def arch_supported(name: str) -> bool:
     """Whether the loaded llama.cpp knows this GGUF `general.architecture`."""
     return bool(_bind().llama_skv_arch_supported(name.encode()))
+
+
+def debug_fill(ctx, n_tokens: int, seed: int = 0) -> None:
+    """Benchmarks only: n_tokens random K/V rows at positions [0, n_tokens) of an empty plain KV cache (see
+    llama_skv_debug_fill); works with SentenceKV on or off."""
+    if _bind().llama_skv_debug_fill(ctx, n_tokens, seed) != n_tokens:
+        raise NativeError(
+            f"could not fill {n_tokens} tokens: the debug fill needs an empty, plain (not sliding-window) KV cache "
+            "that large, with flash attention (see the log)"
+        )
 
 
 def default_params() -> SkvParams:

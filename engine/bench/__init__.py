@@ -1,4 +1,4 @@
-"""Benchmark and evaluation harness: `skv bench speed`, `skv eval passkey` (issue 6).
+"""Benchmark and evaluation harness: `skv bench speed|scale`, `skv eval passkey|niah|kl` (issue 6).
 
 Each command prints a table and writes JSON + Markdown (+ PNG plots when matplotlib is importable) to a folder.
 """
@@ -9,13 +9,15 @@ import argparse
 
 
 def add_bench_parser(sub: argparse._SubParsersAction) -> None:
-    from engine.bench import speed
+    from engine.bench import scale, speed
 
-    p = sub.add_parser("bench", help="benchmarks (speed)")
+    p = sub.add_parser("bench", help="benchmarks (speed, scale)")
     bsub = p.add_subparsers(dest="bench_command", metavar="BENCH", parser_class=type(p))
     bsub.required = True
     sp = bsub.add_parser("speed", help="decode ms/token and prefill tok/s vs context: SentenceKV vs stock")
     speed.add_arguments(sp)
+    sc = bsub.add_parser("scale", help="speed and memory up to 64k on a random 1B-like model (synthetic fill)")
+    scale.add_arguments(sc)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -23,21 +25,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.bench_command == "speed":
         return speed.main_speed(args)
+    if args.bench_command == "scale":
+        from engine.bench import scale
+
+        return scale.main_scale(args)
     raise AssertionError(args.bench_command)
 
 
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     from engine.bench import passkey
 
-    p = sub.add_parser("eval", help="accuracy evaluations (passkey)")
+    p = sub.add_parser("eval", help="accuracy evaluations (passkey, niah, kl)")
     esub = p.add_subparsers(dest="eval_command", metavar="EVAL", parser_class=type(p))
     esub.required = True
     sp = esub.add_parser("passkey", help="passkey retrieval grid: length x depth x policy")
     passkey.add_arguments(sp)
-    from engine.bench import kl
+    from engine.bench import kl, niah
 
     kp = esub.add_parser("kl", help="KL(full || policy), top-1 agreement and perplexity on a long book")
     kl.add_arguments(kp)
+    np_ = esub.add_parser("niah", help="RULER-style needles in a book: single, multi-key, multi-value, variable tracking")
+    niah.add_arguments(np_)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -45,6 +53,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if args.eval_command == "passkey":
         return passkey.main_passkey(args)
+    if args.eval_command == "niah":
+        from engine.bench import niah
+
+        return niah.main_niah(args)
     if args.eval_command == "kl":
         from engine.bench import kl
 

@@ -90,6 +90,13 @@ LLAMA_API int32_t llama_skv_add_sentence_boundaries(struct llama_context * ctx, 
 // (2*n_max int32) and returns n (the total). Pass spans = NULL to ask for the count.
 LLAMA_API int32_t llama_skv_get_sentences(struct llama_context * ctx, int32_t * spans, int32_t n_max);
 
+// Benchmarks only: put n_tokens tokens at positions [0, n_tokens) of sequence 0 into an empty plain (not iSWA) KV
+// cache without computing them: the cells are marked used and every layer's K/V rows get uniform random values
+// (seeded). Works with SentenceKV on or off; declare sentence boundaries as for a prefill. Prefilling 64k tokens
+// of a 1B model takes hours on a small CPU; this takes seconds, so decode speed and memory can be measured at
+// that length. Returns n_tokens, or -2 (not a plain cache, not empty, too small, or V transposed).
+LLAMA_API int32_t llama_skv_debug_fill(struct llama_context * ctx, int32_t n_tokens, uint32_t seed);
+
 // 1 if this build of llama.cpp knows the GGUF architecture name (general.architecture), else 0: lets a caller
 // refuse an unsupported model with a clear message before loading it.
 LLAMA_API int32_t llama_skv_arch_supported(const char * name);

@@ -1,0 +1,317 @@
+"""`skv bench scale`: decode speed and memory on a random-weight model of Llama-3.2-1B's shape, up to 64k context.
+Speed and memory only: the weights are random, so nothing here says anything about answers.
+
+Protocol:
+- the model (16 layers, hidden 2048, FFN 8192, 32 heads, 8 KV heads, head_dim 64, llama-spm vocabulary, Q4_0, tied
+  output) is generated once by engine/bench/synthetic.py into the cache dir (or --model names a GGUF);
+- the cache is filled **synthetically**: prefilling 64k tokens of a 1B model takes hours on 2 cores, so
+  `llama_skv_debug_fill` marks positions [0, n) used and writes random K/V rows (the same seed in both contexts);
+  the sentence table is declared from the token lengths of a real book's sentences (pysbd + the model's
+  tokenizer), repeated to cover n;
+- "stock" is a context with SentenceKV off (flash attention on, same n_ctx/threads); the SentenceKV context is a
+  second live context; decode steps are teacher-forced over book tokens, runs interleaved as in `skv bench speed`,
+  medians of all steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.bench import report
+from engine.bench.speed import Candidate, _ctx_label, _decode_run, _int_list, _median, load_book_text
+from engine.native import Policy, SkvParams
+
+DEFAULT_CONTEXTS = (4096, 16384, 65536)
+FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
+MODEL_FILE = "skv-bench-1b-like-q4_0.gguf"
+TARGETS = {"stock_over_skv_64k_min": 3.0, "device_over_full_kv_64k_max": 1 / 10}
+
+
+@dataclass(slots=True)
+class ScaleConfig:
+    model: str = ""  # "" -> the generated 1B-like model
+    contexts: tuple[int, ...] = DEFAULT_CONTEXTS
+    threads: int = 2
+    steps: int = 16
+    repeats: int = 3
+    budget: int = 1024
+    sink: int = 32
+    ring: int = 64
+    policies: tuple[str, ...] = ("sentence", "window")
+    book: str = "walden.txt"
+    text: str = ""
+    seed: int = 0
+    out: Path | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def candidates(self) -> list[Candidate]:
+        out = [Candidate(f"{Policy.parse(p).name.lower()}/{self.budget}",
+                         SkvParams(Policy.parse(p), self.budget, self.sink, self.ring)) for p in self.policies]
+        if not out or out[0].params.policy != Policy.SENTENCE:
+            raise ValueError("the first policy must be sentence (the candidate the targets are about)")
+        return out
+
+
+def scale_model_path(log=print) -> Path:
+    """The generated 1B-like model, written on first use (~1 minute, ~0.6 GB under the cache dir)."""
+    from engine.bench.synthetic import LLAMA_1B_LIKE, find_vocab_file, write_random_llama
+    from engine.paths import cache_dir
+
+    path = cache_dir() / "models" / "bench" / MODEL_FILE
+    if path.is_file():
+        return path
+    vocab = find_vocab_file()
+    if vocab is None:
+        raise FileNotFoundError("the llama.cpp vocab GGUF is missing: run `make setup` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    log(f"generating the random-weight 1B-like model into {path} (once) ...")
+    t0 = time.perf_counter()
+    write_random_llama(path, vocab, LLAMA_1B_LIKE, quant="q4_0")
+    log(f"generated in {time.perf_counter() - t0:.0f} s ({path.stat().st_size / 2**20:.0f} MiB)")
+    return path
+
+
+def sentence_ends(tokenize, text: str, n_tokens: int, max_len: int) -> list[int]:
+    """Sentence end positions in [1, n_tokens): a real book's sentence lengths (in this model's tokens), repeated."""
+    from engine.sentences import tokenize_sentences
+
+    _, sents = tokenize_sentences(text[:200_000], tokenize, max_tokens=max_len)
+    lengths = [s.n_tokens for s in sents if s.n_tokens > 0]
+    if not lengths:
+        raise ValueError("the book gave no sentences")
+    ends, pos, i = [], 0, 0
+    while True:
+        pos += lengths[i % len(lengths)]
+        i += 1
+        if pos >= n_tokens:
+            return ends
+        ends.append(pos)
+
+
+def fill(session, n_tokens: int, seed: int, filler: int) -> None:
+    """Synthetic cache of n_tokens tokens; the Python side (llama-cpp-python's token list) is told so."""
+    from engine import native
+
+    native.debug_fill(session.llm.ctx, n_tokens, seed)
+    session.llm.input_ids[:n_tokens] = filler
+    session.llm.n_tokens = n_tokens
+    session.n_doc_tokens = n_tokens
+    session.spans = []
+
+
+def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log) -> dict:
+    from engine.session import Session, SessionConfig
+
+    cands = cfg.candidates()
+    n_ctx = -(-(n_tokens + cfg.steps + 8) // 256) * 256
+    stock = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=None))
+    skv = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=cands[0].params))
+    try:
+        t0 = time.perf_counter()
+        filler = skv.tokenize(" the")[0]
+        ends = sentence_ends(skv.tokenize, text, n_tokens, cands[0].params.max_sentence_len)
+        skv.skv.add_boundaries(ends)
+        for s in (stock, skv):
+            fill(s, n_tokens, cfg.seed, filler)
+        fill_s = time.perf_counter() - t0
+        cont = skv.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps]
+        log(f"[{_ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
+            f"{len(ends)} sentences declared")
+        times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
+        runs: dict[str, list[float]] = {k: [] for k in times}
+        for r in range(cfg.repeats):
+            order: list[Candidate | None] = [None, *cands]
+            if r % 2 == 1:
+                order.reverse()
+            for c in order:
+                if c is None:
+                    ts, label = _decode_run(stock, n_tokens, cont), "stock"
+                else:
+                    skv.set_params(c.params)
+                    ts, label = _decode_run(skv, n_tokens, cont), c.label
+                times[label].extend(ts)
+                runs[label].append(_median(ts))
+            log(f"[{_ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
+                + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()) + " ms/tok")
+        skv.set_params(cands[0].params)
+        st = skv.skv.stats()
+        return {
+            "context": n_tokens,
+            "n_ctx": n_ctx,
+            "fill": "synthetic (llama_skv_debug_fill: random K/V rows)",
+            "fill_s": fill_s,
+            "n_sentences_declared": len(ends),
+            "decode_steps": len(cont),
+            "repeats": cfg.repeats,
+            "ms_per_token": {k: _median(v) for k, v in times.items()},
+            "ms_per_token_run_medians": runs,
+            "memory": {
+                "host_kv_bytes": st.host_kv_bytes,
+                "full_kv_bytes": st.full_kv_bytes,
+                "device_vec_bytes": st.device_vec_bytes,
+                "device_stage_bytes": st.device_stage_bytes,
+                "device_skv_bytes": st.device_skv_bytes,
+                "n_sentences": st.n_sentences,
+                "s_max": st.s_max,
+                "n_skv_layers": st.n_layers,
+                "on_device": st.on_device,
+            },
+        }
+    finally:
+        stock.close()
+        skv.close()
+
+
+def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]]]:
+    base = results[0]
+    headers = ["ctx", "stock ms/tok", "skv ms/tok", "stock/skv", "ceiling", "skv/skv@1st", "host KV MiB",
+               "dev SKV MiB", "dev/full KV", "sentences"]
+    rows = []
+    for r in results:
+        ms, m = r["ms_per_token"], r["memory"]
+        rows.append([
+            _ctx_label(r["context"]), ms["stock"], ms[main], ms["stock"] / ms[main],
+            ms["stock"] / base["ms_per_token"]["stock"], ms[main] / base["ms_per_token"][main],
+            m["host_kv_bytes"] / 2**20, m["device_skv_bytes"] / 2**20,
+            f"1/{m['full_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
+            m["n_sentences"],
+        ])
+    return headers, rows
+
+
+def check_targets(results: list[dict], main: str) -> list[dict]:
+    by = {r["context"]: r for r in results}
+    out = []
+    if 65536 in by:
+        r = by[65536]
+        v = r["ms_per_token"]["stock"] / r["ms_per_token"][main]
+        ceiling = r["ms_per_token"]["stock"] / results[0]["ms_per_token"]["stock"]
+        out.append({"target": "stock/skv at 64k >= 3", "value": v, "ceiling": ceiling,
+                    "met": v >= TARGETS["stock_over_skv_64k_min"]})
+        m = r["memory"]
+        d = m["device_skv_bytes"] / m["full_kv_bytes"] if m["full_kv_bytes"] else None
+        out.append({"target": "device SKV bytes <= 1/10 of full KV at 64k", "value": d,
+                    "met": d is not None and d <= TARGETS["device_over_full_kv_64k_max"]})
+    return out
+
+
+def run_scale(cfg: ScaleConfig, log=print) -> dict:
+    model = cfg.model or str(scale_model_path(log))
+    text = cfg.text or load_book_text(cfg.book)
+    main = cfg.candidates()[0].label
+    info = report.machine_info()
+    info["uptime_start"] = report.uptime()
+    results: list[dict] = []
+    t0 = time.perf_counter()
+    for n in cfg.contexts:
+        results.append(bench_context(cfg, model, n, text, log))
+        if cfg.out is not None:
+            _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=True)
+    info["uptime_end"] = report.uptime()
+    return _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=False)
+
+
+def _write(cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: str, wall: float,
+           partial: bool) -> dict:
+    data = {
+        "benchmark": "scale",
+        "note": "speed and memory only: random weights, synthetic cache fill",
+        "partial": partial,
+        "config": {"model": model, "contexts": list(cfg.contexts), "threads": cfg.threads, "steps": cfg.steps,
+                   "repeats": cfg.repeats, "book": cfg.book, "seed": cfg.seed, "main": main,
+                   "candidates": [{"label": c.label, "policy": c.params.policy.name.lower(),
+                                   "budget": c.params.budget, "sink": c.params.sink, "ring": c.params.ring}
+                                  for c in cfg.candidates()], **cfg.extra},
+        "machine": info,
+        "wall_s": wall,
+        "results": results,
+        "targets": check_targets(results, main) if results else [],
+    }
+    if cfg.out is not None:
+        write_outputs(cfg.out, data)
+    return data
+
+
+def render_markdown(data: dict) -> str:
+    mi, c = data["machine"], data["config"]
+    lines = [f"# skv bench scale ({mi['date']})", "",
+             f"**Speed and memory only** (random weights, synthetic cache fill). Model `{Path(c['model']).name}`, "
+             f"{c['threads']} threads, {c['steps']} teacher-forced steps x {c['repeats']} interleaved repeats. "
+             f"Machine: {mi.get('nproc')} cores, {mi.get('cpu_model')}. Load at start `{mi.get('uptime_start')}`, "
+             f"at end `{mi.get('uptime_end', '-')}`.", ""]
+    if data["results"]:
+        h, rows = summarize(data["results"], c["main"])
+        lines += [f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); dev/full KV = device "
+                  "SKV bytes (vectors + staging) over the full K/V of the SKV layers.", "",
+                  report.markdown_table(h, rows), ""]
+        labels = list(data["results"][0]["ms_per_token"])
+        lines += ["Every candidate (median ms/token):", "",
+                  report.markdown_table(["ctx", *labels], [[_ctx_label(r["context"]),
+                                                            *[r["ms_per_token"][k] for k in labels]]
+                                                           for r in data["results"]]), ""]
+    for t in data["targets"]:
+        extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
+        lines.append(f"- {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(out: Path, data: dict) -> dict[str, Path]:
+    out = Path(out)
+    paths = {"json": report.write_json(out / "scale.json", data),
+             "md": report.write_text(out / "scale.md", render_markdown(data))}
+    results = data["results"]
+    if results and not data.get("partial"):
+        labels = list(results[0]["ms_per_token"])
+        p = report.line_plot(out / "scale_decode.png", "Decode ms/token vs context (1B-like, random weights)",
+                             "context tokens", "ms / token", [r["context"] for r in results],
+                             {k: [r["ms_per_token"][k] for r in results] for k in labels})
+        if p:
+            paths["png"] = p
+    return paths
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", help="GGUF model (default: the generated random-weight 1B-like model)")
+    p.add_argument("--contexts", help="context sizes (default 4k,16k,64k; --full: 1k,4k,16k,32k,64k)")
+    p.add_argument("--full", action="store_true", help="the full grid of contexts")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--steps", type=int, default=16, help="decode steps per run (default 16)")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
+    p.add_argument("--budget", type=int, default=1024)
+    p.add_argument("--sink", type=int, default=32)
+    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--policies", default="sentence,window", help="SKV policies, sentence first (default)")
+    p.add_argument("--book", default="walden.txt", help="book for sentence lengths and decode tokens")
+    p.add_argument("--out", default="bench-results/scale", help="output folder (default bench-results/scale)")
+
+
+def main_scale(args: argparse.Namespace) -> int:
+    from engine.cli import UsageError
+
+    try:
+        if args.threads < 1 or args.steps < 1 or args.repeats < 1:
+            raise ValueError("--threads, --steps and --repeats must be at least 1")
+        contexts = _int_list(args.contexts) if args.contexts else (FULL_CONTEXTS if args.full else DEFAULT_CONTEXTS)
+        if min(contexts) < 64:
+            raise ValueError("contexts must be at least 64 tokens")
+        cfg = ScaleConfig(model=args.model or "", contexts=tuple(sorted(contexts)), threads=args.threads,
+                          steps=args.steps, repeats=args.repeats, budget=args.budget, sink=args.sink,
+                          ring=args.ring, policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
+                          book=args.book, out=Path(args.out))
+        cfg.candidates()
+        cfg.text = load_book_text(cfg.book)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    data = run_scale(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
+    h, rows = summarize(data["results"], data["config"]["main"])
+    print(report.text_table(h, rows))
+    for t in data["targets"]:
+        extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
+        print(f"target {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+    print(f"wrote {cfg.out}/scale.json, scale.md" + (", scale_decode.png" if report.have_matplotlib() else ""))
+    return 0

@@ -1,0 +1,83 @@
+"""`skv bench scale` harness and the native debug fill it stands on, on tiny settings (fixture model, short
+contexts): the fill marks exactly the positions it says and is deterministic, works with SentenceKV on and off,
+refuses what it cannot do without crashing, and the benchmark writes its files. Timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from eval_capture import LowLevelContext
+
+from engine import native
+from engine.bench import scale
+from engine.native import NativeError, Policy, SkvContext, SkvParams
+
+TEXT = " ".join(f"Sentence number {i} tells of a river and {i % 7} boats. It is short." for i in range(300))
+
+
+def _filled_logits(path, skv: SkvParams | None, seed: int) -> tuple[np.ndarray, int]:
+    with LowLevelContext(path, 1024, None, skv=skv, n_threads=1) as c:
+        native.debug_fill(c.ctx, 600, seed)
+        mem = c.ll.llama_get_memory(c.ctx)
+        pos_max = c.ll.llama_memory_seq_pos_max(mem, 0)
+        c.n_past = 600
+        c.decode([42])  # position 600 attends the 600 filled rows
+        return c.logits(), pos_max
+
+
+def test_debug_fill_marks_the_positions_and_is_seeded(tiny_model_path) -> None:
+    a, pos_max = _filled_logits(tiny_model_path, None, seed=1)
+    b, _ = _filled_logits(tiny_model_path, None, seed=1)
+    c, _ = _filled_logits(tiny_model_path, None, seed=2)
+    assert pos_max == 599
+    assert np.array_equal(a, b), "the same seed fills the same rows"
+    assert np.abs(a - c).max() > 1e-3, "the rows are attended: another seed changes the logits"
+    # SentenceKV on with a budget covering the context attends the same rows
+    s, _ = _filled_logits(tiny_model_path, SkvParams(Policy.SENTENCE, 4096, 8, 16), seed=1)
+    assert np.abs(s - a).max() < 1e-3
+
+
+def test_debug_fill_refuses_a_used_cache_without_crashing(tiny_model_path) -> None:
+    with LowLevelContext(tiny_model_path, 512, None, skv=SkvParams(budget=256), n_threads=1) as c:
+        c.decode([1, 2, 3])
+        with pytest.raises(NativeError, match="empty"):
+            native.debug_fill(c.ctx, 100, 0)
+    with LowLevelContext(tiny_model_path, 512, None, n_threads=1) as c:
+        with pytest.raises(NativeError):
+            native.debug_fill(c.ctx, 100_000, 0)  # larger than the cache
+        native.debug_fill(c.ctx, 256, 0)
+        assert SkvContext.enabled(c.ctx) is False
+
+
+def test_sentence_ends_repeat_real_lengths() -> None:
+    def tok(s: str) -> list[int]:
+        return list(range(len(s.split())))
+
+    from engine.sentences import tokenize_sentences
+
+    _, sents = tokenize_sentences(TEXT, tok, max_tokens=64)
+    lengths = [s.n_tokens for s in sents]
+    ends = scale.sentence_ends(tok, TEXT, 500, 64)
+    assert ends == sorted(ends) and 0 < ends[0] and ends[-1] < 500 <= ends[-1] + lengths[len(ends) % len(lengths)]
+    assert list(np.diff([0, *ends])) == lengths[: len(ends)], "the book's own sentence lengths, in order"
+
+
+def test_scale_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_path) -> None:
+    cfg = scale.ScaleConfig(model=str(tiny_model_path), contexts=(512, 1024), steps=3, repeats=2, budget=128,
+                            sink=8, ring=16, text=TEXT, book="inline", out=tmp_path)
+    data = scale.run_scale(cfg, log=lambda s: None)
+    assert data["benchmark"] == "scale" and "random weights" in data["note"] and not data["partial"]
+    for r in data["results"]:
+        assert set(r["ms_per_token"]) == {"stock", "sentence/128", "window/128"}
+        assert all(v > 0 for v in r["ms_per_token"].values())
+        m = r["memory"]
+        assert m["full_kv_bytes"] == m["host_kv_bytes"] > m["device_skv_bytes"] > 0
+        assert m["n_sentences"] >= r["n_sentences_declared"] - 1 > 0
+    assert json.loads((tmp_path / "scale.json").read_text())["results"][1]["context"] == 1024
+    assert "Speed and memory only" in (tmp_path / "scale.md").read_text()
+    t = scale.check_targets([dict(data["results"][0], context=1024),
+                             {"context": 65536, "ms_per_token": {"stock": 900.0, "sentence/128": 100.0},
+                              "memory": {"device_skv_bytes": 9, "full_kv_bytes": 100}}], "sentence/128")
+    assert [x["met"] for x in t] == [True, True]
