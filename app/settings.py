@@ -7,9 +7,10 @@ reload the model (the documents are prefilled again); the theme applies at once.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import asdict, dataclass, fields, replace
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QObject, QSettings, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -19,6 +20,7 @@ from PySide6.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QLineEdit,
+    QProgressBar,
     QPushButton,
     QSpinBox,
     QVBoxLayout,
@@ -94,17 +96,65 @@ def save_settings(qs: QSettings, s: AppSettings) -> None:
     qs.sync()
 
 
+class ModelDownload(QObject):
+    """A Hugging Face download on its own thread (engine.models.download_model: resumable, verified); signals are
+    delivered on the GUI thread. One at a time; `stop()` keeps the partial file for a later resume."""
+
+    progress = Signal(int, int)  # bytes done, bytes total (0 while unknown)
+    finished = Signal(str)  # the model file
+    failed = Signal(str)  # one sentence
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, repo: str, filename: str) -> None:
+        if self.running:
+            return
+        self._stop.clear()
+
+        def run() -> None:
+            from engine.models import DownloadCancelled, ModelError, download_model
+
+            try:
+                path = download_model(repo.strip(), filename.strip(), on_progress=self.progress.emit,
+                                      should_stop=self._stop.is_set)
+            except DownloadCancelled:
+                self.failed.emit("the download was stopped: start it again to resume where it stopped")
+            except (ModelError, ValueError) as e:
+                self.failed.emit(str(e))
+            except Exception as e:  # noqa: BLE001 - the thread edge: one sentence for the user
+                self.failed.emit(f"the download failed ({type(e).__name__}: {e})")
+            else:
+                self.finished.emit(str(path))
+
+        self._thread = threading.Thread(target=run, name="skv-model-download", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def wait(self, timeout: float = 5.0) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
 class SettingsDialog(QDialog):
     def __init__(self, current: AppSettings, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
         self.setAccessibleName("Settings")
-        self.setMinimumWidth(560)
+        self.setMinimumWidth(600)
         self._current = current
 
         self.model_edit = QLineEdit(current.model_path)
-        self.model_edit.setPlaceholderText("Built-in: gemma-3-270m (Q4_K_M)")
+        self.model_edit.setPlaceholderText("Built-in: gemma-3-270m")
         self.model_edit.setAccessibleName("Model file")
         browse = QPushButton("Browse…")
         browse.setAccessibleName("Choose a model file")
@@ -116,6 +166,31 @@ class SettingsDialog(QDialog):
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(browse)
         model_row.addWidget(default)
+
+        # Hugging Face: OWNER/NAME + file, downloaded into the models folder, then chosen as the model
+        self.hf_repo = QLineEdit()
+        self.hf_repo.setPlaceholderText("owner/name")
+        self.hf_repo.setToolTip("A Hugging Face repository, e.g. unsloth/gemma-3-1b-it-GGUF")
+        self.hf_repo.setAccessibleName("Hugging Face repository")
+        self.hf_file = QLineEdit()
+        self.hf_file.setPlaceholderText("file.gguf")
+        self.hf_file.setToolTip("A GGUF file in that repository, e.g. gemma-3-1b-it-Q4_K_M.gguf")
+        self.hf_file.setAccessibleName("File in the repository")
+        self.hf_button = QPushButton("Download")
+        self.hf_button.setAccessibleName("Download the model from Hugging Face")
+        self.hf_button.clicked.connect(self._download)
+        self.hf_progress = QProgressBar()
+        self.hf_progress.setAccessibleName("Download progress")
+        self.hf_progress.setTextVisible(True)
+        self.hf_progress.hide()
+        hf_row = QHBoxLayout()
+        hf_row.addWidget(self.hf_repo, 2)
+        hf_row.addWidget(self.hf_file, 2)
+        hf_row.addWidget(self.hf_button)
+        self.download = ModelDownload(self)
+        self.download.progress.connect(self._download_progress)
+        self.download.finished.connect(self._download_finished)
+        self.download.failed.connect(self._download_failed)
 
         self.n_ctx = self._spin(256, 1 << 20, current.n_ctx, "Context size in tokens", step=1024)
         self.threads = self._spin(1, 256, current.threads, "CPU threads")
@@ -139,6 +214,8 @@ class SettingsDialog(QDialog):
         form.setSpacing(10)
         form.addRow(self._section("Model"))
         form.addRow("Model file", model_row)
+        form.addRow("Hugging Face", hf_row)
+        form.addRow("", self.hf_progress)
         form.addRow("Context (tokens)", self.n_ctx)
         form.addRow("Threads", self.threads)
         form.addRow("GPU layers", self.gpu_layers)
@@ -164,6 +241,7 @@ class SettingsDialog(QDialog):
         )
         buttons.accepted.connect(self._accept)
         buttons.rejected.connect(self.reject)
+        self.rejected.connect(self.download.stop)  # closing the dialog stops a download (it resumes later)
         self.buttons = buttons
 
         col = QVBoxLayout(self)
@@ -192,6 +270,42 @@ class SettingsDialog(QDialog):
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model", "", "GGUF models (*.gguf)")
         if path:
             self.model_edit.setText(path)
+
+    def _download(self) -> None:
+        if self.download.running:  # the button reads "Stop" while downloading
+            self.download.stop()
+            return
+        repo, name = self.hf_repo.text().strip(), self.hf_file.text().strip()
+        if not repo or not name:
+            self._show_error("Give a Hugging Face repository (owner/name) and a .gguf file in it.")
+            return
+        self.error_label.hide()
+        self.hf_progress.setRange(0, 0)  # busy until the size is known
+        self.hf_progress.show()
+        self.hf_button.setText("Stop")
+        self.download.start(repo, name)
+
+    def _download_progress(self, done: int, total: int) -> None:
+        if total > 0:
+            self.hf_progress.setRange(0, 1000)
+            self.hf_progress.setValue(int(1000 * done / total))
+            self.hf_progress.setFormat(f"{done / 2**20:.0f} of {total / 2**20:.0f} MiB")
+
+    def _download_finished(self, path: str) -> None:
+        self.hf_button.setText("Download")
+        self.hf_progress.setRange(0, 1000)
+        self.hf_progress.setValue(1000)
+        self.hf_progress.setFormat("Downloaded")
+        self.model_edit.setText(path)
+
+    def _download_failed(self, message: str) -> None:
+        self.hf_button.setText("Download")
+        self.hf_progress.hide()
+        self._show_error(message[0].upper() + message[1:] + ("" if message.endswith(".") else "."))
+
+    def _show_error(self, text: str) -> None:
+        self.error_label.setText(text)
+        self.error_label.show()
 
     def value(self) -> AppSettings:
         """The settings in the dialog; raises ValueError with a clear message when they do not fit together."""
