@@ -8,6 +8,8 @@ sentence id → (document, char span); `DocumentMap` turns that into view positi
 
 from __future__ import annotations
 
+import bisect
+import re
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -28,6 +30,7 @@ from PySide6.QtWidgets import (
 from engine.documents import Document
 
 HEAT_REFRESH_MS = 120
+_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +55,9 @@ class DocumentMap:
             parts.append(d.document.text)
             pos += len(d.document.text)
         self.text = "".join(parts)
+        # QTextDocument counts UTF-16 code units: a character beyond U+FFFF takes two positions there, one here
+        self._astral = [m.start() for m in _ASTRAL.finditer(self.text)]
+        self._astral_qt = [i + k for k, i in enumerate(self._astral)]
         self.sentences: dict[int, tuple[int, int, int]] = {}  # sentence id -> (doc, view start, view end)
         self.loaded_end: dict[int, int] = {}  # doc -> view position where the part in context ends
 
@@ -63,6 +69,14 @@ class DocumentMap:
                 base = self.bases[di] + self.docs[di].offset
                 self.sentences[sid] = (di, base + cs, base + ce)
                 self.loaded_end[di] = max(self.loaded_end.get(di, 0), base + ce)
+
+    def qt(self, i: int) -> int:
+        """Position in the view's QTextDocument of Python string index i."""
+        return i + bisect.bisect_left(self._astral, i)
+
+    def py(self, pos: int) -> int:
+        """Python string index of a QTextDocument position (inside a surrogate pair: the character's index)."""
+        return pos - bisect.bisect_left(self._astral_qt, pos)
 
     def location(self, sid: int) -> tuple[str, str, str]:
         """(document name, readable place, sentence text) of a sentence id."""
@@ -197,7 +211,7 @@ class DocumentView(QWidget):
     def _request_range(self) -> None:
         if self.map is None:
             return
-        pos = self.text.textCursor().position()
+        pos = self.map.py(self.text.textCursor().position())
         di = 0
         for i, base in enumerate(self.map.bases):
             if pos >= base:
@@ -283,7 +297,7 @@ class DocumentView(QWidget):
             return
         _, s, e = self.map.sentences[sid]
         cur = self.text.textCursor()
-        cur.setPosition(s)
+        cur.setPosition(self.map.qt(s))
         self.text.setTextCursor(cur)
         self.text.centerCursor()
 
@@ -303,7 +317,7 @@ class DocumentView(QWidget):
             end_doc = self.map.bases[di] + len(d.document.text)
             for a, b in ((self.map.bases[di], start_in), (end_in, end_doc)):
                 if b > a:
-                    sels.append(_selection(doc, a, b, foreground=outside))
+                    sels.append(_selection(doc, self.map.qt(a), self.map.qt(b), foreground=outside))
         if self.heat:
             top = max(self.heat.values())
             heat = QColor(self._colors["heat"])
@@ -313,12 +327,12 @@ class DocumentView(QWidget):
                     continue
                 c = QColor(heat)
                 c.setAlphaF(0.12 + 0.58 * (w / top))
-                sels.append(_selection(doc, span[1], span[2], background=c))
+                sels.append(_selection(doc, self.map.qt(span[1]), self.map.qt(span[2]), background=c))
         focus = QColor(self._colors["focus"])
         for sid, _w in self.focus:
             span = self.map.sentences.get(sid)
             if span is not None:
-                sels.append(_selection(doc, span[1], span[2], underline=focus))
+                sels.append(_selection(doc, self.map.qt(span[1]), self.map.qt(span[2]), underline=focus))
         self.text.setExtraSelections(sels)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 import errno
+import re
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,6 +139,19 @@ def sniff_suffix(path: Path) -> str | None:
     return ""
 
 
+def normalize_newlines(
+    text: str, anchors: tuple[tuple[int, str], ...] = ()
+) -> tuple[str, tuple[tuple[int, str], ...]]:
+    """CRLF and lone CR become LF (anchors move with the text): every offset the engine reports then means the
+    same in the app's view, which shows CRLF as one line break."""
+    if "\r" not in text:
+        return text, anchors
+    removed = [m.start() for m in re.finditer("\r\n", text)]  # each drops one character
+    out = text.replace("\r\n", "\n").replace("\r", "\n")
+    moved = tuple((off - bisect.bisect_left(removed, off), label) for off, label in anchors)
+    return out, moved
+
+
 def load_document(path: str | Path) -> Document:
     """Read a document file. Raises DocumentError with a one-line message on bad input."""
     p = Path(path)
@@ -173,6 +187,7 @@ def load_document(path: str | Path) -> Document:
             f"{p.name} could not be read as {kind} ({type(e).__name__}: {e}): check that the file is not damaged"
         ) from None
     text, anchors = (out, ()) if isinstance(out, str) else out
+    text, anchors = normalize_newlines(text, anchors)
     if not text.strip():
         raise DocumentError(f"{p.name} has no text: open a document with text in it")
     return Document.from_text(p.name, text, str(p), anchors)

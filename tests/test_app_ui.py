@@ -249,3 +249,79 @@ def test_send_right_after_the_model_loads_is_answered(qtbot, make_window):
         qtbot.waitUntil(lambda: bool(sent), timeout=5000)
     assert sent == [True]
     assert "Hello <b>there</b>" in w.output_text()  # HTML in a message stays text
+
+
+def test_a_150k_token_book_stays_smooth(qtbot, tmp_path):
+    """walden (~150k tokens, ~10k sentences) whole in the document view: loading it, shading retrieved sentences
+    while 300 tokens stream, jumping to a sentence near the end and painting never block the event loop 100 ms."""
+    import time
+
+    from PySide6.QtCore import QTimer
+
+    from app.fake_worker import FakeWorker
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+    from engine.bench.report import books_dir
+
+    w = MainWindow(
+        model_path="/models/fake-model.gguf",
+        bridge_factory=lambda on_event: FakeWorker(on_event, token_delay=0.002, answer=[" word"] * 300,
+                                                  n_ctx=200_000),
+        settings=AppSettings(),
+        data_dir=tmp_path / "data",
+    )
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
+    gaps, last = [], [time.perf_counter()]
+
+    def tick():
+        now = time.perf_counter()
+        gaps.append(now - last[0])
+        last[0] = now
+
+    timer = QTimer()
+    timer.timeout.connect(tick)
+    timer.start(10)
+    try:
+        with qtbot.waitSignal(w.documents_finished, timeout=60_000):
+            w.open_paths([str(books_dir() / "walden.txt")])
+        assert len(w.doc_view.map.text) > 600_000 and len(w.doc_view.map.sentences) > 5000
+        assert not w.doc_view.banner.isVisible(), "the whole book is in context"
+        w.prompt_edit.setPlainText("What does the author build?")
+        with qtbot.waitSignal(w.answer_finished, timeout=60_000):
+            w.send()
+        assert w.doc_view.heat and w.doc_view.top_list.count() > 0
+        far = max(w.doc_view.map.sentences, key=lambda sid: w.doc_view.map.sentences[sid][1])
+        w.doc_view.scroll_to(far)
+        qtbot.wait(300)  # paint at the far end
+        assert w.doc_view.text.textCursor().position() == w.doc_view.map.sentences[far][1]
+    finally:
+        timer.stop()
+        w.shutdown()
+    assert len(gaps) > 50
+    assert max(gaps[1:]) < 0.1, f"longest event-loop gap {max(gaps[1:]) * 1e3:.0f} ms"
+
+
+def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbot):
+    """QTextDocument counts UTF-16 units: an emoji is two positions there and one in Python; shading, jumping and
+    the range chooser convert, so each sentence is shaded exactly."""
+    from app.document_view import DocumentView, LoadedDoc
+    from app.theme import colors_for
+    from engine.documents import Document
+
+    text = "😀 First one here. Then 🙂🙂 a second. And a 𝄞 third one."
+    spans = [(0, 17), (18, 37), (38, len(text))]
+    view = DocumentView()
+    qtbot.addWidget(view)
+    view.set_colors(colors_for("light"))
+    view.set_documents([LoadedDoc(Document.from_text("emoji.txt", text))])
+    base = view.map.bases[0]
+    view.set_loaded(tuple((i, 0, a, b) for i, (a, b) in enumerate(spans)), 40, 40, False)
+    view.set_heat({0: 1.0, 1: 0.5, 2: 0.25}, 1)
+    view.refresh()
+    shaded = sorted(sel.cursor.selectedText() for sel in view.text.extraSelections())
+    assert shaded == sorted(text[a:b] for a, b in spans)
+    view.scroll_to(2)
+    assert view.map.py(view.text.textCursor().position()) == base + spans[2][0]
+    assert all(view.map.py(view.map.qt(i)) == i for i in range(len(view.map.text) + 1))

@@ -355,3 +355,16 @@ def test_epub_missing_container_is_refused(tmp_path: Path) -> None:
         zf.writestr("mimetype", "application/epub+zip")
     with pytest.raises(DocumentError, match="not a valid EPUB"):
         load_document(p)
+
+
+def test_crlf_and_cr_line_ends_become_lf_and_anchors_move_with_the_text(tmp_path):
+    from engine.documents import normalize_newlines
+
+    p = tmp_path / "dos.txt"
+    p.write_bytes(b"First line.\r\nSecond line.\r\n\r\nThird, old Mac.\rFourth.")
+    d = load_document(p)
+    assert "\r" not in d.text and d.text == "First line.\nSecond line.\n\nThird, old Mac.\nFourth."
+    assert d.line_of(d.text.index("Fourth")) == 5
+    text, anchors = normalize_newlines("a\r\nb\r\nc", ((0, "one"), (3, "two"), (6, "three")))
+    assert text == "a\nb\nc" and anchors == ((0, "one"), (2, "two"), (4, "three"))
+    assert text[2] == "b" and text[4] == "c"
