@@ -88,7 +88,8 @@ class FakeWorker:
 
     def _memory(self, rid: int) -> ev.MemoryEvent:
         return ev.MemoryEvent(
-            rid, 52_428_800 + self._n_past * 4096, 3_407_872, 301_989_888, self._n_past, self._n_ctx
+            rid, 52_428_800 + self._n_past * 4096, 3_407_872, 301_989_888, self._n_past, self._n_ctx,
+            1_310_720, 2_097_152,
         )
 
     def _run(self, rid: int, cmd) -> ev.Event:

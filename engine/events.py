@@ -75,6 +75,8 @@ class MemoryEvent:
     full_kv_bytes: int  # what all layers' K/V for n_ctx would need with a dense cache
     n_past: int
     n_ctx: int
+    device_vec_bytes: int = 0  # of device_skv_bytes: the semantic vectors
+    device_stage_bytes: int = 0  # of device_skv_bytes: the staging rows
 
 
 @dataclass(frozen=True, slots=True)

@@ -695,11 +695,14 @@ class Session:
 
     def memory(self) -> dict:
         """Bytes read from the ggml buffers (SentenceKV stats) plus the full-KV figure for this context."""
-        out = {"host_kv_bytes": 0, "device_skv_bytes": 0, "full_kv_bytes": self.full_kv_bytes()}
+        out = {"host_kv_bytes": 0, "device_skv_bytes": 0, "device_vec_bytes": 0, "device_stage_bytes": 0,
+               "full_kv_bytes": self.full_kv_bytes()}
         if self.skv is not None:
             st = self.skv.stats()
             out["host_kv_bytes"] = st.host_kv_bytes
             out["device_skv_bytes"] = st.device_skv_bytes
+            out["device_vec_bytes"] = st.device_vec_bytes
+            out["device_stage_bytes"] = st.device_stage_bytes
         return out
 
     def full_kv_bytes(self) -> int:

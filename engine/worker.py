@@ -241,6 +241,8 @@ class EngineWorker:
             m["full_kv_bytes"],
             session.n_past,
             session.n_ctx,
+            m["device_vec_bytes"],
+            m["device_stage_bytes"],
         )
 
     def _load_model(self, run_id: int, cmd: LoadModel) -> Finished | Stopped:

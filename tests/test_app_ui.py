@@ -325,3 +325,11 @@ def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbo
     view.scroll_to(2)
     assert view.map.py(view.text.textCursor().position()) == base + spans[2][0]
     assert all(view.map.py(view.map.qt(i)) == i for i in range(len(view.map.text) + 1))
+
+
+def test_memory_panel_shows_vectors_and_staging_apart(qtbot, make_window):
+    w = make_window()
+    open_sample(qtbot, w)
+    qtbot.waitUntil(lambda: w.memory.last_memory is not None, timeout=5000)
+    text = w.memory._values["device"].text()
+    assert "vectors 1.2 MB" in text and "staging 2.0 MB" in text and text.startswith("3.2 MB")

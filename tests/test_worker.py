@@ -272,3 +272,13 @@ def test_stop_inside_a_prefill_chunk_on_the_default_model(default_model_path) ->
         answers.append([e.token for e in r.of(r3) if isinstance(e, ev.TokenEvent)])
         assert w.shutdown(10.0)
     assert answers[0] == answers[1] and answers[0]
+
+
+def test_memory_events_split_device_bytes_into_vectors_and_staging(tiny_worker) -> None:
+    worker, rec = tiny_worker
+    rid = worker.submit(OpenDocuments((Document.from_text("d.txt", TEXT[:900]),), reserve=64))
+    rec.terminal(rid)
+    m = [e for e in rec.of(rid) if isinstance(e, ev.MemoryEvent)][-1]
+    assert m.device_vec_bytes > 0 and m.device_stage_bytes > 0
+    assert m.device_vec_bytes + m.device_stage_bytes == m.device_skv_bytes
+    assert m.host_kv_bytes > m.device_skv_bytes and m.n_past > 0
