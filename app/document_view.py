@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor, QTextCharFormat, QTextCursor
 from PySide6.QtWidgets import (
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
@@ -134,6 +135,13 @@ class DocumentView(QWidget):
         self.back_button.setAccessibleName("Show the sentences of the whole answer")
         self.back_button.clicked.connect(self.show_answer_sentences)
         self.back_button.hide()
+        # a clicked word's sentences merged over the SKV layers, or one layer's
+        self.layer_choice = QComboBox()
+        self.layer_choice.setAccessibleName("Layer whose sentences are shown")
+        self.layer_choice.setToolTip("Each SentenceKV layer selects its own sentences; merged = all of them")
+        self.layer_choice.currentIndexChanged.connect(self._layer_chosen)
+        self.layer_choice.hide()
+        self._step: tuple[str, tuple, tuple] = ("", (), ())  # word, merged sentences, per-layer sentences
         self.top_list = QListWidget()
         self.top_list.setObjectName("topList")
         self.top_list.setAccessibleName("Retrieved sentences")
@@ -146,6 +154,7 @@ class DocumentView(QWidget):
         head.addWidget(self.range_button)
         list_head = QHBoxLayout()
         list_head.addWidget(self.list_title, 1)
+        list_head.addWidget(self.layer_choice)
         list_head.addWidget(self.back_button)
         lower = QWidget()
         lower_col = QVBoxLayout(lower)
@@ -257,12 +266,36 @@ class DocumentView(QWidget):
     def show_answer_sentences(self) -> None:
         self.focus = ()
         self.back_button.hide()
+        self.layer_choice.hide()
         self.list_title.setText("Sentences used for the answer")
         self._fill_list(self.top_sentences())
         self.refresh()
 
-    def show_step(self, token_text: str, sentences: tuple[tuple[int, float], ...]) -> None:
-        """The sentences attended for one token (clicked in the answer): list them, mark them, scroll to the first."""
+    def show_step(
+        self,
+        token_text: str,
+        sentences: tuple[tuple[int, float], ...],
+        layers: tuple[tuple[int, tuple[tuple[int, float], ...]], ...] = (),
+    ) -> None:
+        """The sentences attended for one token (clicked in the answer), merged over the layers; with `layers`, a
+        chooser shows one layer's instead. Lists them, marks them, scrolls to the first."""
+        self._step = (token_text, sentences, layers)
+        self.layer_choice.blockSignals(True)
+        self.layer_choice.clear()
+        self.layer_choice.addItems(["All layers"] + [f"Layer {lid}" for lid, _ in layers])
+        self.layer_choice.setCurrentIndex(0)
+        self.layer_choice.blockSignals(False)
+        self.layer_choice.setVisible(bool(layers))
+        self._show_focus(token_text, sentences)
+
+    def _layer_chosen(self, index: int) -> None:
+        word, merged, layers = self._step
+        if index <= 0 or index > len(layers):
+            self._show_focus(word, merged)
+        else:
+            self._show_focus(word, layers[index - 1][1])
+
+    def _show_focus(self, token_text: str, sentences: tuple[tuple[int, float], ...]) -> None:
         self.focus = tuple(s for s in sentences if self.map is not None and s[0] in self.map.sentences)
         word = token_text.strip() or token_text
         self.list_title.setText(f"Sentences read to write “{word}”")

@@ -148,9 +148,12 @@ class FakeWorker:
                 emit(ev.TokenEvent(rid, i, text, 100 + i))
                 if ids:
                     picks = sorted({ids[(i * 7 + k * 3) % len(ids)] for k in range(3)} | {ids[-4 % len(ids)]})
+                    # gemma-3's SKV layers 5, 11 and 17 (one KV head): each takes part of the picks
+                    layers = tuple((lid, tuple((p, 1.0) for k, p in enumerate(picks) if k % 3 != j or p == picks[0]))
+                                   for j, lid in enumerate((5, 11, 17)))
                     emit(
                         ev.RetrievalEvent(
-                            rid, i, tuple((p, 0.5 if p == ids[-4 % len(ids)] else 0.25) for p in picks)
+                            rid, i, tuple((p, 0.5 if p == ids[-4 % len(ids)] else 0.25) for p in picks), layers
                         )
                     )
                 self._n_past += 1

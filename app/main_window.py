@@ -485,6 +485,8 @@ class MainWindow(QMainWindow):
         if e.run_id != self._ask_run or not self.chat.items:
             return
         self.chat.items[-1].steps[e.index] = e.sentences
+        if e.layers:
+            self.chat.items[-1].layer_steps[e.index] = e.layers
         self.doc_view.add_retrieval(e.sentences)
 
     @Slot(object)
@@ -539,6 +541,8 @@ class MainWindow(QMainWindow):
             meta = {
                 "tokens": item.token_starts,
                 "steps": {str(k): [[s, round(w, 4)] for s, w in v] for k, v in item.steps.items()},
+                "layers": {str(k): [[lid, [[s, round(w, 4)] for s, w in picks]] for lid, picks in v]
+                           for k, v in item.layer_steps.items()},
                 "docs_key": self._docs_key,
                 "top": top,
                 "footer": footer,
@@ -563,7 +567,7 @@ class MainWindow(QMainWindow):
                 "info",
             )
             return
-        self.doc_view.show_step(item.text[start:end], steps)
+        self.doc_view.show_step(item.text[start:end], steps, item.layer_steps.get(token_index, ()))
 
     def _update_buttons(self) -> None:
         busy_ask = bool(self._ask_run)
@@ -646,6 +650,10 @@ class MainWindow(QMainWindow):
         item.token_starts = list(m.meta.get("tokens", []))
         if m.meta.get("docs_key") and m.meta.get("docs_key") == self._docs_key:
             item.steps = {int(k): tuple((int(s), float(w)) for s, w in v) for k, v in m.meta["steps"].items()}
+            item.layer_steps = {
+                int(k): tuple((int(lid), tuple((int(s), float(w)) for s, w in picks)) for lid, picks in v)
+                for k, v in m.meta.get("layers", {}).items()
+            }
         return item
 
     def export_conversation(self, kind: str) -> None:

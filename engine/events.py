@@ -65,6 +65,8 @@ class RetrievalEvent:
     run_id: int
     index: int
     sentences: tuple[tuple[int, float], ...]
+    # per SKV layer (model layer id): (sentence id, fraction of that layer's KV heads that chose it)
+    layers: tuple[tuple[int, tuple[tuple[int, float], ...]], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -178,6 +178,9 @@ class StepRetrieval:
     step: int
     counts: tuple[tuple[int, int], ...]
     n_selections: int  # layers x heads
+    # per SKV layer (model layer id): (native id, how many of its KV heads chose it)
+    layers: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
+    n_head_kv: int = 1
 
 
 @dataclass(slots=True)
@@ -658,11 +661,17 @@ class Session:
             return None
         st = self.skv.stats()
         counts: dict[int, int] = {}
-        for li in range(st.n_layers):
+        per_layer = []
+        for li, layer_id in enumerate(self.skv.layers()):
+            mine: dict[int, int] = {}
             for h in range(st.n_head_kv):
                 for pick in self.skv.selection(li, h):
-                    counts[pick.sentence] = counts.get(pick.sentence, 0) + 1
-        return StepRetrieval(step, tuple(sorted(counts.items())), st.n_layers * st.n_head_kv)
+                    mine[pick.sentence] = mine.get(pick.sentence, 0) + 1
+            for sid, n in mine.items():
+                counts[sid] = counts.get(sid, 0) + n
+            per_layer.append((layer_id, tuple(sorted(mine.items()))))
+        return StepRetrieval(step, tuple(sorted(counts.items())), st.n_layers * st.n_head_kv, tuple(per_layer),
+                             st.n_head_kv)
 
     # ----------------------------------------------------------------- reporting
 

@@ -351,7 +351,9 @@ class EngineWorker:
             self._emit(TokenEvent(run_id, i, text, tok))
             if step is not None and step.n_selections > 0:
                 weights = tuple((sid, n / step.n_selections) for sid, n in step.counts)
-                self._emit(RetrievalEvent(run_id, i, weights))
+                layers = tuple((lid, tuple((sid, n / step.n_head_kv) for sid, n in picks))
+                               for lid, picks in step.layers)
+                self._emit(RetrievalEvent(run_id, i, weights, layers))
             self._emit(self._memory(run_id, session))
 
         result = session.ask(

@@ -61,6 +61,9 @@ def test_document_question_answer_with_retrieval_on_the_real_engine(qtbot, windo
 
     item = window.chat.items[-1]
     step = next(i for i in sorted(item.steps) if item.steps[i])
+    # per layer from the real engine: the tiny model's two layers, each with its own sentences
+    assert [lid for lid, _ in item.layer_steps[step]] == [0, 1]
+    assert {s for _, picks in item.layer_steps[step] for s, _ in picks} == {s for s, _ in item.steps[step]}
     window.chat.select_token(len(window.chat.items) - 1, step)
     window.chat.word_clicked.emit(len(window.chat.items) - 1, step)
     assert window.doc_view.focus

@@ -107,6 +107,18 @@ def test_clicking_a_word_lists_and_scrolls_to_its_sentences(qtbot, make_window):
     # the token under the click is one of the answer's tokens around "granite"
     i, t = w.chat.token_at_position(pos + 2)
     assert "gran" in item.text[item.token_starts[t] : item.token_starts[t] + 8] or t in (4, 5, 6)
+    # per layer: the chooser lists the SKV layers; one layer shows only its own sentences
+    choice = w.doc_view.layer_choice
+    assert choice.isVisible() and [choice.itemText(k) for k in range(choice.count())] == [
+        "All layers", "Layer 5", "Layer 11", "Layer 17"]
+    merged = {s for s, _ in w.doc_view.focus}
+    layers = dict(item.layer_steps[t])
+    choice.setCurrentIndex(2)
+    assert {s for s, _ in w.doc_view.focus} == {s for s, _ in layers[11]} < merged
+    choice.setCurrentIndex(0)
+    assert {s for s, _ in w.doc_view.focus} == merged
+    w.doc_view.back_button.click()
+    assert not choice.isVisible() and not w.doc_view.focus
 
 
 def test_stop_during_decode_returns_control_at_once(qtbot, make_window):
