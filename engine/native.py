@@ -178,6 +178,12 @@ def _bind():
         # int32_t llama_skv_get_selection(ctx, int32_t skv_il, int32_t head, int32_t * ids, float * scores,
         #                                 int32_t * n_tokens, int32_t n_max);
         "llama_skv_get_selection": ([_ctx_p, i32, i32, _P(i32), _P(ctypes.c_float), _P(i32), i32], i32),
+        # int32_t llama_skv_close_cached(struct llama_context * ctx);
+        "llama_skv_close_cached": ([_ctx_p], i32),
+        # int32_t llama_skv_get_seed(struct llama_context * ctx, float * out, int32_t n_max);
+        "llama_skv_get_seed": ([_ctx_p, _P(ctypes.c_float), i32], i32),
+        # int32_t llama_skv_set_seed(struct llama_context * ctx, const float * q, int32_t n);
+        "llama_skv_set_seed": ([_ctx_p, _P(ctypes.c_float), i32], i32),
         # int32_t llama_skv_debug_fill(struct llama_context * ctx, int32_t n_tokens, uint32_t seed);
         "llama_skv_debug_fill": ([_ctx_p, i32, ctypes.c_uint32], i32),
         # int32_t llama_skv_arch_supported(const char * name);
@@ -286,6 +292,25 @@ class SkvContext:
         arr = (ctypes.c_int32 * (2 * max(n, 1)))()
         n = _check(self._lib.llama_skv_get_sentences(self._ctx, arr, n), "get_sentences")
         return [(arr[2 * i], arr[2 * i + 1]) for i in range(n)]
+
+    def close_cached(self) -> int:
+        """Close the declared sentences whose tokens are all cached (after a state load); returns the entry count."""
+        return _check(self._lib.llama_skv_close_cached(self._ctx), "close_cached")
+
+    def seed(self) -> bytes:
+        """The pending selection seed (float32 bytes; b"" when none): see llama_skv_get_seed."""
+        n = _check(self._lib.llama_skv_get_seed(self._ctx, None, 0), "get_seed")
+        if n == 0:
+            return b""
+        arr = (ctypes.c_float * n)()
+        _check(self._lib.llama_skv_get_seed(self._ctx, arr, n), "get_seed")
+        return bytes(arr)
+
+    def set_seed(self, seed: bytes) -> None:
+        n = len(seed) // 4
+        arr = (ctypes.c_float * n).from_buffer_copy(seed)
+        if self._lib.llama_skv_set_seed(self._ctx, arr, n) != 0:
+            raise ValueError(f"a selection seed of {n} floats does not fit this context")
 
     def layers(self) -> list[int]:
         n = _check(self._lib.llama_skv_get_layers(self._ctx, None, 0), "get_layers")

@@ -7,6 +7,8 @@ main thread) may call into a Session.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import codecs
 import ctypes
 import time
@@ -205,6 +207,7 @@ class SessionSnapshot:
     spans: tuple[SpanInfo, ...]
     n_doc_tokens: int
     documents: tuple[Document, ...]
+    seed: bytes = b""  # the SentenceKV selection seed (float32): set after the load, so nothing is decoded again
 
 
 class Session:
@@ -249,6 +252,7 @@ class Session:
         self.spans: list[SpanInfo] = []  # native sentence id -> what it is
         self.n_doc_tokens = 0
         self._stream: SentenceStream | None = None
+        self._doc_snap: SessionSnapshot | None = None  # the state right after the documents (see ask)
         self._rng = np.random.default_rng(config.seed)
 
     # ----------------------------------------------------------------- helpers
@@ -425,6 +429,7 @@ class Session:
         self.documents = []
         self.n_doc_tokens = 0
         self._stream = None
+        self._doc_snap = None
 
     # ----------------------------------------------------------------- state
 
@@ -440,13 +445,15 @@ class Session:
         if n <= 0 or n > size:
             raise SessionError(f"llama.cpp could not copy the session state ({n} of {size} bytes)")
         ids = np.ascontiguousarray(self.llm.input_ids[: self.n_past], dtype=np.int32).tobytes()
+        seed = self.skv.seed() if self.skv is not None else b""
         return SessionSnapshot(ctypes.string_at(buf, n), ids, tuple(self.spans), self.n_doc_tokens,
-                               tuple(self.documents))
+                               tuple(self.documents), seed)
 
     def restore(self, snap: SessionSnapshot) -> None:
-        """Load a snapshot; the sentence table is declared again (vectors are recomputed from the restored K) and
-        the last two tokens are decoded again so the next step is seeded as after a prefill. On failure the
-        session is empty and SessionError says why."""
+        """Load a snapshot; the sentence table is declared again and closed (vectors are recomputed from the
+        restored K) and the selection seed set again, so the next step is exactly the one after the original
+        prefill. A snapshot without a seed (taken when none was pending) decodes its last two tokens again to make
+        one. On failure the session is empty and SessionError says why."""
         ids = np.frombuffer(snap.input_ids, dtype=np.int32)
         if len(ids) > self.n_ctx:
             raise SessionError(f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})")
@@ -458,14 +465,22 @@ class Session:
                 raise SessionError(f"llama.cpp rejected the saved session state ({n} of {len(snap.state)} bytes read)")
             self.llm.input_ids[: len(ids)] = ids
             self.llm.n_tokens = len(ids)
+            self._doc_snap = snap if snap.n_doc_tokens == len(ids) else None
             self.spans = list(snap.spans)
             self.documents = list(snap.documents)
             self.n_doc_tokens = snap.n_doc_tokens
             self._stream = None
-            # rewind() removes and re-decodes the last two tokens and declares the ends past them itself
-            keep = max(0, self.n_past - 2)
-            self._declare([s.tok_end for s in self.spans if s.tok_end <= keep])
-            self.rewind(self.n_past)
+            if self.skv is None:
+                pass  # plain llama.cpp: the state (logits included) is all there is
+            elif snap.seed:
+                self._declare([s.tok_end for s in self.spans])
+                self.skv.close_cached()  # vectors on the device before the next step's graph is built
+                self.skv.set_seed(snap.seed)
+            else:
+                # rewind() removes and re-decodes the last two tokens and declares the ends past them itself
+                keep = max(0, self.n_past - 2)
+                self._declare([s.tok_end for s in self.spans if s.tok_end <= keep])
+                self.rewind(self.n_past)
         except BaseException:
             self.reset()
             raise
@@ -509,6 +524,7 @@ class Session:
                           for d in documents],
             "spans": [[s.doc, s.char_start, s.char_end, s.tok_start, s.tok_end] for s in self.spans],
             "headers": {str(i): s.text for i, s in enumerate(self.spans) if s.doc < 0 and s.text},
+            "seed": base64.b64encode(snap.seed).decode("ascii"),
         }
         store.save(key, meta, snap.input_ids, snap.state)
 
@@ -525,9 +541,10 @@ class Session:
             for i, (doc, c0, c1, k0, k1) in enumerate(meta["spans"]):
                 text = documents[doc].text[c0:c1] if doc >= 0 else headers.get(str(i), "")
                 spans.append(SpanInfo(int(doc), int(c0), int(c1), int(k0), int(k1), text))
-            snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents))
+            seed = base64.b64decode(meta.get("seed", ""), validate=True)
+            snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), seed)
             self.restore(snap)
-        except (SessionError, KeyError, ValueError, TypeError, IndexError) as e:
+        except (SessionError, KeyError, ValueError, TypeError, IndexError, binascii.Error) as e:
             store.delete(stored.key)
             store._warn(f"the saved document session could not be restored ({e}): deleted; prefilling again")
             return None
@@ -558,9 +575,18 @@ class Session:
         if max_tokens < 0:
             raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
         t0 = time.perf_counter()
-        # every ask starts right after the documents: earlier questions and answers are dropped
-        if self.n_past > self.n_doc_tokens:
+        # every ask starts right after the documents: earlier questions and answers are dropped. The state right
+        # after the documents is kept (taken at the first ask) and every ask, the first included, starts from it
+        # restored: removing the tail with seq_rm is not exact on sliding-window models and loses the selection
+        # seed, and on those models (swa_full off) llama.cpp's restored state is not bit-equal to the live one
+        # (up to ~1 logit on gemma-3, stock library too), so the same question always gets the same answer only
+        # if every ask runs on the restored state; a saved session restores to that same state.
+        if self.n_past > self.n_doc_tokens and self._doc_snap is not None:
+            self.restore(self._doc_snap)
+        elif self.n_past > self.n_doc_tokens:
             self.rewind(self.n_doc_tokens)
+        if self._doc_snap is None and self.n_past == self.n_doc_tokens and self.n_doc_tokens > 0:
+            self.restore(self.snapshot())
         prompt = self.prompt_text(question)
         if answer_prefix:
             prompt += " " + answer_prefix.strip()
@@ -625,6 +651,8 @@ class Session:
         the next decode step is seeded from their queries, as after a prefill."""
         if not 0 <= n <= self.n_past:
             raise ValueError(f"cannot rewind to {n} tokens: the context holds {self.n_past}")
+        if n < self.n_doc_tokens:
+            self._doc_snap = None  # the documents themselves are cut
         keep = max(0, n - 2)
         tail = [int(t) for t in self.llm.input_ids[keep:n]]
         self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(self.llm.ctx), 0, keep, -1)

@@ -97,6 +97,18 @@ LLAMA_API int32_t llama_skv_get_sentences(struct llama_context * ctx, int32_t * 
 // that length. Returns n_tokens, or -2 (not a plain cache, not empty, too small, or V transposed).
 LLAMA_API int32_t llama_skv_debug_fill(struct llama_context * ctx, int32_t n_tokens, uint32_t seed);
 
+// Close now the declared sentences whose tokens are all in the cache (they would close at the next decode step,
+// whose graph is built before that: its in-graph scores would miss their vectors). For use after a state load
+// and declaring the boundaries again. Returns the number of closed entries of the active index.
+LLAMA_API int32_t llama_skv_close_cached(struct llama_context * ctx);
+
+// The seed of the next decode step's selection: the last prefilled token's queries (per SKV layer, n_head x head_dim
+// floats, as the cache keeps them). A state save does not hold it; get it before a save and set it after the load,
+// and the first step after the load selects exactly as after the prefill, with no token decoded again.
+// get: writes up to n_max floats, returns the count (0: no seed pending). set: n must be that count (0 or -2).
+LLAMA_API int32_t llama_skv_get_seed(struct llama_context * ctx, float * out, int32_t n_max);
+LLAMA_API int32_t llama_skv_set_seed(struct llama_context * ctx, const float * q, int32_t n);
+
 // 1 if this build of llama.cpp knows the GGUF architecture name (general.architecture), else 0: lets a caller
 // refuse an unsupported model with a clear message before loading it.
 LLAMA_API int32_t llama_skv_arch_supported(const char * name);

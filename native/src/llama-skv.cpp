@@ -1521,6 +1521,57 @@ int32_t llama_skv_debug_fill(llama_context * ctx, int32_t n_tokens, uint32_t see
     return n_tokens;
 }
 
+int32_t llama_skv_close_cached(llama_context * ctx) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    const int32_t n = (int32_t) llama_memory_seq_pos_max(llama_get_memory(ctx), 0) + 1;
+    skv->n_cached = std::max(skv->n_cached, n);
+    if (skv->close_ready(skv->n_cached)) {
+        skv->reset_query();
+    }
+    return (int32_t) skv->active().size();
+}
+
+int32_t llama_skv_get_seed(llama_context * ctx, float * out, int32_t n_max) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    if (!skv->has_seed) {
+        return 0;
+    }
+    int32_t n = 0;
+    for (const auto & l : skv->layers) {
+        for (float v : l.seed_q) {
+            if (out && n < n_max) {
+                out[n] = v;
+            }
+            n++;
+        }
+    }
+    return n;
+}
+
+int32_t llama_skv_set_seed(llama_context * ctx, const float * q, int32_t n) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    const int64_t per_layer = (int64_t) skv->n_head * skv->head_dim;
+    if (!q || n != per_layer * (int64_t) skv->layers.size()) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    for (size_t li = 0; li < skv->layers.size(); ++li) {
+        auto & l = skv->layers[li];
+        l.seed_q.assign(q + li * per_layer, q + (li + 1) * per_layer);
+    }
+    skv->reset_query(); // as after a prefill: the next step selects from the seed
+    skv->has_seed = true;
+    return 0;
+}
+
 int32_t llama_skv_arch_supported(const char * name) {
     if (!name) {
         return 0;
