@@ -345,3 +345,42 @@ def test_memory_panel_shows_vectors_and_staging_apart(qtbot, make_window):
     qtbot.waitUntil(lambda: w.memory.last_memory is not None, timeout=5000)
     text = w.memory._values["device"].text()
     assert "vectors 1.2 MB" in text and "staging 2.0 MB" in text and text.startswith("3.2 MB")
+
+
+def test_the_keyboard_alone_drives_the_window(qtbot, make_window, monkeypatch):
+    """Ctrl+O opens documents, Ctrl+N starts a chat, typing + Ctrl+Enter asks, Esc stops, Ctrl+, opens the
+    settings (Esc closes them), and Tab reaches every main control."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication, QFileDialog
+
+    ctrl = Qt.KeyboardModifier.ControlModifier
+    w = make_window(token_delay=0.05)
+    w.activateWindow()
+    qtbot.waitUntil(lambda: QApplication.activeWindow() is w, timeout=3000)
+    monkeypatch.setattr(QFileDialog, "getOpenFileNames", staticmethod(lambda *a, **k: ([str(SAMPLE)], "")))
+    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
+        qtbot.keyClick(w, Qt.Key.Key_O, ctrl)
+    n = w.conv_list.count()
+    qtbot.keyClick(w, Qt.Key.Key_N, ctrl)
+    assert w.conv_list.count() == n + 1
+    w.prompt_edit.setFocus()
+    qtbot.keyClicks(w.prompt_edit, "Where is the library?")
+    qtbot.keyClick(w.prompt_edit, Qt.Key.Key_Return, ctrl)
+    qtbot.waitUntil(lambda: len(w.chat.items[-1].text) > 3, timeout=5000)
+    with qtbot.waitSignal(w.bridge.stopped, timeout=2000):
+        qtbot.keyClick(w.prompt_edit, Qt.Key.Key_Escape)
+    assert w.send_button.isEnabled()
+    qtbot.keyClick(w, Qt.Key.Key_Comma, ctrl)
+    dialog = w._settings_dialog
+    qtbot.waitUntil(lambda: dialog is not None and dialog.isVisible(), timeout=3000)
+    qtbot.keyClick(dialog, Qt.Key.Key_Escape)
+    qtbot.waitUntil(lambda: not dialog.isVisible(), timeout=3000)
+    # Tab walks through the main controls
+    w.prompt_edit.setFocus()
+    seen = set()
+    for _ in range(60):
+        qtbot.keyClick(QApplication.focusWidget(), Qt.Key.Key_Tab)
+        seen.add(QApplication.focusWidget())
+    assert "\t" not in w.prompt_edit.toPlainText(), "Tab moves on from the prompt instead of typing a tab"
+    for control in (w.send_button, w.conv_list, w.doc_view.text, w.doc_view.top_list, w.prompt_edit):
+        assert control in seen, control.accessibleName()
