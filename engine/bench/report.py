@@ -168,3 +168,9 @@ def heatmap(path: Path, title: str, grids: dict[str, list[list[float | None]]], 
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def target_line(t: dict) -> str:
+    """One checked target: 'what: value (ceiling c) -> met|MISSED'."""
+    extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
+    return f"{t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}"

@@ -224,9 +224,7 @@ def _write(cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: 
         "partial": partial,
         "config": {"model": model, "contexts": list(cfg.contexts), "threads": cfg.threads, "steps": cfg.steps,
                    "repeats": cfg.repeats, "book": cfg.book, "seed": cfg.seed, "main": main,
-                   "candidates": [{"label": c.label, "policy": c.params.policy.name.lower(),
-                                   "budget": c.params.budget, "sink": c.params.sink, "ring": c.params.ring}
-                                  for c in cfg.candidates()], **cfg.extra},
+                   "candidates": [c.to_json() for c in cfg.candidates()], **cfg.extra},
         "machine": info,
         "wall_s": wall,
         "results": results,
@@ -255,8 +253,7 @@ def render_markdown(data: dict) -> str:
                                                             *[r["ms_per_token"][k] for k in labels]]
                                                            for r in data["results"]]), ""]
     for t in data["targets"]:
-        extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
-        lines.append(f"- {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+        lines.append("- " + report.target_line(t))
     return "\n".join(lines) + "\n"
 
 
@@ -311,7 +308,6 @@ def main_scale(args: argparse.Namespace) -> int:
     h, rows = summarize(data["results"], data["config"]["main"])
     print(report.text_table(h, rows))
     for t in data["targets"]:
-        extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
-        print(f"target {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+        print("target " + report.target_line(t))
     print(f"wrote {cfg.out}/scale.json, scale.md" + (", scale_decode.png" if report.have_matplotlib() else ""))
     return 0

@@ -44,6 +44,11 @@ class Candidate:
     label: str
     params: SkvParams
 
+    def to_json(self) -> dict:
+        p = self.params
+        return {"label": self.label, "policy": p.policy.name.lower(), "budget": p.budget, "sink": p.sink,
+                "ring": p.ring}
+
 
 @dataclass(slots=True)
 class SpeedConfig:
@@ -314,9 +319,7 @@ def _write(cfg: SpeedConfig, info: dict, results: list[dict], main: str, wall: f
         "partial": partial,
         "config": {"model": cfg.model, "contexts": list(cfg.contexts), "threads": cfg.threads,
                    "steps": cfg.steps, "repeats": cfg.repeats, "book": cfg.book, "n_batch": cfg.n_batch,
-                   "candidates": [{"label": c.label, "policy": c.params.policy.name.lower(),
-                                   "budget": c.params.budget, "sink": c.params.sink, "ring": c.params.ring}
-                                  for c in cfg.candidates()],
+                   "candidates": [c.to_json() for c in cfg.candidates()],
                    "main": main, **cfg.extra},
         "machine": info,
         "wall_s": wall,
@@ -348,8 +351,7 @@ def render_markdown(data: dict) -> str:
     if data["targets"]:
         lines += ["Targets:", ""]
         for t in data["targets"]:
-            extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
-            lines.append(f"- {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+            lines.append("- " + report.target_line(t))
         lines.append("")
     return "\n".join(lines)
 
@@ -441,7 +443,6 @@ def main_speed(args: argparse.Namespace) -> int:
     h, rows = policy_table(data["results"])
     print(report.text_table(h, rows))
     for t in data["targets"]:
-        extra = f" (ceiling {t['ceiling']:.2f})" if t.get("ceiling") else ""
-        print(f"target {t['target']}: {t['value']:.3f}{extra} -> {'met' if t['met'] else 'MISSED'}")
+        print("target " + report.target_line(t))
     print(f"wrote {cfg.out}/speed.json, speed.md" + (", speed_decode.png" if report.have_matplotlib() else ""))
     return 0
