@@ -24,5 +24,6 @@ export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export LLAMA_CPP_LIB_PATH="$OUT/bin"
 if [ $# -eq 0 ]; then set -- tests/test_native_exactness.py tests/test_native_state.py tests/test_native_properties.py \
-  tests/test_native_memory.py tests/test_native_sparse_output.py -m "not slow"; fi
+  tests/test_native_memory.py tests/test_native_sparse_output.py tests/test_session_repeat.py \
+  tests/test_bench_scale.py -m "not slow" -k "not gemma"; fi
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
