@@ -464,6 +464,11 @@ class MainWindow(QMainWindow):
         self.doc_view.set_loaded(e.sentences, e.n_tokens_loaded, e.n_tokens_total, e.truncated)
         if e.prefill_s > 0 and not e.restored:
             self.memory.set_prefill_speed(e.n_tokens_loaded / e.prefill_s)
+        if e.restored:
+            self.banner.show_message(
+                f"opened {', '.join(e.names)} from its saved session in {e.prefill_s:.1f} s: no reading needed",
+                "info",
+            )
         model = self.model_info.path if self.model_info else ""
         self._docs_key = f"{model}|{e.names}|{e.n_tokens_loaded}|{[d.offset for d in self._docs]}"
 

@@ -108,3 +108,39 @@ def test_event_loop_never_blocks_while_a_document_prefills(qtbot, window, tmp_pa
         window.open_paths([str(book)])
     assert watch.ticks > 5
     assert watch.longest < 0.1, watch.longest
+
+
+def test_reopening_a_document_restores_its_saved_session(qtbot, tiny_model_path, tmp_path):
+    """The app saves prefilled documents (the real entry point passes a SessionStore): opening the same document
+    again restores it without a prefill and says so."""
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+    from engine.session_store import SessionStore
+    from engine.worker import EngineWorker
+
+    store = SessionStore(tmp_path / "sessions")
+    settings = AppSettings(n_ctx=4096, threads=1, budget=256, sink=16, ring=32, max_tokens=8)
+    doc = tmp_path / "mill.txt"
+    doc.write_text(TEXT, encoding="utf-8")
+    for attempt in range(2):
+        w = MainWindow(model_path=str(tiny_model_path), settings=settings, data_dir=tmp_path / f"data{attempt}",
+                       bridge_factory=lambda on_event: EngineWorker(on_event, store=store))
+        qtbot.addWidget(w)
+        w.show()
+        try:
+            with qtbot.waitSignal(w.load_finished, timeout=60_000):
+                pass
+            loaded: list = []
+            w.bridge.documents_loaded.connect(loaded.append)
+            with qtbot.waitSignal(w.documents_finished, timeout=120_000):
+                w.open_paths([str(doc)])
+            assert loaded[-1].restored == (attempt == 1)
+            if attempt == 1:
+                assert "saved session" in w.banner.text()
+                w.prompt_edit.setPlainText("What is by the water?")
+                with qtbot.waitSignal(w.answer_finished, timeout=60_000) as answered:
+                    w.send()
+                assert answered.args[0]
+        finally:
+            w.shutdown()
+    assert len(store.entries()) == 1
