@@ -3,7 +3,8 @@
 One dense prefill of a long prefix of a book; then, for each policy and budget, the next N tokens of the book are
 decoded one at a time (teacher-forced, the question-free version of data flow 3) and their logits compared with the
 dense decode of the same tokens: mean and p99 KL(full || policy), top-1 agreement, and perplexity of the real text.
-Every policy starts from the same prefill (`Session.rewind`).
+Every policy, dense included, starts from the same restored snapshot of the prefill (`Session.restore`: exact and
+seeded, as every ask starts; a tail removal is not exact on sliding-window models).
 """
 
 from __future__ import annotations
@@ -94,13 +95,14 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
             session._eval(tokens[i : min(cfg.prefix_tokens, i + session.config.n_batch)])
         prefill_s = time.perf_counter() - t0
         session.n_doc_tokens = cfg.prefix_tokens
+        snap = session.snapshot()
         log(f"prefilled {cfg.prefix_tokens} tokens of {path.name} in {prefill_s:.1f} s")
         targets = np.array(tokens[cfg.prefix_tokens + 1 : n_total + 1] + [tokens[n_total - 1]])[: cfg.n_eval]
 
         def decode_under(policy: Policy, budget: int) -> np.ndarray:
             session.set_params(SkvParams(policy, budget, cfg.sink, cfg.ring))
-            # the rewind drops the declared ends past the prefix: declare the evaluated text's sentences again
-            session.rewind(cfg.prefix_tokens)
+            # the restore declares the prefix's sentences; declare the evaluated text's sentences again
+            session.restore(snap)
             session._declare([s.tok_end for s in spans if cfg.prefix_tokens < s.tok_end <= n_total])
             logits = np.empty((cfg.n_eval, session.n_vocab), dtype=np.float32)
             for i in range(cfg.n_eval):
