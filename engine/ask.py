@@ -122,26 +122,35 @@ def truncation_note(report, n_ctx: int) -> str | None:
     )
 
 
-def cmd_ask(args: argparse.Namespace) -> int:
+def open_cli_session(args: argparse.Namespace):
+    """(session, documents, ranges, store) from the shared options (ask and chat); warnings go to stderr. Bad
+    input — options, documents, ranges, a model this build cannot use — raises UsageError (exit 2)."""
     from engine.cli import UsageError
     from engine.documents import DocumentError, load_document
     from engine.session import Session, SessionError, SessionInputError
 
     try:
         config = session_config(args)
-        policy = config.skv.policy
         docs = [load_document(d) for d in args.doc]
         ranges = parse_ranges(args.range, len(docs))
         store = cli_store(args)
     except (ValueError, DocumentError) as e:
         raise UsageError(str(e)) from None
-
     try:
         session = Session(config)
     except SessionError as e:
         raise (UsageError(str(e)) if args.model or isinstance(e, SessionInputError) else e) from None
     for warning in session.warnings:
         print(f"skv: warning: {warning}", file=sys.stderr)
+    return session, docs, ranges, store
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from engine.cli import UsageError
+    from engine.session import SessionError
+
+    session, docs, ranges, store = open_cli_session(args)
+    policy = session.config.skv.policy
     try:
         reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
         t_start = time.perf_counter()

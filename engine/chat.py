@@ -10,14 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.ask import (
-    add_session_options,
-    cli_store,
-    parse_ranges,
-    question_reserve,
-    session_config,
-    truncation_note,
-)
+from engine.ask import add_session_options, open_cli_session, question_reserve, truncation_note
 
 
 def add_chat_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,22 +21,9 @@ def add_chat_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
-    from engine.documents import DocumentError, load_document
-    from engine.session import Session, SessionError, SessionInputError
+    from engine.session import SessionError
 
-    try:
-        config = session_config(args)
-        docs = [load_document(d) for d in args.doc]
-        ranges = parse_ranges(args.range, len(docs))
-        store = cli_store(args)
-    except (ValueError, DocumentError) as e:
-        raise UsageError(str(e)) from None
-    try:
-        session = Session(config)
-    except SessionError as e:
-        raise (UsageError(str(e)) if args.model or isinstance(e, SessionInputError) else e) from None
-    for warning in session.warnings:
-        print(f"skv: warning: {warning}", file=sys.stderr)
+    session, docs, ranges, store = open_cli_session(args)
     interactive = sys.stdin.isatty()
     try:
         reserve = question_reserve(session, "", args.answer_prefix, args.max_tokens)

@@ -15,9 +15,7 @@ the user's content verbatim into the prompt works; one that does not (it rewrite
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-FormatName = Literal["auto", "completion", "chat"]
 FORMATS: tuple[str, ...] = ("auto", "completion", "chat")
 
 _DOC = "\x00skv-documents\x00"

@@ -242,6 +242,11 @@ class Session:
                     "SentenceKV could not be enabled for this model (see the log): use --policy full"
                 )
             self.skv = SkvContext(self.llm.ctx)
+        self._skv_layers = self.skv.layers() if self.skv is not None else []  # model layer ids: fixed
+        md = self.llm.metadata
+        arch = md.get("general.architecture", "")
+        # sliding-window layers: llama.cpp restores their cache close to, not equal to, the live one (see ask)
+        self._swa = int(md.get(f"{arch}.attention.sliding_window", 0) or 0) > 0
         self.n_vocab = self.llm.n_vocab()
         try:
             self.prompts: PromptFormat = choose_format(config.prompt_format, dict(self.llm.metadata))
@@ -579,14 +584,18 @@ class Session:
         # after the documents is kept (taken at the first ask) and every ask, the first included, starts from it
         # restored: removing the tail with seq_rm is not exact on sliding-window models and loses the selection
         # seed, and on those models (swa_full off) llama.cpp's restored state is not bit-equal to the live one
-        # (up to ~1 logit on gemma-3, stock library too), so the same question always gets the same answer only
-        # if every ask runs on the restored state; a saved session restores to that same state.
+        # (up to ~1 logit on gemma-3, stock library too), so there the same question always gets the same answer
+        # only if every ask runs on the restored state; a saved session restores to that same state. Without
+        # sliding-window layers a restore equals the live state and the first ask needs none.
         if self.n_past > self.n_doc_tokens and self._doc_snap is not None:
             self.restore(self._doc_snap)
         elif self.n_past > self.n_doc_tokens:
             self.rewind(self.n_doc_tokens)
         if self._doc_snap is None and self.n_past == self.n_doc_tokens and self.n_doc_tokens > 0:
-            self.restore(self.snapshot())
+            snap = self.snapshot()
+            if self._swa:
+                self.restore(snap)
+            self._doc_snap = snap
         prompt = self.prompt_text(question)
         if answer_prefix:
             prompt += " " + answer_prefix.strip()
@@ -690,7 +699,7 @@ class Session:
         st = self.skv.stats()
         counts: dict[int, int] = {}
         per_layer = []
-        for li, layer_id in enumerate(self.skv.layers()):
+        for li, layer_id in enumerate(self._skv_layers):
             mine: dict[int, int] = {}
             for h in range(st.n_head_kv):
                 for pick in self.skv.selection(li, h):

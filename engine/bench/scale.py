@@ -23,7 +23,16 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench import report
-from engine.bench.speed import Candidate, _ctx_label, _decode_run, _int_list, _median, load_book_text
+from engine.bench.speed import (
+    Candidate,
+    _ctx_label,
+    _decode_run,
+    _median,
+    decode_plot,
+    load_book_text,
+    policy_table,
+    run_options,
+)
 from engine.native import Policy, SkvParams
 
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
@@ -76,14 +85,23 @@ def scale_model_path(log=print) -> Path:
     return path
 
 
-def sentence_ends(tokenize, text: str, n_tokens: int, max_len: int) -> list[int]:
-    """Sentence end positions in [1, n_tokens): a real book's sentence lengths (in this model's tokens), repeated."""
+def sentence_lengths(tokenize, text: str, max_len: int) -> list[int]:
+    """A real book's sentence lengths, in this model's tokens (the engine's own segmentation)."""
     from engine.sentences import tokenize_sentences
 
     _, sents = tokenize_sentences(text[:200_000], tokenize, max_tokens=max_len)
     lengths = [s.n_tokens for s in sents if s.n_tokens > 0]
     if not lengths:
         raise ValueError("the book gave no sentences")
+    return lengths
+
+
+def sentence_ends(tokenize, text: str, n_tokens: int, max_len: int) -> list[int]:
+    """Sentence end positions in [1, n_tokens): a real book's sentence lengths, repeated."""
+    return ends_from_lengths(sentence_lengths(tokenize, text, max_len), n_tokens)
+
+
+def ends_from_lengths(lengths: list[int], n_tokens: int) -> list[int]:
     ends, pos, i = [], 0, 0
     while True:
         pos += lengths[i % len(lengths)]
@@ -104,7 +122,8 @@ def fill(session, n_tokens: int, seed: int, filler: int) -> None:
     session.spans = []
 
 
-def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log) -> dict:
+def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, lengths: list[int]) -> dict:
+    """`lengths`: the book's sentence lengths, filled on the first call (tokenizing the book once per run)."""
     from engine.session import Session, SessionConfig
 
     cands = cfg.candidates()
@@ -114,7 +133,9 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log) -
     try:
         t0 = time.perf_counter()
         filler = skv.tokenize(" the")[0]
-        ends = sentence_ends(skv.tokenize, text, n_tokens, cands[0].params.max_sentence_len)
+        if not lengths:
+            lengths += sentence_lengths(skv.tokenize, text, cands[0].params.max_sentence_len)
+        ends = ends_from_lengths(lengths, n_tokens)
         skv.skv.add_boundaries(ends)
         for s in (stock, skv):
             fill(s, n_tokens, cfg.seed, filler)
@@ -207,9 +228,10 @@ def run_scale(cfg: ScaleConfig, log=print) -> dict:
     info = report.machine_info()
     info["uptime_start"] = report.uptime()
     results: list[dict] = []
+    lengths: list[int] = []
     t0 = time.perf_counter()
     for n in cfg.contexts:
-        results.append(bench_context(cfg, model, n, text, log))
+        results.append(bench_context(cfg, model, n, text, log, lengths))
         if cfg.out is not None:
             _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=True)
     info["uptime_end"] = report.uptime()
@@ -247,11 +269,8 @@ def render_markdown(data: dict) -> str:
         lines += [f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); dev/full KV = device "
                   "SKV bytes (vectors + staging) over the full K/V of the SKV layers.", "",
                   report.markdown_table(h, rows), ""]
-        labels = list(data["results"][0]["ms_per_token"])
         lines += ["Every candidate (median ms/token):", "",
-                  report.markdown_table(["ctx", *labels], [[_ctx_label(r["context"]),
-                                                            *[r["ms_per_token"][k] for k in labels]]
-                                                           for r in data["results"]]), ""]
+                  report.markdown_table(*policy_table(data["results"])), ""]
     for t in data["targets"]:
         lines.append("- " + report.target_line(t))
     return "\n".join(lines) + "\n"
@@ -261,12 +280,9 @@ def write_outputs(out: Path, data: dict) -> dict[str, Path]:
     out = Path(out)
     paths = {"json": report.write_json(out / "scale.json", data),
              "md": report.write_text(out / "scale.md", render_markdown(data))}
-    results = data["results"]
-    if results and not data.get("partial"):
-        labels = list(results[0]["ms_per_token"])
-        p = report.line_plot(out / "scale_decode.png", "Decode ms/token vs context (1B-like, random weights)",
-                             "context tokens", "ms / token", [r["context"] for r in results],
-                             {k: [r["ms_per_token"][k] for r in results] for k in labels})
+    if data["results"] and not data.get("partial"):
+        p = decode_plot(out / "scale_decode.png", "Decode ms/token vs context (1B-like, random weights)",
+                        data["results"])
         if p:
             paths["png"] = p
     return paths
@@ -291,12 +307,8 @@ def main_scale(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
 
     try:
-        if args.threads < 1 or args.steps < 1 or args.repeats < 1:
-            raise ValueError("--threads, --steps and --repeats must be at least 1")
-        contexts = _int_list(args.contexts) if args.contexts else (FULL_CONTEXTS if args.full else DEFAULT_CONTEXTS)
-        if min(contexts) < 64:
-            raise ValueError("contexts must be at least 64 tokens")
-        cfg = ScaleConfig(model=args.model or "", contexts=tuple(sorted(contexts)), threads=args.threads,
+        contexts = run_options(args, DEFAULT_CONTEXTS, FULL_CONTEXTS)
+        cfg = ScaleConfig(model=args.model or "", contexts=contexts, threads=args.threads,
                           steps=args.steps, repeats=args.repeats, budget=args.budget, sink=args.sink,
                           ring=args.ring, policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
                           book=args.book, out=Path(args.out))

@@ -360,16 +360,18 @@ def write_outputs(out: Path, data: dict) -> dict[str, Path]:
     out = Path(out)
     paths = {"json": report.write_json(out / "speed.json", data),
              "md": report.write_text(out / "speed.md", render_markdown(data))}
-    results = data["results"]
-    if results and not data.get("partial"):
-        xs = [r["context"] for r in results]
-        labels = list(results[0]["ms_per_token"].keys())
-        p = report.line_plot(out / "speed_decode.png", "Decode ms/token vs context (gemma-3-270m)",
-                             "context tokens", "ms / token", xs,
-                             {k: [r["ms_per_token"][k] for r in results] for k in labels})
+    if data["results"] and not data.get("partial"):
+        p = decode_plot(out / "speed_decode.png", "Decode ms/token vs context (gemma-3-270m)", data["results"])
         if p:
             paths["png"] = p
     return paths
+
+
+def decode_plot(path: Path, title: str, results: list[dict]) -> Path | None:
+    """ms/token of every candidate against context (None without matplotlib)."""
+    labels = list(results[0]["ms_per_token"])
+    return report.line_plot(path, title, "context tokens", "ms / token", [r["context"] for r in results],
+                            {k: [r["ms_per_token"][k] for r in results] for k in labels})
 
 
 # ----------------------------------------------------------------- CLI
@@ -403,14 +405,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")
 
 
+def run_options(args: argparse.Namespace, default: tuple[int, ...], full: tuple[int, ...]) -> tuple[int, ...]:
+    """Checks --threads/--steps/--repeats; the sorted contexts (--contexts, else the --full or default grid)."""
+    if args.threads < 1 or args.steps < 1 or args.repeats < 1:
+        raise ValueError("--threads, --steps and --repeats must be at least 1")
+    contexts = _int_list(args.contexts) if args.contexts else (full if args.full else default)
+    if min(contexts) < 64:
+        raise ValueError("contexts must be at least 64 tokens")
+    return tuple(sorted(contexts))
+
+
 def config_from_args(args: argparse.Namespace) -> SpeedConfig:
     from engine.models import default_model_path
 
-    if args.threads < 1 or args.steps < 1 or args.repeats < 1:
-        raise ValueError("--threads, --steps and --repeats must be at least 1")
-    contexts = _int_list(args.contexts) if args.contexts else (FULL_CONTEXTS if args.full else DEFAULT_CONTEXTS)
-    if min(contexts) < 64:
-        raise ValueError("contexts must be at least 64 tokens")
+    contexts = run_options(args, DEFAULT_CONTEXTS, FULL_CONTEXTS)
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
     budgets: tuple[int, ...] = ()
     if args.full:
@@ -419,7 +427,7 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
             policies = (*policies, "chunk")
     for p in policies:
         Policy.parse(p)
-    cfg = SpeedConfig(model=args.model or str(default_model_path()), contexts=tuple(sorted(contexts)),
+    cfg = SpeedConfig(model=args.model or str(default_model_path()), contexts=contexts,
                       threads=args.threads, steps=args.steps, repeats=args.repeats, budget=args.budget,
                       budgets=budgets, sink=args.sink, ring=args.ring, policies=policies, book=args.book,
                       out=Path(args.out))

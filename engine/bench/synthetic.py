@@ -121,41 +121,41 @@ def write_random_llama(path: Path, vocab_path: Path, cfg: LlamaShape = LlamaShap
     def normal(std: float, *shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * std).astype(np.float32)
 
-    def add(name: str, data: np.ndarray) -> None:
-        if quant == "q4_0" and data.ndim == 2:
-            q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q4_0)
-            w.add_tensor(name, q, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
-        else:
-            w.add_tensor(name, data)
+    q4 = gguf.GGMLQuantizationType.Q4_0
 
-    ones = np.ones(cfg.n_embd, dtype=np.float32)
+    def encode(data: np.ndarray) -> tuple[np.ndarray, object]:
+        """(array, raw dtype): F32 as it is; with q4_0, matrices quantized."""
+        if quant == "q4_0" and data.ndim == 2:
+            return gguf.quants.quantize(data, q4), q4
+        return data, None
+
+    def add(name: str, enc: tuple[np.ndarray, object]) -> None:
+        w.add_tensor(name, enc[0], raw_dtype=enc[1])
+
+    ones = encode(np.ones(cfg.n_embd, dtype=np.float32))
     n_q, n_kv = cfg.n_head * cfg.head_dim, cfg.n_head_kv * cfg.head_dim
     # numpy shape is (rows = output features, cols = input features); ggml sees it reversed.
-    add("token_embd.weight", normal(W_STD, n_vocab, cfg.n_embd))
-    shared: dict[str, np.ndarray] = {}
+    matrices = {
+        "attn_q": (cfg.qk_std, n_q, cfg.n_embd),
+        "attn_k": (cfg.qk_std, n_kv, cfg.n_embd),
+        "attn_v": (W_STD, n_kv, cfg.n_embd),
+        "attn_output": (W_STD, cfg.n_embd, n_q),
+        "ffn_gate": (W_STD, cfg.n_ff, cfg.n_embd),
+        "ffn_up": (W_STD, cfg.n_ff, cfg.n_embd),
+        "ffn_down": (W_STD, cfg.n_embd, cfg.n_ff),
+    }
+    add("token_embd.weight", encode(normal(W_STD, n_vocab, cfg.n_embd)))
+    layer: dict[str, tuple[np.ndarray, object]] = {}
     for i in range(cfg.n_layer):
-        if quant == "f32" or not shared:
-            layer = {
-                "attn_q": normal(cfg.qk_std, n_q, cfg.n_embd),
-                "attn_k": normal(cfg.qk_std, n_kv, cfg.n_embd),
-                "attn_v": normal(W_STD, n_kv, cfg.n_embd),
-                "attn_output": normal(W_STD, cfg.n_embd, n_q),
-                "ffn_gate": normal(W_STD, cfg.n_ff, cfg.n_embd),
-                "ffn_up": normal(W_STD, cfg.n_ff, cfg.n_embd),
-                "ffn_down": normal(W_STD, cfg.n_embd, cfg.n_ff),
-            }
-            if quant == "q4_0":  # quantize once, repeat the bytes
-                shared = {k: gguf.quants.quantize(v, gguf.GGMLQuantizationType.Q4_0) for k, v in layer.items()}
-        w.add_tensor(f"blk.{i}.attn_norm.weight", ones)
-        w.add_tensor(f"blk.{i}.ffn_norm.weight", ones)
-        for k in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
-            if quant == "q4_0":
-                w.add_tensor(f"blk.{i}.{k}.weight", shared[k], raw_dtype=gguf.GGMLQuantizationType.Q4_0)
-            else:
-                w.add_tensor(f"blk.{i}.{k}.weight", layer[k])
-    w.add_tensor("output_norm.weight", ones)
+        if quant == "f32" or not layer:  # q4_0: one random layer, encoded once and repeated
+            layer = {k: encode(normal(std, *shape)) for k, (std, *shape) in matrices.items()}
+        add(f"blk.{i}.attn_norm.weight", ones)
+        add(f"blk.{i}.ffn_norm.weight", ones)
+        for k, enc in layer.items():
+            add(f"blk.{i}.{k}.weight", enc)
+    add("output_norm.weight", ones)
     if quant == "f32":
-        w.add_tensor("output.weight", normal(W_STD, n_vocab, cfg.n_embd))
+        add("output.weight", encode(normal(W_STD, n_vocab, cfg.n_embd)))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
