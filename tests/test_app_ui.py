@@ -373,3 +373,37 @@ def test_the_keyboard_alone_drives_the_window(qtbot, make_window, monkeypatch):
     assert "\t" not in w.prompt_edit.toPlainText(), "Tab moves on from the prompt instead of typing a tab"
     for control in (w.send_button, w.conv_list, w.doc_view.text, w.doc_view.top_list, w.prompt_edit):
         assert control in seen, control.accessibleName()
+
+
+def test_signal_emits_keep_the_reference_counts_of_true(qtbot):
+    """PySide6 6.12.0's emit() returned True without owning it: each emit dropped a reference, and on Python 3.11 the
+    app aborted at exit once the count ran out ("bool_dealloc"). The bridge emits several signals per token."""
+    import sys
+
+    from PySide6.QtCore import QObject, Signal
+
+    class Source(QObject):
+        value = Signal(object)
+
+    src = Source()
+    got: list = []
+    src.value.connect(got.append)
+    before = sys.getrefcount(True)
+    for i in range(200):
+        src.value.emit(i)
+    assert len(got) == 200
+    assert sys.getrefcount(True) >= before - 5, (before, sys.getrefcount(True))
+
+
+def test_the_self_test_exits_cleanly(tiny_model_path, tmp_path):
+    """skv-desktop --selftest answers one prompt and exits with 0: no abort at interpreter exit."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SKV_DATA_DIR": str(tmp_path / "data")}
+    r = subprocess.run([sys.executable, "-m", "app.main", "--selftest", "--model", str(tiny_model_path),
+                        "--max-tokens", "24"], capture_output=True, text=True, timeout=180, env=env,
+                       cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-800:]
+    assert "answer:" in r.stdout and "Fatal Python error" not in r.stderr
