@@ -16,7 +16,7 @@ DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skv-desktop", description="SentenceKV Desktop")
-    p.add_argument("--model", default="", help="GGUF file (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", default="", help="GGUF file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--selftest", action="store_true", help="answer one prompt, print it and exit")
     p.add_argument("--prompt", default=None, help="prompt for --selftest")
     p.add_argument("--max-tokens", type=int, default=48, help="tokens per answer (default 48)")
@@ -28,6 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.max_tokens < 1:
         print(f"skv-desktop: error: --max-tokens must be >= 1, got {args.max_tokens}", file=sys.stderr)
+        return 2
+
+    from app.qt_platform import platform_problem
+
+    problem = platform_problem()
+    if problem:  # QApplication would abort the process with Qt's own message
+        print(f"skv-desktop: error: {problem}", file=sys.stderr)
         return 2
 
     from PySide6.QtCore import QTimer

@@ -32,7 +32,14 @@ from app.bridge import EngineBridge, WorkerFactory
 from app.chat_view import ChatItem, ChatView
 from app.document_view import DocumentView, LoadedDoc
 from app.memory_panel import MemoryPanel
-from app.settings import AppSettings, SettingsDialog, load_settings, save_settings
+from app.settings import (
+    AppSettings,
+    SettingsDialog,
+    fitting_ctx,
+    load_settings,
+    migrate_settings,
+    save_settings,
+)
 from app.store import ConversationStore, Message, StoreError
 from app.theme import RESOURCES, apply_theme
 from app.widgets import Banner, ProgressBox
@@ -89,6 +96,7 @@ class MainWindow(QMainWindow):
         folder = data_dir or paths.data_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self._qsettings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
+        settings_notice = migrate_settings(self._qsettings) if settings is None else None
         self.settings = settings or load_settings(self._qsettings)
         if max_tokens is not None:
             self.settings = replace(self.settings, max_tokens=max_tokens)
@@ -123,8 +131,8 @@ class MainWindow(QMainWindow):
         self._documents_read.connect(self._handle_documents_read)
         self.apply_theme()
         self._restore_conversations()
-        if store_notice:
-            self.banner.show_message(store_notice)
+        if store_notice or settings_notice:
+            self.banner.show_message(store_notice or settings_notice, "error" if store_notice else "warn")
         self.load_model()
 
     # ================================================================== construction
@@ -269,15 +277,17 @@ class MainWindow(QMainWindow):
         self._update_buttons()
         self.progress.show_busy("Loading the model…")
         path = self._model_override or self.settings.model_path
-        if path:
+        from engine.models import builtin_key
+
+        if builtin_key(path) is None:
             self._submit_load(path, "")
             return
 
         def resolve() -> None:
             try:
-                from engine.models import default_model_path
+                from engine.models import resolve_model
 
-                self._model_resolved.emit(str(default_model_path()), "")
+                self._model_resolved.emit(str(resolve_model(path)), "")
             except Exception as e:  # noqa: BLE001 - the thread edge: shown as one sentence
                 self._model_resolved.emit(
                     "", f"the built-in model is not available ({e}): choose a GGUF file"
@@ -293,10 +303,13 @@ class MainWindow(QMainWindow):
             self.load_finished.emit(False)
             return
         s = self.settings
+        n_ctx, lowered = fitting_ctx(path, s.n_ctx)
+        if lowered:
+            self.banner.show_message(lowered, "warn")
         try:
             skv = SkvParams(Policy.parse(s.policy), s.budget, s.sink, s.ring)
             config = SessionConfig(
-                path, n_ctx=s.n_ctx, n_threads=s.threads, n_gpu_layers=s.gpu_layers, skv=skv
+                path, n_ctx=n_ctx, n_threads=s.threads, n_gpu_layers=s.gpu_layers, skv=skv
             )
         except ValueError as e:
             self.progress.hide()

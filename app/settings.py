@@ -34,7 +34,7 @@ THEMES = ("system", "light", "dark")
 @dataclass(frozen=True, slots=True)
 class AppSettings:
     model_path: str = ""  # "" = the built-in default model
-    n_ctx: int = 8192
+    n_ctx: int = 32768  # the built-in model's trained context (lowered at load when the memory estimate needs it)
     threads: int = max(1, min(8, (os.cpu_count() or 2) - 1))
     gpu_layers: int = 0
     policy: str = "sentence"
@@ -72,6 +72,89 @@ class AppSettings:
 
 
 DEFAULTS = AppSettings()
+# 2: the built-in model is Qwen2.5-Coder-0.5B-Instruct (32k context); settings saved before kept gemma's 8192
+SETTINGS_VERSION = 2
+GEMMA_ERA_N_CTX = 8192
+
+
+def builtin_setting_key(model_path: str) -> str:
+    """The built-in model a model setting names ("" for a file)."""
+    from engine.models import builtin_key
+
+    return builtin_key(model_path) or ""
+
+
+def builtin_choices(n_ctx: int) -> list[tuple[str, str]]:
+    """(key, label) for every installed built-in model: its name, what it is for and its memory estimate."""
+    from engine.models import installed_builtin_models
+
+    out = []
+    for m in installed_builtin_models():
+        gib = (m.size + estimate_memory_kv(m, n_ctx)) / 2**30
+        out.append((m.key, f"{m.title} — {m.note}, {m.size / 2**20:.0f} MiB, up to {gib:.1f} GiB at {n_ctx} tokens"))
+    return out
+
+
+def estimate_memory_kv(model, n_ctx: int) -> int:
+    """KV bytes at n_ctx from the assembled file's header; 0 before it is assembled (the label shows weights)."""
+    from engine.models import ModelError, estimate_memory, read_model_info
+
+    path = model.target()
+    if not path.is_file():
+        return 0
+    try:
+        return estimate_memory(read_model_info(path), n_ctx).kv_bytes_max
+    except (ModelError, OSError):
+        return 0
+
+
+def fitting_ctx(model_path: str, n_ctx: int) -> tuple[int, str | None]:
+    """The default context (32768) when the memory estimate allows it, else the largest that fits (a note says
+    so); a context the user chose is kept as it is (the engine refuses one that cannot fit, saying why)."""
+    if n_ctx != DEFAULTS.n_ctx:
+        return n_ctx, None
+    from engine.models import (
+        ModelError,
+        available_memory_bytes,
+        estimate_memory,
+        largest_fitting_ctx,
+        read_model_info,
+    )
+
+    try:
+        info = read_model_info(model_path)
+    except (ModelError, OSError):
+        return n_ctx, None  # the load reports it
+    avail = available_memory_bytes()
+    if avail is None or estimate_memory(info, n_ctx).total_bytes_max <= avail:
+        return n_ctx, None
+    fit = largest_fitting_ctx(info, avail)
+    if fit < 2048:
+        return n_ctx, None  # the load says what it needs
+    return fit, (f"the context is {fit} tokens, not {n_ctx}: that is what fits in the free memory "
+                 f"({avail / 2**30:.1f} GiB)")
+
+
+def migrate_settings(qs: QSettings) -> str | None:
+    """Bring settings saved by an older version up to date, once; returns what to tell the user (or None)."""
+    try:
+        version = int(qs.value("settings_version", 1 if qs.allKeys() else SETTINGS_VERSION))
+    except (TypeError, ValueError):
+        version = 1
+    if version >= SETTINGS_VERSION:
+        return None
+    notice = None
+    try:
+        old_ctx = int(qs.value("n_ctx", DEFAULTS.n_ctx))
+    except (TypeError, ValueError):
+        old_ctx = DEFAULTS.n_ctx
+    if old_ctx == GEMMA_ERA_N_CTX and not str(qs.value("model_path", "") or ""):
+        qs.setValue("n_ctx", DEFAULTS.n_ctx)
+        notice = (f"The built-in model is now Qwen2.5-Coder-0.5B-Instruct: the context size went from {old_ctx} to "
+                  f"{DEFAULTS.n_ctx} tokens (change it in Settings)")
+    qs.setValue("settings_version", SETTINGS_VERSION)
+    qs.sync()
+    return notice
 
 
 def load_settings(qs: QSettings) -> AppSettings:
@@ -93,6 +176,7 @@ def load_settings(qs: QSettings) -> AppSettings:
 def save_settings(qs: QSettings, s: AppSettings) -> None:
     for k, v in asdict(s).items():
         qs.setValue(k, v)
+    qs.setValue("settings_version", SETTINGS_VERSION)
     qs.sync()
 
 
@@ -154,7 +238,7 @@ class SettingsDialog(QDialog):
         self._current = current
 
         self.model_edit = QLineEdit(current.model_path)
-        self.model_edit.setPlaceholderText("Built-in: gemma-3-270m")
+        self.model_edit.setPlaceholderText("Built-in: Qwen2.5-Coder-0.5B-Instruct")
         self.model_edit.setAccessibleName("Model file")
         browse = QPushButton("Browse…")
         browse.setAccessibleName("Choose a model file")
@@ -162,6 +246,15 @@ class SettingsDialog(QDialog):
         default = QPushButton("Default")
         default.setAccessibleName("Use the built-in model")
         default.clicked.connect(lambda: self.model_edit.setText(""))
+        # the built-in models whose parts are installed, with their memory estimate at the current context
+        self.builtin = QComboBox()
+        self.builtin.setAccessibleName("Built-in model")
+        self.builtin.addItem("— a model file —", "")
+        for key, label in builtin_choices(current.n_ctx):
+            self.builtin.addItem(label, key)
+        chosen = self.builtin.findData(builtin_setting_key(current.model_path))
+        self.builtin.setCurrentIndex(max(0, chosen))
+        self.builtin.activated.connect(self._builtin_chosen)
         model_row = QHBoxLayout()
         model_row.addWidget(self.model_edit, 1)
         model_row.addWidget(browse)
@@ -213,6 +306,7 @@ class SettingsDialog(QDialog):
         form = QFormLayout()
         form.setSpacing(10)
         form.addRow(self._section("Model"))
+        form.addRow("Built-in model", self.builtin)
         form.addRow("Model file", model_row)
         form.addRow("Hugging Face", hf_row)
         form.addRow("", self.hf_progress)
@@ -265,6 +359,13 @@ class SettingsDialog(QDialog):
         spin.setSingleStep(step)
         spin.setAccessibleName(name)
         return spin
+
+    def _builtin_chosen(self, index: int) -> None:
+        key = self.builtin.itemData(index)
+        if key:
+            from engine.models import BUILTIN_PREFIX, DEFAULT_MODEL
+
+            self.model_edit.setText("" if key == DEFAULT_MODEL else BUILTIN_PREFIX + key)
 
     def _browse(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Choose a model", "", "GGUF models (*.gguf)")

@@ -12,7 +12,7 @@ from engine.native import Policy, SkvParams
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
     """Model, context, policy, sampling and document options (shared by ask and chat)."""
-    p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--n-ctx", type=int, default=8192, help="context size in tokens (default 8192)")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
@@ -33,7 +33,7 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
 
 def session_config(args: argparse.Namespace):
     """The SessionConfig the shared options describe; ValueError (a usage error) on bad values."""
-    from engine.models import default_model_path
+    from engine.models import resolve_model
     from engine.session import SessionConfig
 
     params = SkvParams(Policy.parse(args.policy), args.budget, args.sink, args.ring)
@@ -42,7 +42,7 @@ def session_config(args: argparse.Namespace):
     if args.n_ctx < 64:
         raise ValueError(f"--n-ctx must be at least 64, got {args.n_ctx}")
     return SessionConfig(
-        args.model or str(default_model_path()),
+        str(resolve_model(args.model or "")),
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
@@ -103,7 +103,7 @@ def cli_store(args: argparse.Namespace):
 def question_reserve(session, question: str, answer_prefix: str, max_tokens: int) -> int:
     """Tokens kept free after the documents. Questions up to 128 tokens share one reserve, so an over-long document
     is cut at the same place and its saved session serves the next question too."""
-    n_prompt = len(session.tokenize(session.prompt_text(question) + " " + answer_prefix))
+    n_prompt = len(session.prompt_tokens(question, answer_prefix))
     return max(128, n_prompt) + max_tokens + 8
 
 

@@ -72,6 +72,10 @@ def cmd_version(args: argparse.Namespace) -> int:
     print(f"sentencekv-desktop {__version__}")
     print(f"llama.cpp {v['llama_cpp']} (llama-cpp-python {v['llama_cpp_python']})")
     print(f"native patch {v['native_patch']}")
+    from engine.models import BUILTIN_MODELS, DEFAULT_MODEL
+
+    m = BUILTIN_MODELS[DEFAULT_MODEL]
+    print(f"default model {m.title} ({m.licence}; {'installed' if m.installed() else 'not installed'})")
     if args.verbose and "system_info" in v:
         print(f"llama.cpp system info: {v['system_info']}")
     return 0
@@ -84,7 +88,10 @@ def add_version_parser(sub: argparse._SubParsersAction) -> None:
 
 def cmd_models(args: argparse.Namespace) -> int:
     from engine.models import (
+        BUILTIN_MODELS,
+        DEFAULT_MODEL,
         ModelError,
+        builtin_model_path,
         default_model_path,
         download_model,
         estimate_memory,
@@ -111,14 +118,29 @@ def cmd_models(args: argparse.Namespace) -> int:
         raise UsageError(f"--n-ctx must be positive, got {n_ctx}")
     default = default_model_path()
     info = read_model_info(default)
+    builtin = BUILTIN_MODELS[DEFAULT_MODEL]
     print(
-        f"default: {info.name} ({info.architecture}, {info.n_layer} layers, context {info.context_length}, "
-        f"{info.size_bytes / 2**20:.0f} MiB)"
+        f"default: {builtin.title} ({info.architecture}, {info.n_layer} layers, context {info.context_length}, "
+        f"{info.size_bytes / 2**20:.0f} MiB, {builtin.licence})"
     )
     print(f"  {info.path}")
     print(f"  memory {estimate_memory(info, n_ctx).describe()}")
+    shown = {default}
+    for m in BUILTIN_MODELS.values():
+        if m.key == DEFAULT_MODEL:
+            continue
+        if not m.installed():
+            print(f"built-in {m.key}: {m.title} ({m.note}; not installed: {m.install_hint()})")
+            continue
+        path = builtin_model_path(m.key)  # assembled on first use
+        mi = read_model_info(path)
+        shown.add(path)
+        print(f"built-in {m.key}: {m.title} ({m.note}; {mi.n_layer} layers, context {mi.context_length}, "
+              f"{mi.size_bytes / 2**20:.0f} MiB, {m.licence}; --model {m.key})")
+        print(f"  {path}")
+        print(f"  memory {estimate_memory(mi, n_ctx).describe()}")
     for path in list_local_models():
-        if path == default:
+        if path in shown:
             continue
         try:
             m = read_model_info(path)

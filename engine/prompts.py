@@ -32,10 +32,21 @@ class PromptFormat:
     head: str
     doc_header: str  # with {name}
     doc_tail: str
-    question_template: str  # with {question}
+    question_before: str  # template text before the question
+    question_after: str  # template text after it (chat: end of the user turn, opening of the model's turn)
 
     def question(self, question: str) -> str:
-        return self.question_template.format(question=question.strip())
+        return self.question_before + question.strip() + self.question_after
+
+    def parts(self, question: str, answer_prefix: str = "") -> list[tuple[str, bool]]:
+        """What is decoded at ask time as (text, special) pieces: special=True for the format's own text only."""
+        out = [(self.question_before, True), (question.strip(), False), (self.question_after, True)]
+        prefix = answer_prefix.strip()
+        if prefix:
+            # the answer prefix opens the model's turn: after a newline as it is, after "Answer:" with a space
+            sep = "" if not self.question_after or self.question_after[-1].isspace() else " "
+            out.append((sep + prefix, False))
+        return [(text, special) for text, special in out if text]
 
     def header(self, doc_name: str) -> str:
         return self.doc_header.format(name=doc_name)
@@ -50,12 +61,9 @@ COMPLETION = PromptFormat(
     head="",
     doc_header="Document: {name}\n\n",
     doc_tail="\n\n",
-    question_template="Question: {question}\nAnswer:",
+    question_before="Question: ",
+    question_after="\nAnswer:",
 )
-
-
-def _escape(text: str) -> str:
-    return text.replace("{", "{{").replace("}", "}}")
 
 
 def chat_format(template: str, eos_token: str = "") -> PromptFormat:
@@ -88,7 +96,8 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
         head=head,
         doc_header="Document: {name}\n\n",
         doc_tail="\n\n",
-        question_template="{question}" + _escape(after),
+        question_before="",
+        question_after=after,
     )
 
 

@@ -33,7 +33,7 @@ ShouldStop = Callable[[], bool]
 
 # the layout of the documents in the context (BOS, "Document: name" headers, separators): part of a saved session's
 # key, so bump it whenever plan() changes what it feeds
-DOC_FORMAT = 2  # 2: sentences shorter than 6 tokens join the next one
+DOC_FORMAT = 3  # 2: sentences shorter than 6 tokens join the next one; 3: control tokens as such, BOS only where the vocab adds one
 
 
 class SessionError(RuntimeError):
@@ -58,6 +58,17 @@ def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
         raise SessionInputError(
             f"the model architecture {info.architecture!r} of {Path(model_path).name} is not supported by this "
             "llama.cpp build: choose a model of another family (e.g. llama, gemma3, qwen2)"
+        )
+    from engine.models import available_memory_bytes, estimate_memory, largest_fitting_ctx
+
+    need = estimate_memory(info, n_ctx)
+    avail = available_memory_bytes()
+    if avail is not None and need.total_bytes_max > avail:
+        fit = largest_fitting_ctx(info, avail)
+        raise SessionInputError(
+            f"a context of {n_ctx} tokens needs up to {need.total_bytes_max / 2**30:.1f} GiB for "
+            f"{Path(model_path).name} ({need.describe()}), but {avail / 2**30:.1f} GiB is free: "
+            + (f"choose --n-ctx {fit} or less" if fit >= 256 else "free memory or choose a smaller model")
         )
     if info.context_length > 0 and n_ctx > info.context_length:
         return [
@@ -248,6 +259,9 @@ class Session:
         # sliding-window layers: llama.cpp restores their cache close to, not equal to, the live one (see ask)
         self._swa = int(md.get(f"{arch}.attention.sliding_window", 0) or 0) > 0
         self.n_vocab = self.llm.n_vocab()
+        vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        # BOS only where the model's tokenizer adds one (gemma: yes; qwen2: no, its template starts with a turn)
+        self._add_bos = self.llm.token_bos() >= 0 and bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         try:
             self.prompts: PromptFormat = choose_format(config.prompt_format, dict(self.llm.metadata))
         except PromptFormatError as e:
@@ -279,8 +293,18 @@ class Session:
     def n_ctx_train(self) -> int:
         return int(self._llama_cpp.llama_model_n_ctx_train(self.llm.model))
 
-    def tokenize(self, text: str, add_bos: bool = False) -> list[int]:
-        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=False)
+    def tokenize(self, text: str, add_bos: bool = False, special: bool = False) -> list[int]:
+        """Tokens of `text`. special=True parses control tokens (`<|im_start|>`): only for the prompt format's own
+        text, never for what a user or a document supplies (prompts.py)."""
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=add_bos, special=special)
+
+    def prompt_tokens(self, question: str, answer_prefix: str = "") -> list[int]:
+        """What ask() decodes: the format's text around the question with its control tokens, the question and the
+        answer prefix as plain text."""
+        out: list[int] = []
+        for text, special in self.prompts.parts(question, answer_prefix):
+            out.extend(self.tokenize(text, special=special))
+        return out
 
     def logits(self) -> np.ndarray:
         ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
@@ -325,12 +349,12 @@ class Session:
         budget = self.n_ctx - reserve
         if budget < 16:
             raise SessionError(f"the context ({self.n_ctx} tokens) leaves no room for documents: raise n_ctx")
-        tokens: list[int] = [self.llm.token_bos()] if self.llm.token_bos() >= 0 else []
+        tokens: list[int] = [self.llm.token_bos()] if self._add_bos else []
         spans: list[SpanInfo] = []
         if tokens:
             spans.append(SpanInfo(-1, 0, 0, 0, 1, ""))
-        if self.prompts.head:  # e.g. a chat template's opening of the user turn
-            head = self.tokenize(self.prompts.head)
+        if self.prompts.head:  # e.g. a chat template's opening of the user turn (its control tokens as such)
+            head = self.tokenize(self.prompts.head, special=True)
             spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(head), self.prompts.head))
             tokens.extend(head)
         n_total = n_selected = 0
@@ -596,10 +620,7 @@ class Session:
             if self._swa:
                 self.restore(snap)
             self._doc_snap = snap
-        prompt = self.prompt_text(question)
-        if answer_prefix:
-            prompt += " " + answer_prefix.strip()
-        p_toks = self.tokenize(prompt)
+        p_toks = self.prompt_tokens(question, answer_prefix)
         if self.n_past + len(p_toks) + max_tokens > self.n_ctx:
             raise SessionError(
                 f"the question and answer need {len(p_toks) + max_tokens} tokens but only "

@@ -1,5 +1,5 @@
 """Shared fixtures. No test touches the network: the tiny model's tokenizer comes from the local llama.cpp tree
-that native/build.py keeps under the cache dir, and the default model from the installed gemma3 package."""
+that native/build.py keeps under the cache dir, the built-in models from their installed part packages."""
 
 from __future__ import annotations
 
@@ -32,7 +32,15 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def default_model_path() -> Path:
-    """The verified gemma-3-270m Q4_K_M GGUF (assembled into the cache on first use)."""
+    """The verified built-in default, Qwen2.5-Coder-0.5B-Instruct Q4_K_M (assembled into the cache on first use)."""
     from engine.models import default_model_path as resolve
 
     return resolve()
+
+
+@pytest.fixture(scope="session")
+def gemma_model_path() -> Path:
+    """gemma-3-270m Q4_K_M (the dev extra): the sliding-window (iSWA) model, SentenceKV on its 3 global layers."""
+    from engine.models import builtin_model_path
+
+    return builtin_model_path("gemma-3-270m")

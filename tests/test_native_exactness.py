@@ -35,8 +35,8 @@ def test_budget_covering_context_matches_dense_on_tiny_model(tiny_model_path):
 
 
 @pytest.mark.slow
-def test_budget_covering_context_matches_dense_on_gemma_3k(default_model_path):
-    _exactness(default_model_path, n_ctx=4096, n_prefill=3100, n_steps=64, budget=4096)
+def test_budget_covering_context_matches_dense_on_gemma_3k(gemma_model_path):
+    _exactness(gemma_model_path, n_ctx=4096, n_prefill=3100, n_steps=64, budget=4096)
 
 
 def test_small_budget_differs_from_dense(tiny_model_path):

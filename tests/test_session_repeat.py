@@ -39,9 +39,9 @@ def test_repeated_ask_is_bit_identical_on_the_tiny_model(tiny_model_path):
     _repeat(tiny_model_path, 2048, 4000, 256)
 
 
-def test_repeated_ask_is_bit_identical_on_gemma(default_model_path):
+def test_repeated_ask_is_bit_identical_on_gemma(gemma_model_path):
     # gemma-3 has sliding-window layers: a tail seq_rm there is lossy; the kept snapshot is not
-    _repeat(default_model_path, 4096, 6000, 1024)
+    _repeat(gemma_model_path, 4096, 6000, 1024)
 
 
 # more than 256 sentences: the first step's graph scores only the vectors on the device when it is built, so a

@@ -153,7 +153,7 @@ def _table_rows(rows: list[dict]) -> list[list]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF model (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", help="GGUF model (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--book", default="frankenstein.txt", help="book file or name in shared/data/books")
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument(
@@ -167,10 +167,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_kl(args: argparse.Namespace) -> int:
-    from engine.models import default_model_path
+    from engine.models import resolve_model
 
     cfg = KlConfig(
-        model=args.model or str(default_model_path()),
+        model=str(resolve_model(args.model or "")),
         book=args.book,
         n_ctx=args.n_ctx,
         prefix_tokens=args.prefix,

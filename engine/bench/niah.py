@@ -266,7 +266,7 @@ def render_markdown(data: dict) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--tasks", default=",".join(TASKS), help=f"tasks (default {','.join(TASKS)})")
     p.add_argument("--lengths", help="haystack lengths (default 4k,8k; --full: 4k,8k,16k,28k)")
     p.add_argument("--full", action="store_true", help="the full grid of lengths, 3 trials")
@@ -283,7 +283,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main_niah(args: argparse.Namespace) -> int:
     from engine.cli import UsageError
-    from engine.models import default_model_path
+    from engine.models import resolve_model
 
     try:
         tasks = tuple(t.strip() for t in args.tasks.split(",") if t.strip())
@@ -295,7 +295,7 @@ def main_niah(args: argparse.Namespace) -> int:
             raise ValueError("lengths must be at least 1k tokens")
         if args.trials < 1:
             raise ValueError("--trials must be at least 1")
-        cfg = NiahConfig(model=args.model or str(default_model_path()), tasks=tasks, lengths=tuple(sorted(lengths)),
+        cfg = NiahConfig(model=str(resolve_model(args.model or "")), tasks=tasks, lengths=tuple(sorted(lengths)),
                          policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
                          budget=args.budget, sink=args.sink, ring=args.ring, threads=args.threads,
                          trials=3 if args.full and args.trials == 1 else args.trials, seed=args.seed,

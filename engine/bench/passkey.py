@@ -373,7 +373,7 @@ def write_outputs(out: Path, data: dict, final: bool = True) -> dict[str, Path]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--lengths", help="haystack lengths in tokens, e.g. 2k,8k,16k (default)")
     p.add_argument("--depths", help="needle depths, e.g. 0.1,0.5,0.9 (default)")
     p.add_argument("--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048")
@@ -391,7 +391,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
     from engine.bench.speed import _int_list
-    from engine.models import default_model_path
+    from engine.models import resolve_model
 
     lengths = _int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
     if args.depths:
@@ -412,7 +412,7 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
             policies = (*policies, "chunk")
     for pol in policies:
         Policy.parse(pol)
-    cfg = PasskeyConfig(model=args.model or str(default_model_path()), lengths=tuple(sorted(lengths)),
+    cfg = PasskeyConfig(model=str(resolve_model(args.model or "")), lengths=tuple(sorted(lengths)),
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
                         trials=args.trials, seed=args.seed, out=Path(args.out))

@@ -391,7 +391,7 @@ def _int_list(s: str) -> tuple[int, ...]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", help="GGUF model file (default: the built-in gemma-3-270m)")
+    p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", help="context sizes, e.g. 1k,4k,8k,16k (default; --full adds 32k)")
     p.add_argument("--full", action="store_true", help="full grid: 32k context, budgets 512/1024/2048, chunk")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
@@ -416,7 +416,7 @@ def run_options(args: argparse.Namespace, default: tuple[int, ...], full: tuple[
 
 
 def config_from_args(args: argparse.Namespace) -> SpeedConfig:
-    from engine.models import default_model_path
+    from engine.models import resolve_model
 
     contexts = run_options(args, DEFAULT_CONTEXTS, FULL_CONTEXTS)
     policies = tuple(p.strip() for p in args.policies.split(",") if p.strip())
@@ -427,7 +427,7 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
             policies = (*policies, "chunk")
     for p in policies:
         Policy.parse(p)
-    cfg = SpeedConfig(model=args.model or str(default_model_path()), contexts=contexts,
+    cfg = SpeedConfig(model=str(resolve_model(args.model or "")), contexts=contexts,
                       threads=args.threads, steps=args.steps, repeats=args.repeats, budget=args.budget,
                       budgets=budgets, sink=args.sink, ring=args.ring, policies=policies, book=args.book,
                       out=Path(args.out))

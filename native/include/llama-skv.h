@@ -58,7 +58,7 @@ struct llama_skv_stats {
     int32_t n_layers;             // SKV layers
     int32_t n_head_kv;            // KV heads of an SKV layer
     int32_t head_dim;             // K head size of an SKV layer
-    int32_t sent_cap;             // capacity of the semantic-vector table
+    int32_t sent_cap;             // rows of the semantic-vector table now (it grows with the index)
     int32_t on_device;            // 1 if vectors + staging sit in a non-host (GPU) buffer
 };
 
@@ -68,7 +68,9 @@ LLAMA_API const char * llama_skv_version(void);
 LLAMA_API struct llama_skv_params llama_skv_default_params(void);
 
 // Turn SentenceKV on for the NEXT context created in this process (one shot, consumed by its memory creation).
-// sent_cap: capacity of the sentence table (0: n_ctx / 6). The environment variable LLAMA_SKV=1 does the same
+// sent_cap: the most entries the sentence table may hold (0: n_ctx); the vector table on the device starts at 256
+// rows and grows with the index (by at least an eighth, between decode steps), so device memory follows the
+// document's sentences, not n_ctx. The environment variable LLAMA_SKV=1 does the same
 // with default parameters for every context (for llama.cpp's own tools). Requires flash attention (V not
 // transposed) and an F16 or F32 K/V cache. Returns 0, or -2 for invalid params.
 LLAMA_API int32_t llama_skv_request(const struct llama_skv_params * params, int32_t sent_cap);

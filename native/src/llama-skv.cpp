@@ -30,6 +30,7 @@
 #include <limits>
 #include <mutex>
 #include <numeric>
+#include <stdexcept>
 
 #define LLAMA_SKV_VERSION "0.2.0"
 
@@ -148,7 +149,9 @@ struct llama_skv_cache {
     llama_skv_params params;
 
     int32_t kv_size   = 0;
-    int32_t sent_cap  = 0;
+    int32_t sent_cap  = 0; // rows of the vector table now (grows with the index, see reserve_vec)
+    int32_t sent_max  = 0; // the most entries an index may hold (requested cap, else kv_size)
+    bool    in_prepare = false; // inside set_input: the graph that reads the vector table is built
     int32_t n_head    = 0;
     int32_t n_head_kv = 0;
     int32_t head_dim  = 0;
@@ -311,10 +314,15 @@ struct llama_skv_cache {
     }
 
     void add_entry(std::vector<skv_span> & tab, skv_span s) {
+        if ((int32_t) tab.size() >= sent_cap && !in_prepare) {
+            reserve_vec((int32_t) tab.size() + 1); // between graphs: the table may move
+        }
         if ((int32_t) tab.size() < sent_cap) {
             tab.push_back(s);
             return;
         }
+        // inside a step the table cannot grow (reserve_for_step made room before the graph was built), so this
+        // is only reached at sent_max
         // table full: the last entry grows (its vector is recomputed)
         if (!warned_cap) {
             LLAMA_LOG_WARN("%s: SentenceKV table full (%d entries): merging further sentences into the last one\n",
@@ -327,17 +335,98 @@ struct llama_skv_cache {
         }
     }
 
+    int32_t chunk_len_for_sents() const {
+        int64_t tot = 0;
+        for (const auto & s : sents) {
+            tot += s.p1 - s.p0;
+        }
+        return sents.empty() ? std::max(1, params.max_sentence_len / 8)
+                             : std::max<int32_t>(1, (int32_t) std::lround((double) tot / sents.size()));
+    }
+
+    // an upper bound on the entries of either index after the prepare() of a decode step at position p: what
+    // closes there (declared ends up to p, pieces of max_sentence_len, chunks of a policy switched to chunk)
+    int32_t entries_bound(int32_t p) const {
+        const int64_t n_ends = std::upper_bound(ends.begin(), ends.end(), p) - ends.begin() - (int64_t) i_end;
+        int64_t bound = (int64_t) sents.size() + std::max<int64_t>(0, n_ends) +
+                        std::max(0, p - open_start) / std::max(1, params.max_sentence_len) + 1;
+        if (params.policy == LLAMA_SKV_POLICY_CHUNK) {
+            const int32_t cl = vec_chunks && chunk_len > 0 ? chunk_len : chunk_len_for_sents();
+            bound = std::max<int64_t>(bound, (int64_t) p / cl + 1);
+        }
+        return (int32_t) std::min<int64_t>(bound, sent_max);
+    }
+
+    // the vector table must hold what the step at p may close before its graph is built (its graph reads it)
+    bool vec_fits_step(int32_t p) const {
+        return entries_bound(p) <= sent_cap;
+    }
+
+    void reserve_for_step(int32_t p) {
+        if (!vec_fits_step(p)) {
+            reserve_vec(entries_bound(p));
+        }
+    }
+
+    // grow the vector table to hold n entries (padded; by at least an eighth, so growth is amortised): new device
+    // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
+    // built graph keeps the old tensors (gen changes, so it is not reused).
+    void reserve_vec(int32_t n) {
+        n = std::min(n, sent_max);
+        if (n <= sent_cap) {
+            return;
+        }
+        GGML_ASSERT(!in_prepare && "the SentenceKV vector table cannot grow inside a step");
+        const int32_t cap = std::min(sent_max, skv_pad(std::max(n, sent_cap + sent_cap / 8)));
+        const int32_t n_embd = n_head_kv * head_dim;
+        ggml_init_params ip = {
+            /*.mem_size   =*/ size_t(layers.size() + 1)*ggml_tensor_overhead(),
+            /*.mem_buffer =*/ NULL,
+            /*.no_alloc   =*/ true,
+        };
+        ggml_context_ptr ctx(ggml_init(ip));
+        if (!ctx) {
+            throw std::runtime_error("SentenceKV: cannot grow the vector table (no context)");
+        }
+        std::vector<ggml_tensor *> ts;
+        for (auto & l : layers) {
+            ggml_tensor * t = ggml_new_tensor_2d(ctx.get(), type_vec, n_embd, cap);
+            ggml_format_name(t, "skv_vec_l%d", l.il);
+            ts.push_back(t);
+        }
+        ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors_from_buft(ctx.get(), buft));
+        if (!buf) {
+            throw std::runtime_error("SentenceKV: cannot grow the vector table (out of device memory)");
+        }
+        ggml_backend_buffer_clear(buf.get(), 0);
+        std::vector<ggml_fp16_t> h;
+        for (size_t li = 0; li < layers.size(); ++li) {
+            auto & l = layers[li];
+            l.vec_host.resize((size_t) cap * n_embd, 0.0f);
+            if (n_vec > 0) {
+                h.resize((size_t) n_vec * n_embd);
+                ggml_fp32_to_fp16_row(l.vec_host.data(), h.data(), (int64_t) n_vec * n_embd); // exact: F16 values
+                ggml_backend_tensor_set(ts[li], h.data(), 0, h.size() * sizeof(ggml_fp16_t));
+            }
+            std::vector<float> acc((size_t) n_head_kv * cap, 0.0f);
+            for (int32_t hh = 0; hh < n_head_kv; ++hh) {
+                std::copy_n(l.acc.data() + (size_t) hh * sent_cap, sent_cap, acc.data() + (size_t) hh * cap);
+            }
+            l.acc = std::move(acc);
+            l.vec = ts[li];
+        }
+        ctx_vec  = std::move(ctx);
+        buf_vec  = std::move(buf);
+        sent_cap = cap;
+        gen++;
+    }
+
     void set_chunk_mode(bool on) {
         if (on == vec_chunks) {
             return;
         }
         if (on) {
-            int64_t tot = 0;
-            for (const auto & s : sents) {
-                tot += s.p1 - s.p0;
-            }
-            chunk_len = sents.empty() ? std::max(1, params.max_sentence_len / 8)
-                                      : std::max<int32_t>(1, (int32_t) std::lround((double) tot / sents.size()));
+            chunk_len = chunk_len_for_sents();
             chunks.clear();
         } else {
             chunk_len = 0;
@@ -545,6 +634,8 @@ struct llama_skv_cache {
     // attention reduce in the same order as dense attention, so budget >= context reproduces it; only the slots
     // from the first one that changed are rewritten.
     void prepare(int32_t p, llm_graph_input_skv * inp) {
+        in_prepare = true;
+        struct unflag { bool & b; ~unflag() { b = false; } } unflag_{in_prepare};
         const int32_t sink = params.sink;
         const int32_t ring = params.ring;
         const int32_t tau  = budget_eff();
@@ -957,6 +1048,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
         res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
         res &= gen == skv->gen;
         res &= n_vec == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        res &= skv->vec_fits_step(params.ubatch.pos[0]); // else the build grows the table first
     }
     return res;
 }
@@ -1030,8 +1122,9 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
         skv->head_dim_v = (int32_t) hparams.n_embd_head_v(il0);
         skv->type_k     = tk;
         skv->type_v     = tv;
-        skv->sent_cap   = sent_cap > 0 ? sent_cap : std::max<int32_t>(64, (int32_t) kv_size / 6);
-        skv->sent_cap   = std::min<int32_t>(skv->sent_cap, (int32_t) kv_size);
+        // the vector table starts at one pad and grows with the index (reserve_vec) up to sent_max entries
+        skv->sent_max   = std::min<int32_t>(sent_cap > 0 ? sent_cap : (int32_t) kv_size, (int32_t) kv_size);
+        skv->sent_cap   = std::min<int32_t>(SKV_PAD, skv->sent_max);
         skv->params     = params;
         skv->debug      = getenv("LLAMA_SKV_DEBUG") ? atoi(getenv("LLAMA_SKV_DEBUG")) : 0;
 
@@ -1219,6 +1312,13 @@ bool llama_skv_build_attn(
     // one input object per graph, created by the first SKV layer
     llm_graph_input_skv * inp = nullptr;
     if (li == 0) {
+        if (skv->staged_regime(n_tokens)) {
+            try {
+                skv->reserve_for_step(g.ubatch.pos[0]); // before the graph takes the vector tensors
+            } catch (const std::exception & e) {
+                LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what()); // the step then merges into the last entry
+            }
+        }
         auto p = std::make_unique<llm_graph_input_skv>(skv);
         p->staged   = skv->staged_regime(n_tokens);
         p->s_max    = skv->s_max;
@@ -1528,8 +1628,13 @@ int32_t llama_skv_close_cached(llama_context * ctx) {
     }
     const int32_t n = (int32_t) llama_memory_seq_pos_max(llama_get_memory(ctx), 0) + 1;
     skv->n_cached = std::max(skv->n_cached, n);
-    if (skv->close_ready(skv->n_cached)) {
-        skv->reset_query();
+    try {
+        if (skv->close_ready(skv->n_cached)) {
+            skv->reset_query();
+        }
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+        return LLAMA_SKV_ERR_INTERNAL;
     }
     return (int32_t) skv->active().size();
 }
