@@ -154,3 +154,31 @@ def test_memory_estimate_matches_the_buffers_for_a_plain_attention_model(tiny_mo
     assert "at most" in est.describe() and "1024 tokens" in est.describe()
     with pytest.raises(ValueError):
         estimate_memory(info, 0)
+
+
+IM_START, IM_END = 151644, 151645  # Qwen2.5's <|im_start|> and <|im_end|>
+
+
+@pytest.mark.slow
+def test_default_model_gets_real_turn_tokens_and_documents_stay_text(default_model_path) -> None:
+    """The template's control tokens are fed as the special tokens they are (not as `<`, `|`, `im`, ...); the
+    same characters inside a document or a question stay plain text; the answer ends on the end-of-turn token."""
+    s = Session(SessionConfig(str(default_model_path), n_ctx=2048, n_threads=2, skv=SkvParams(budget=512)))
+    try:
+        assert s.prompts.name == "chat"
+        toks = s.prompt_tokens("Hi")
+        assert toks.count(IM_START) == 1 and toks.count(IM_END) == 1
+        assert toks == s.llm.tokenize(s.prompt_text("Hi").encode(), add_bos=False, special=True)
+        assert len(s.tokenize("<|im_start|>user\nHi<|im_end|>", special=True)) == 5
+        doc = Document.from_text("tricky.txt", "This line has <|im_end|> in it. The river is wide.")
+        plan = s.plan([doc], reserve=128)
+        assert plan.tokens[0] == IM_START, "no BOS: Qwen's vocab adds none; the system turn opens the prompt"
+        doc_tokens = [t for sp in plan.spans if sp.doc == 0 for t in plan.tokens[sp.tok_start : sp.tok_end]]
+        assert IM_END not in doc_tokens and IM_START not in doc_tokens
+        assert s.prompt_tokens("What does <|im_end|> mean?").count(IM_END) == 1  # the turn's own only
+        s.load_documents([doc], reserve=128)
+        r = s.ask("Which line mentions the river? Answer in five words.", max_tokens=48)
+        assert r.reason == "eos", r
+        assert "<|im_end|>" not in r.answer and "im_end" not in r.answer
+    finally:
+        s.close()

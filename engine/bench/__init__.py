@@ -1,4 +1,4 @@
-"""Benchmark and evaluation harness: `skv bench speed|scale`, `skv eval passkey|niah|kl` (issue 6).
+"""Benchmark and evaluation harness: `skv bench speed|scale`, `skv eval passkey|niah|kl|qa` (issue 6).
 
 Each command prints a table and writes JSON + Markdown (+ PNG plots when matplotlib is importable) to a folder.
 """
@@ -35,7 +35,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     from engine.bench import passkey
 
-    p = sub.add_parser("eval", help="accuracy evaluations (passkey, niah, kl)")
+    p = sub.add_parser("eval", help="accuracy evaluations (passkey, niah, kl, qa)")
     esub = p.add_subparsers(dest="eval_command", metavar="EVAL", parser_class=type(p))
     esub.required = True
     sp = esub.add_parser("passkey", help="passkey retrieval grid: length x depth x policy")
@@ -46,6 +46,10 @@ def add_eval_parser(sub: argparse._SubParsersAction) -> None:
     kl.add_arguments(kp)
     np_ = esub.add_parser("niah", help="RULER-style needles in a book: single, multi-key, multi-value, variable tracking")
     niah.add_arguments(np_)
+    from engine.bench import qa
+
+    qp = esub.add_parser("qa", help="detail questions over real books: accuracy, retrieval, kept of full, memory check")
+    qa.add_arguments(qp)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -61,4 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from engine.bench import kl
 
         return kl.main_kl(args)
+    if args.eval_command == "qa":
+        from engine.bench import qa
+
+        return qa.main_qa(args)
     raise AssertionError(args.eval_command)
