@@ -28,6 +28,12 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
                    help="end the answer before this text (repeatable)")
     p.add_argument("--prompt-format", default="auto", choices=["auto", "completion", "chat"],
                    help="auto: the model's chat template when it has one, else a document-QA completion (default)")
+    p.add_argument("--question-attention", default="policy", choices=["policy", "dense"],
+                   help="policy: the question is decoded under the policy (default); dense: prefilled densely over "
+                        "the documents, as the paper's evaluation does")
+    p.add_argument("--sentence-start", default="keep", choices=["keep", "dense"],
+                   help="keep: the first token of a generated sentence keeps the last selection (default); dense: "
+                        "it attends the whole cache, as the paper's decoder does")
     add_document_options(p)
 
 
@@ -48,6 +54,8 @@ def session_config(args: argparse.Namespace):
         n_gpu_layers=args.gpu_layers,
         skv=params,
         seed=args.seed,
+        question_attention=args.question_attention,
+        sentence_start=args.sentence_start,
         prompt_format=args.prompt_format,
     )
 
@@ -176,6 +184,8 @@ def cmd_ask(args: argparse.Namespace) -> int:
         stats = {
             "policy": policy.name.lower(),
             "budget": args.budget,
+            "question_attention": args.question_attention,
+            "sentence_start": args.sentence_start,
             "prefill_tokens": session.n_doc_tokens,
             "prefill_s": 0.0 if report.restored else round(report.prefill_s, 4),
             "session_restored": report.restored,

@@ -13,7 +13,7 @@ import codecs
 import ctypes
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
@@ -79,6 +79,18 @@ def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
     return []
 
 
+QUESTION_ATTENTION = ("policy", "dense")
+SENTENCE_START = ("keep", "dense")
+
+
+def check_protocol(question_attention: str, sentence_start: str) -> None:
+    if question_attention not in QUESTION_ATTENTION:
+        raise ValueError(f"question attention must be one of {', '.join(QUESTION_ATTENTION)}, "
+                         f"got {question_attention!r}")
+    if sentence_start not in SENTENCE_START:
+        raise ValueError(f"sentence start must be one of {', '.join(SENTENCE_START)}, got {sentence_start!r}")
+
+
 class Cancelled(Exception):
     """The operation was stopped by the caller."""
 
@@ -94,10 +106,14 @@ class SessionConfig:
     sent_cap: int = 0
     seed: int = 0
     prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
+    # the paper's protocol beside ours (RESEARCH.md): how the question is read and how a generated sentence starts
+    question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
+    sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
 
     def __post_init__(self) -> None:
         if self.prompt_format not in FORMATS:
             raise ValueError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.prompt_format!r}")
+        check_protocol(self.question_attention, self.sentence_start)
         if self.n_ctx < 64:
             raise ValueError(f"n_ctx must be at least 64, got {self.n_ctx}")
         if self.n_threads < 1:
@@ -271,6 +287,7 @@ class Session:
         self.spans: list[SpanInfo] = []  # native sentence id -> what it is
         self.n_doc_tokens = 0
         self._stream: SentenceStream | None = None
+        self._dense_next = False  # the last decoded token closed a generated sentence (sentence_start dense)
         self._doc_snap: SessionSnapshot | None = None  # the state right after the documents (see ask)
         self._rng = np.random.default_rng(config.seed)
 
@@ -597,12 +614,22 @@ class Session:
         on_token: Callable[[int, str, StepRetrieval | None], None] | None = None,
         should_stop: ShouldStop | None = None,
         stop: tuple[str, ...] = (),
+        question_attention: str | None = None,
+        sentence_start: str | None = None,
     ) -> AskResult:
         """Decode the question and answer prefix under the policy, then generate up to max_tokens: until an
         end-of-generation token (unless ignore_eos) or a stop string (never part of the answer; a token whose text
-        might start one is streamed as "" until that is decided)."""
+        might start one is streamed as "" until that is decided).
+
+        question_attention / sentence_start (default: the config's): `dense` prefills the question and prefix as
+        one dense batch over the documents (the paper's evaluation) instead of decoding them under the policy;
+        `dense` sentence start gives the first token of every new generated sentence one full-attention step (the
+        paper's decoder) instead of keeping the last selection."""
         if max_tokens < 0:
             raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        question_attention = question_attention or self.config.question_attention
+        sentence_start = sentence_start or self.config.sentence_start
+        check_protocol(question_attention, sentence_start)
         t0 = time.perf_counter()
         # every ask starts right after the documents: earlier questions and answers are dropped. The state right
         # after the documents is kept (taken at the first ask) and every ask, the first included, starts from it
@@ -628,11 +655,18 @@ class Session:
             )
         self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else 128)
         base = self.n_past
-        # the question and the prefix are decoded, not prefilled: the policy sees them
-        for t in p_toks:
+        if question_attention == "dense":
+            # the paper's protocol: the question and the prefix attend the whole cache in one batch
             if should_stop is not None and should_stop():
                 return AskResult("", [], True, 0.0, 0.0, [], "stopped")
-            self._decode_one(t, base)
+            self._prefill_prompt(p_toks, base)
+        else:
+            # ours: the question and the prefix are decoded, not prefilled: the policy sees them
+            for t in p_toks:
+                if should_stop is not None and should_stop():
+                    return AskResult("", [], True, 0.0, 0.0, [], "stopped")
+                self._decode_one(t, base)
+        self._dense_next = False
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stopper = StopStrings(stop)
         vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
@@ -657,10 +691,10 @@ class Session:
                 ttft = t_first - t0
             out_tokens.append(tok)
             raw = decoder.decode(self.llm.detokenize([tok], special=False))
-            self._decode_one(tok, base, raw)
+            dense = self._decode_one(tok, base, raw, sentence_start == "dense")
             text = stopper.push(raw)
             pieces.append(text)
-            step = self._retrieval(i)
+            step = None if dense else self._retrieval(i)
             if step is not None:
                 steps.append(step)
             if on_token is not None:
@@ -692,16 +726,44 @@ class Session:
         if tail:
             self._eval(tail)
 
-    def _decode_one(self, tok: int, base: int, text: str | None = None) -> None:
+    def _decode_one(self, tok: int, base: int, text: str | None = None, dense_starts: bool = False) -> bool:
+        """Decode one token under the policy; returns True when it ran as a dense step instead (dense_starts: the
+        first token after a generated sentence closed)."""
         if self.n_past >= self.n_ctx:
             raise SessionError("the context is full: start a new chat or raise n_ctx")
-        self._eval([tok])
+        dense = dense_starts and self._dense_next and self.skv is not None
+        if dense:
+            params = self.skv.get_params()
+            dense = params.policy != Policy.FULL
+        if dense:
+            self.skv.set_params(replace(params, policy=Policy.FULL))
+            try:
+                self._eval([tok])
+            finally:
+                self.skv.set_params(params)
+        else:
+            self._eval([tok])
         if text is None:
             text = self.llm.detokenize([tok], special=False).decode("utf-8", errors="replace")
         assert self._stream is not None
         ends = [base + n for n in self._stream.push(text)]
+        self._dense_next = bool(ends)
         if ends:
             self._declare(ends)
+        return dense
+
+    def _prefill_prompt(self, tokens: list[int], base: int) -> None:
+        """The question and prefix as dense batches (their sentences declared first, as a document's are)."""
+        assert self._stream is not None
+        if self.n_past + len(tokens) > self.n_ctx:
+            raise SessionError("the context is full: start a new chat or raise n_ctx")
+        ends = []
+        for t in tokens:
+            text = self.llm.detokenize([t], special=False).decode("utf-8", errors="replace")
+            ends += [base + n for n in self._stream.push(text)]
+        self._declare(ends)
+        for i in range(0, len(tokens), self.config.n_batch):
+            self._eval(tokens[i : i + self.config.n_batch])
 
     def _sample(self, temperature: float) -> int:
         logits = self.logits()

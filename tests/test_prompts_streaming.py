@@ -7,7 +7,7 @@ import pytest
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.native import Policy, SkvParams
 from engine.prompts import COMPLETION, PromptFormatError, chat_format, choose_format
 from engine.session import Session, SessionConfig
 from engine.stopping import StopStrings
@@ -182,3 +182,43 @@ def test_default_model_gets_real_turn_tokens_and_documents_stay_text(default_mod
         assert "<|im_end|>" not in r.answer and "im_end" not in r.answer
     finally:
         s.close()
+
+
+SENTENCES = " The mill is old. It stands by the river. The hill is green and wide."
+
+
+def test_dense_question_attention_prefills_the_question_in_one_batch(scripted) -> None:
+    s, script = scripted
+    toks = s.tokenize(" Yes.")
+    before = s.skv.stats()
+    script(toks)
+    r = s.ask("Where is the mill?", max_tokens=4, question_attention="dense")
+    after = s.skv.stats()
+    n_prompt = len(s.prompt_tokens("Where is the mill?"))
+    # one dense ubatch for the whole question (not n_prompt staged steps), then the answer under the policy
+    assert after.n_dense_steps - before.n_dense_steps == 1
+    assert after.n_skv_steps - before.n_skv_steps == len(r.tokens) < n_prompt
+    assert r.steps and len(r.steps) == len(r.tokens)
+    script(toks)
+    before = s.skv.stats()
+    r2 = s.ask("Where is the mill?", max_tokens=4)  # ours: every question token is a staged step
+    assert s.skv.stats().n_skv_steps - before.n_skv_steps == n_prompt + len(r2.tokens)
+
+
+def test_dense_sentence_start_gives_the_first_token_of_each_new_sentence_a_full_step(scripted) -> None:
+    s, script = scripted
+    toks = s.tokenize(SENTENCES)
+    script(toks)
+    keep = s.ask("Describe it.", max_tokens=len(toks) + 1)
+    script(toks)
+    before = s.skv.stats()
+    dense = s.ask("Describe it.", max_tokens=len(toks) + 1, sentence_start="dense")
+    after = s.skv.stats()
+    assert dense.tokens == keep.tokens == toks and dense.answer == keep.answer
+    n_dense = after.n_dense_steps - before.n_dense_steps
+    # three sentences: the first token after each of the two closed ones ran dense (not reported as retrieval)
+    assert n_dense == 2, n_dense
+    assert len(dense.steps) == len(keep.steps) - 2
+    assert s.skv.get_params().policy != Policy.FULL  # the policy is back after each dense step
+    with pytest.raises(ValueError, match="sentence start must be one of"):
+        s.ask("x", sentence_start="sometimes")

@@ -329,6 +329,13 @@ class QaConfig:
     session_options: dict[str, Any] = field(default_factory=dict)
     skv_options: dict[str, Any] = field(default_factory=dict)
     out: Path | None = None
+    # the paper's protocol options (Session.ask): every SKV candidate also runs with each non-default value given
+    question_attention: tuple[str, ...] = ("policy",)
+    sentence_start: tuple[str, ...] = ("keep",)
+
+    def protocol(self, label: str) -> tuple[str, str]:
+        """(question_attention, sentence_start) of a candidate label: `+qdense` / `+sdense` suffixes."""
+        return ("dense" if "+qdense" in label else "policy", "dense" if "+sdense" in label else "keep")
 
     def params(self, policy: Policy, budget: int) -> SkvParams:
         return SkvParams(policy, budget, self.sink, self.ring, **self.skv_options)
@@ -341,7 +348,14 @@ class QaConfig:
             if pol == Policy.FULL:
                 out.append(("full", self.params(pol, max(self.budgets))))
             else:
-                out += [(f"{pol.name.lower()}/{b}", self.params(pol, b)) for b in self.budgets]
+                for b in self.budgets:
+                    base = f"{pol.name.lower()}/{b}"
+                    out.append((base, self.params(pol, b)))
+                    if pol == Policy.SENTENCE:  # the protocol variants of the policy under test
+                        if "dense" in self.question_attention:
+                            out.append((base + "+qdense", self.params(pol, b)))
+                        if "dense" in self.sentence_start:
+                            out.append((base + "+sdense", self.params(pol, b)))
         labels = [k for k, _ in out]
         if len(set(labels)) != len(labels):
             raise ValueError(f"a policy is named twice: {', '.join(self.policies)}")
@@ -498,7 +512,9 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
         for label, params in cands:
             session.restore(snap)
             session.set_params(params)
-            r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=cfg.max_tokens, stop=cfg.stop)
+            qa_mode, ss_mode = cfg.protocol(label)
+            r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=cfg.max_tokens, stop=cfg.stop,
+                            question_attention=qa_mode, sentence_start=ss_mode)
             answer = r.answer.strip()
             hits = slot_hits(q.expected, answer)
             res: dict[str, Any] = {"answer": answer, "correct": bool(hits) and all(hits), "slots": hits,
@@ -646,6 +662,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="any other SessionConfig field, forwarded as is (repeatable)")
     p.add_argument("--skv-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="any other SkvParams field, e.g. max_sentence_len=128 (repeatable)")
+    p.add_argument("--question-attention", default="policy",
+                   help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates")
+    p.add_argument("--sentence-start", default="keep",
+                   help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates")
     p.add_argument("--out", default="bench-results/qa", help="output folder (default bench-results/qa)")
 
 
@@ -678,7 +698,15 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
         session_options=session_options,
         skv_options=parse_options(args.skv_opt, SkvParams, _OWN_SKV_FIELDS, "SKV"),
         out=Path(args.out),
+        question_attention=tuple(x.strip() for x in args.question_attention.split(",") if x.strip()),
+        sentence_start=tuple(x.strip() for x in args.sentence_start.split(",") if x.strip()),
     )
+    for x in cfg.question_attention:
+        if x not in ("policy", "dense"):
+            raise ValueError(f"--question-attention takes policy and/or dense, got {x!r}")
+    for x in cfg.sentence_start:
+        if x not in ("keep", "dense"):
+            raise ValueError(f"--sentence-start takes keep and/or dense, got {x!r}")
     if not cfg.policies:
         raise ValueError("no policies given")
     cfg.candidates()  # policy names and budgets are valid
