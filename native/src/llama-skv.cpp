@@ -347,9 +347,18 @@ struct llama_skv_cache {
     // an upper bound on the entries of either index after the prepare() of a decode step at position p: what
     // closes there (declared ends up to p, pieces of max_sentence_len, chunks of a policy switched to chunk)
     int32_t entries_bound(int32_t p) const {
-        const int64_t n_ends = std::upper_bound(ends.begin(), ends.end(), p) - ends.begin() - (int64_t) i_end;
-        int64_t bound = (int64_t) sents.size() + std::max<int64_t>(0, n_ends) +
-                        std::max(0, p - open_start) / std::max(1, params.max_sentence_len) + 1;
+        // the pieces close_ready(p) would add: each declared end up to p in pieces of max_sentence_len, then the
+        // text after the last one (O(pending ends): many only right after a restore or a debug fill)
+        const int32_t max_len = std::max(1, params.max_sentence_len);
+        int64_t bound = (int64_t) sents.size();
+        int32_t start = open_start;
+        for (size_t i = i_end; i < ends.size() && ends[i] <= p; ++i) {
+            if (ends[i] > start) {
+                bound += (ends[i] - start + max_len - 1) / max_len;
+                start = ends[i];
+            }
+        }
+        bound += std::max(0, p - start) / max_len;
         if (params.policy == LLAMA_SKV_POLICY_CHUNK) {
             const int32_t cl = vec_chunks && chunk_len > 0 ? chunk_len : chunk_len_for_sents();
             bound = std::max<int64_t>(bound, (int64_t) p / cl + 1);
