@@ -27,7 +27,7 @@ def test_haystack_places_the_needle_at_its_depth():
             assert hs.text.count("12345") == 2
             frac = hs.text[:a].count(passkey.FILLER) / 20
             assert frac == depth
-        assert hs.text.startswith(passkey.TASK) == fmt.startswith("landmark")
+        assert hs.text.startswith(passkey.TASK) == (fmt.startswith("landmark") or fmt == "chat")
     assert passkey.first_int(" 86556. Remember") == 86556
     assert passkey.first_int("the key") is None
 
@@ -74,3 +74,15 @@ def test_tables_render():
     assert t.splitlines()[2].split() == ["1", "2.50"]
     m = report.markdown_table(["a"], [[True]])
     assert m.splitlines()[-1] == "| yes |"
+
+
+def test_chat_format_and_protocol_variants_run_on_the_tiny_model(tiny_model_path, tmp_path):
+    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.5,), budget=128,
+                                sink=8, ring=16, fmt="chat", max_tokens=3, out=tmp_path,
+                                question_attention=("policy", "dense"), sentence_start=("keep", "dense"))
+    labels = [k for k, _ in cfg.candidates()]
+    assert labels == ["full/128", "sentence/128", "sentence/128+qdense", "sentence/128+sdense", "window/128"]
+    data = passkey.run_passkey(cfg, log=lambda _m: None)
+    cell = data["cells"][0]
+    assert set(cell["policies"]) == set(labels)
+    assert all(isinstance(p["answer"], str) and "correct" in p for p in cell["policies"].values())

@@ -37,7 +37,7 @@ TASK = ("There is an important info hidden inside a lot of irrelevant text. Find
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
 ANSWER_PREFIX = "The pass key is"
-FORMATS = ("landmark", "plain", "session", "landmark-qa")
+FORMATS = ("landmark", "plain", "session", "landmark-qa", "chat")  # chat: inside the model's chat template
 DEFAULT_LENGTHS = (2048, 8192, 16384)
 FULL_LENGTHS = (2048, 4096, 8192, 16384, 28672)
 DEFAULT_DEPTHS = (0.1, 0.5, 0.9)
@@ -64,6 +64,9 @@ class PasskeyConfig:
     n_batch: int = 512
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # the paper's protocol options (Session.ask): sentence candidates also run with each non-default value given
+    question_attention: tuple[str, ...] = ("policy",)
+    sentence_start: tuple[str, ...] = ("keep",)
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
         out = []
@@ -72,8 +75,18 @@ class PasskeyConfig:
             budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
                 if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
             for b in budgets:
-                out.append((f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring)))
+                label, params = f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring)
+                out.append((label, params))
+                if pol == Policy.SENTENCE and "dense" in self.question_attention:
+                    out.append((label + "+qdense", params))
+                if pol == Policy.SENTENCE and "dense" in self.sentence_start:
+                    out.append((label + "+sdense", params))
         return out
+
+    @staticmethod
+    def protocol(label: str) -> tuple[str, str]:
+        """(question_attention, sentence_start) of a candidate label."""
+        return ("dense" if "+qdense" in label else "policy", "dense" if "+sdense" in label else "keep")
 
 
 @dataclass(slots=True)
@@ -88,7 +101,7 @@ def build_haystack(n_filler: int, depth: float, key: int, fmt: str) -> Haystack:
     """Filler repeated n_filler times with the needle inserted at round(depth * n_filler)."""
     at = min(n_filler, max(0, round(depth * n_filler)))
     parts = [FILLER] * n_filler
-    head = (TASK + " ") if fmt.startswith("landmark") else ""
+    head = (TASK + " ") if fmt.startswith("landmark") or fmt == "chat" else ""
     before = head + " ".join(parts[:at])
     needle = NEEDLE.format(K=key)
     start = len(before) + (1 if before else 0)
@@ -127,7 +140,10 @@ class PasskeyRunner:
         # tokens per filler repetition as the prefill counts them (sentence by sentence)
         sample, _ = tokenize_sentences(" ".join([FILLER] * 20), s.tokenize, max_tokens=128)
         self.rep_tokens = len(sample) / 20
-        self.suffix_tokens = s.tokenize(question_suffix(cfg.fmt))
+        if cfg.fmt == "chat":  # the question closes the user turn; the answer prefix opens the model's turn
+            self.suffix_tokens = s.prompt_tokens(QUESTION, ANSWER_PREFIX)
+        else:
+            self.suffix_tokens = s.tokenize(question_suffix(cfg.fmt))
 
     def close(self) -> None:
         self.session.close()
@@ -146,10 +162,14 @@ class PasskeyRunner:
         s = self.session
         t0 = time.perf_counter()
         doc = Document.from_text("passkey", hs.text)
-        tokens: list[int] = [s.llm.token_bos()] if s.llm.token_bos() >= 0 else []
+        tokens: list[int] = [s.llm.token_bos()] if s._add_bos else []
         from engine.session import SpanInfo
 
         spans = [SpanInfo(-1, 0, 0, 0, 1, "")] if tokens else []
+        if self.cfg.fmt == "chat" and s.prompts.head:
+            h = s.tokenize(s.prompts.head, special=True)
+            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h), s.prompts.head))
+            tokens += h
         if self.cfg.fmt == "session":
             h = s.tokenize("Document: passkey\n\n")
             spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h), "Document: passkey\n\n"))
@@ -179,8 +199,10 @@ class PasskeyRunner:
         self.snap = s.snapshot()
         return needle_ids, time.perf_counter() - t0
 
-    def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int]) -> dict:
-        """Rewind to the haystack, decode the question + prefix under `params`, then greedy tokens."""
+    def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int],
+               question_attention: str = "policy", sentence_start: str = "keep") -> dict:
+        """Rewind to the haystack, decode the question + prefix under `params` (or prefill them densely), then
+        greedy tokens (sentence_start dense: the first token of each new sentence attends the whole cache)."""
         from engine.sentences import SentenceStream
 
         s = self.session
@@ -188,22 +210,27 @@ class PasskeyRunner:
         s.restore(self.snap)
         base = s.n_past
         s._stream = SentenceStream(max_tokens=params.max_sentence_len)
-        for t in self.suffix_tokens:
-            s._decode_one(t, base)
+        if question_attention == "dense":
+            s._prefill_prompt(self.suffix_tokens, base)
+        else:
+            for t in self.suffix_tokens:
+                s._decode_one(t, base)
+        s._dense_next = False
         steps = []
-        last_prompt = s._retrieval(-1)  # the selection behind the first answer token
+        # the selection behind the first answer token (none when the question ran dense: its logits came from it)
+        last_prompt = s._retrieval(-1) if question_attention != "dense" else None
         if last_prompt is not None:
             steps.append(last_prompt)
         out: list[int] = []
-        eos = s.llm.token_eos()
+        vocab = s._llama_cpp.llama_model_get_vocab(s.llm.model)
         for i in range(self.cfg.max_tokens):
             tok = int(np.argmax(s.logits()))
-            if tok == eos:
+            if s._llama_cpp.llama_vocab_is_eog(vocab, tok):
                 break
             out.append(tok)
             if i + 1 < self.cfg.max_tokens:  # the last token's own step is not needed for the answer
-                s._decode_one(tok, base)
-                st = s._retrieval(i)
+                dense = s._decode_one(tok, base, None, sentence_start == "dense")
+                st = None if dense else s._retrieval(i)
                 if st is not None:
                     steps.append(st)
         text = s.llm.detokenize(out, special=False).decode("utf-8", errors="replace")
@@ -246,7 +273,7 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
                             "tokens": runner.session.n_doc_tokens, "prefill_s": pre_s,
                             "needle_sentences": needle_ids, "needle_tokens": list(needle_toks), "policies": {}}
                     for label, params in cfg.candidates():
-                        r = runner.answer(params, needle_ids, needle_toks)
+                        r = runner.answer(params, needle_ids, needle_toks, *cfg.protocol(label))
                         r["correct"] = r["parsed"] == key
                         cell["policies"][label] = r
                     cells.append(cell)
@@ -300,7 +327,7 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
         "config": {"model": cfg.model, "lengths": list(cfg.lengths), "depths": list(cfg.depths),
                    "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
-                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt),
+                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt) if cfg.fmt != "chat" else f"{QUESTION} / {ANSWER_PREFIX}",
                    **cfg.extra},
         "machine": info,
         "wall_s": wall,
@@ -386,6 +413,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--question-attention", default="policy",
+                   help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates")
+    p.add_argument("--sentence-start", default="keep",
+                   help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates")
     p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
 
 
@@ -415,7 +446,11 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
     cfg = PasskeyConfig(model=str(resolve_model(args.model or "")), lengths=tuple(sorted(lengths)),
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
-                        trials=args.trials, seed=args.seed, out=Path(args.out))
+                        trials=args.trials, seed=args.seed, out=Path(args.out),
+                        question_attention=tuple(x.strip() for x in args.question_attention.split(",") if x.strip()),
+                        sentence_start=tuple(x.strip() for x in args.sentence_start.split(",") if x.strip()))
+    if not set(cfg.question_attention) <= {"policy", "dense"} or not set(cfg.sentence_start) <= {"keep", "dense"}:
+        raise ValueError("--question-attention takes policy and/or dense, --sentence-start keep and/or dense")
     cfg.candidates()
     return cfg
 
