@@ -77,7 +77,7 @@ class MainWindow(QMainWindow):
     load_finished = Signal(bool)  # the model load ended: True when it is ready
     documents_finished = Signal(bool)  # a document prefill ended
     answer_finished = Signal(str)  # an answer ended (its text; "" when it failed)
-    _model_resolved = Signal(str, str)  # path, error (from the resolver thread)
+    _model_resolved = Signal(str, str, int, str)  # path, error, n_ctx (0: the setting's), note (resolver thread)
     _documents_read = Signal(object, object)  # list[LoadedDoc], list[str] errors (from the reader thread)
 
     def __init__(
@@ -280,32 +280,36 @@ class MainWindow(QMainWindow):
         from engine.models import builtin_key
 
         if builtin_key(path) is None:
-            self._submit_load(path, "")
+            self._submit_load(path, "", 0, "")
             return
+        n_ctx = self.settings.n_ctx
 
         def resolve() -> None:
             try:
                 from engine.models import resolve_model
 
-                self._model_resolved.emit(str(resolve_model(path)), "")
+                resolved = str(resolve_model(path))
+                fit, note = fitting_ctx(resolved, n_ctx)  # reads the GGUF header: off the GUI thread too
+                self._model_resolved.emit(resolved, "", fit, note or "")
             except Exception as e:  # noqa: BLE001 - the thread edge: shown as one sentence
                 self._model_resolved.emit(
-                    "", f"the built-in model is not available ({e}): choose a GGUF file"
+                    "", f"the built-in model is not available ({e}): choose a GGUF file", 0, ""
                 )
 
         threading.Thread(target=resolve, name="skv-model-resolve", daemon=True).start()
 
-    @Slot(str, str)
-    def _submit_load(self, path: str, error: str) -> None:
+    @Slot(str, str, int, str)
+    def _submit_load(self, path: str, error: str, n_ctx: int, note: str) -> None:
+        """Load a resolved model; n_ctx (when not 0) and note: the built-in's context lowered to fit the memory."""
         if error:
             self.progress.hide()
             self.banner.show_message(error)
             self.load_finished.emit(False)
             return
         s = self.settings
-        n_ctx, lowered = fitting_ctx(path, s.n_ctx)
-        if lowered:
-            self.banner.show_message(lowered, "warn")
+        n_ctx = n_ctx or s.n_ctx
+        if note:
+            self.banner.show_message(note, "warn")
         try:
             skv = SkvParams(Policy.parse(s.policy), s.budget, s.sink, s.ring)
             config = SessionConfig(

@@ -366,21 +366,39 @@ _STRING, _ARRAY = 8, 9
 
 
 class _Reader:
-    def __init__(self, f):
-        self._f = f
+    """GGUF header fields read from a memory map of the file: a skipped array of strings (the vocabulary) costs
+    one length read per item and no copies (a 151k-token vocabulary in ~30 ms instead of a read() per field)."""
+
+    def __init__(self, buf) -> None:
+        self._buf = buf
+        self.pos = 0
 
     def read(self, fmt: str):
         size = struct.calcsize(fmt)
-        data = self._f.read(size)
-        if len(data) != size:
+        if self.pos + size > len(self._buf):
             raise ModelError("truncated GGUF header")
-        return struct.unpack(fmt, data)[0]
+        (value,) = struct.unpack_from(fmt, self._buf, self.pos)
+        self.pos += size
+        return value
 
     def string(self) -> str:
         n = self.read("<Q")
-        if n > 1 << 24:
+        if n > 1 << 24 or self.pos + n > len(self._buf):
             raise ModelError(f"implausible GGUF string length {n}")
-        return self._f.read(n).decode("utf-8", errors="replace")
+        text = bytes(self._buf[self.pos : self.pos + n]).decode("utf-8", errors="replace")
+        self.pos += n
+        return text
+
+    def skip_strings(self, count: int) -> None:
+        buf, pos, unpack = self._buf, self.pos, struct.unpack_from
+        end = len(buf)
+        for _ in range(count):
+            if pos + 8 > end:
+                raise ModelError("truncated GGUF header")
+            pos += 8 + unpack("<Q", buf, pos)[0]
+        if pos > end:
+            raise ModelError("truncated GGUF header")
+        self.pos = pos
 
     def value(self, vtype: int, keep: bool):
         if vtype in _SCALARS:
@@ -390,7 +408,10 @@ class _Reader:
         if vtype == _ARRAY:
             itype, count = self.read("<I"), self.read("<Q")
             if itype in _SCALARS and not keep:
-                self._f.seek(struct.calcsize(_SCALARS[itype]) * count, os.SEEK_CUR)
+                self.pos += struct.calcsize(_SCALARS[itype]) * count
+                return None
+            if itype == _STRING and not keep:
+                self.skip_strings(count)
                 return None
             items = [self.value(itype, keep) for _ in range(count)]
             return items if keep else None
@@ -399,28 +420,32 @@ class _Reader:
 
 def read_gguf_metadata(path: Path, keys: set[str] | None = None) -> dict:
     """Key/value metadata of a GGUF file (arrays skipped unless asked for by name in `keys`)."""
+    import mmap
+
     path = Path(path)
     try:
         with open(path, "rb") as f:
             if f.read(4) != _GGUF_MAGIC:
                 raise ModelError(f"not a GGUF file: {path}")
-            r = _Reader(f)
-            version = r.read("<I")
-            if version < 2:
-                raise ModelError(f"GGUF version {version} is too old: {path}")
-            r.read("<Q")  # tensor count
-            n_kv = r.read("<Q")
-            meta = {}
-            for _ in range(n_kv):
-                key = r.string()
-                vtype = r.read("<I")
-                keep = vtype != _ARRAY or (keys is not None and key in keys)
-                value = r.value(vtype, keep)
-                if keep:
-                    meta[key] = value
-            return meta
-    except OSError as e:
-        raise ModelError(f"cannot read {path}: {e.strerror or e}") from e
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                r = _Reader(mm)
+                r.pos = 4
+                version = r.read("<I")
+                if version < 2:
+                    raise ModelError(f"GGUF version {version} is too old: {path}")
+                r.read("<Q")  # tensor count
+                n_kv = r.read("<Q")
+                meta = {}
+                for _ in range(n_kv):
+                    key = r.string()
+                    vtype = r.read("<I")
+                    keep = vtype != _ARRAY or (keys is not None and key in keys)
+                    value = r.value(vtype, keep)
+                    if keep:
+                        meta[key] = value
+                return meta
+    except (OSError, ValueError) as e:
+        raise ModelError(f"cannot read {path}: {getattr(e, 'strerror', None) or e}") from e
 
 
 def read_model_info(path: Path) -> ModelInfo:
