@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.bench import report
+from engine.bench import protocol, report
 from engine.native import Policy, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -76,17 +76,10 @@ class PasskeyConfig:
                 if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
             for b in budgets:
                 label, params = f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring)
-                out.append((label, params))
-                if pol == Policy.SENTENCE and "dense" in self.question_attention:
-                    out.append((label + "+qdense", params))
-                if pol == Policy.SENTENCE and "dense" in self.sentence_start:
-                    out.append((label + "+sdense", params))
+                labels = protocol.variants(label, self.question_attention, self.sentence_start) \
+                    if pol == Policy.SENTENCE else [label]
+                out += [(k, params) for k in labels]
         return out
-
-    @staticmethod
-    def protocol(label: str) -> tuple[str, str]:
-        """(question_attention, sentence_start) of a candidate label."""
-        return ("dense" if "+qdense" in label else "policy", "dense" if "+sdense" in label else "keep")
 
 
 @dataclass(slots=True)
@@ -273,7 +266,7 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
                             "tokens": runner.session.n_doc_tokens, "prefill_s": pre_s,
                             "needle_sentences": needle_ids, "needle_tokens": list(needle_toks), "policies": {}}
                     for label, params in cfg.candidates():
-                        r = runner.answer(params, needle_ids, needle_toks, *cfg.protocol(label))
+                        r = runner.answer(params, needle_ids, needle_toks, *protocol.of(label))
                         r["correct"] = r["parsed"] == key
                         cell["policies"][label] = r
                     cells.append(cell)
@@ -413,10 +406,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--question-attention", default="policy",
-                   help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates")
-    p.add_argument("--sentence-start", default="keep",
-                   help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates")
+    protocol.add_arguments(p)
     p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
 
 
@@ -446,11 +436,8 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
     cfg = PasskeyConfig(model=str(resolve_model(args.model or "")), lengths=tuple(sorted(lengths)),
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
-                        trials=args.trials, seed=args.seed, out=Path(args.out),
-                        question_attention=tuple(x.strip() for x in args.question_attention.split(",") if x.strip()),
-                        sentence_start=tuple(x.strip() for x in args.sentence_start.split(",") if x.strip()))
-    if not set(cfg.question_attention) <= {"policy", "dense"} or not set(cfg.sentence_start) <= {"keep", "dense"}:
-        raise ValueError("--question-attention takes policy and/or dense, --sentence-start keep and/or dense")
+                        trials=args.trials, seed=args.seed, out=Path(args.out))
+    cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg
 

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.bench import report
+from engine.bench import protocol, report
 from engine.bench.speed import _ctx_label, _int_list, load_book_text
 from engine.native import Policy, SkvParams
 
@@ -333,10 +333,6 @@ class QaConfig:
     question_attention: tuple[str, ...] = ("policy",)
     sentence_start: tuple[str, ...] = ("keep",)
 
-    def protocol(self, label: str) -> tuple[str, str]:
-        """(question_attention, sentence_start) of a candidate label: `+qdense` / `+sdense` suffixes."""
-        return ("dense" if "+qdense" in label else "policy", "dense" if "+sdense" in label else "keep")
-
     def params(self, policy: Policy, budget: int) -> SkvParams:
         return SkvParams(policy, budget, self.sink, self.ring, **self.skv_options)
 
@@ -349,13 +345,10 @@ class QaConfig:
                 out.append(("full", self.params(pol, max(self.budgets))))
             else:
                 for b in self.budgets:
-                    base = f"{pol.name.lower()}/{b}"
-                    out.append((base, self.params(pol, b)))
-                    if pol == Policy.SENTENCE:  # the protocol variants of the policy under test
-                        if "dense" in self.question_attention:
-                            out.append((base + "+qdense", self.params(pol, b)))
-                        if "dense" in self.sentence_start:
-                            out.append((base + "+sdense", self.params(pol, b)))
+                    label = f"{pol.name.lower()}/{b}"
+                    labels = protocol.variants(label, self.question_attention, self.sentence_start) \
+                        if pol == Policy.SENTENCE else [label]
+                    out += [(k, self.params(pol, b)) for k in labels]
         labels = [k for k, _ in out]
         if len(set(labels)) != len(labels):
             raise ValueError(f"a policy is named twice: {', '.join(self.policies)}")
@@ -512,7 +505,7 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
         for label, params in cands:
             session.restore(snap)
             session.set_params(params)
-            qa_mode, ss_mode = cfg.protocol(label)
+            qa_mode, ss_mode = protocol.of(label)
             r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=cfg.max_tokens, stop=cfg.stop,
                             question_attention=qa_mode, sentence_start=ss_mode)
             answer = r.answer.strip()
@@ -662,10 +655,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="any other SessionConfig field, forwarded as is (repeatable)")
     p.add_argument("--skv-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="any other SkvParams field, e.g. max_sentence_len=128 (repeatable)")
-    p.add_argument("--question-attention", default="policy",
-                   help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates")
-    p.add_argument("--sentence-start", default="keep",
-                   help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates")
+    protocol.add_arguments(p)
     p.add_argument("--out", default="bench-results/qa", help="output folder (default bench-results/qa)")
 
 
@@ -698,15 +688,8 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
         session_options=session_options,
         skv_options=parse_options(args.skv_opt, SkvParams, _OWN_SKV_FIELDS, "SKV"),
         out=Path(args.out),
-        question_attention=tuple(x.strip() for x in args.question_attention.split(",") if x.strip()),
-        sentence_start=tuple(x.strip() for x in args.sentence_start.split(",") if x.strip()),
     )
-    for x in cfg.question_attention:
-        if x not in ("policy", "dense"):
-            raise ValueError(f"--question-attention takes policy and/or dense, got {x!r}")
-    for x in cfg.sentence_start:
-        if x not in ("keep", "dense"):
-            raise ValueError(f"--sentence-start takes keep and/or dense, got {x!r}")
+    cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     if not cfg.policies:
         raise ValueError("no policies given")
     cfg.candidates()  # policy names and budgets are valid
