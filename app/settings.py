@@ -84,14 +84,15 @@ def builtin_setting_key(model_path: str) -> str:
     return builtin_key(model_path) or ""
 
 
-def builtin_choices(n_ctx: int) -> list[tuple[str, str]]:
-    """(key, label) for every installed built-in model: its name, what it is for and its memory estimate."""
+def builtin_choices(n_ctx: int, threads: int = 2) -> list[tuple[str, str]]:
+    """(key, label) for every installed built-in model: its name, what it is for, its memory and speed estimate."""
     from engine.models import installed_builtin_models
 
     out = []
     for m in installed_builtin_models():
         gib = (m.size + estimate_memory_kv(m, n_ctx)) / 2**30
-        out.append((m.key, f"{m.title} — {m.note}, {m.size / 2**20:.0f} MiB, up to {gib:.1f} GiB at {n_ctx} tokens"))
+        out.append((m.key, f"{m.title} — {m.note}, {m.size / 2**20:.0f} MiB, up to {gib:.1f} GiB at {n_ctx} "
+                           f"tokens, about {m.decode_tok_s_estimate(threads):.0f} tokens/s"))
     return out
 
 
@@ -250,7 +251,7 @@ class SettingsDialog(QDialog):
         self.builtin = QComboBox()
         self.builtin.setAccessibleName("Built-in model")
         self.builtin.addItem("— a model file —", "")
-        for key, label in builtin_choices(current.n_ctx):
+        for key, label in builtin_choices(current.n_ctx, current.threads):
             self.builtin.addItem(label, key)
         chosen = self.builtin.findData(builtin_setting_key(current.model_path))
         self.builtin.setCurrentIndex(max(0, chosen))

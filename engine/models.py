@@ -149,6 +149,13 @@ class BuiltinModel:
     def target(self) -> Path:
         return models_dir() / self.file_name
 
+    def decode_tok_s_estimate(self, threads: int = 2) -> float:
+        """Rough SentenceKV decode speed on the CPU: decoding reads the weights once per token, so it scales with
+        their size from one measurement (the 0.5B default: 41 ms/token at 2 threads, 1k-32k, `skv bench scale`,
+        docs/BENCHMARKS.md round 3), and about linearly with threads up to the memory bandwidth."""
+        ms_default = 41.0 * self.size / BUILTIN_MODELS[DEFAULT_MODEL].size
+        return 1000.0 / ms_default * min(max(threads, 1), 8) / 2
+
 
 def _parts(dist: str, version: str, n: int, name: str) -> tuple[tuple[str, str, str], ...]:
     module = dist.replace("-", "_")

@@ -49,3 +49,16 @@ def test_the_default_context_is_lowered_to_what_fits(tiny_model_path, monkeypatc
     info = models.read_model_info(tiny_model_path)
     assert models.estimate_memory(info, n).total_bytes_max <= 80 * 2**20
     assert st.fitting_ctx(str(tiny_model_path), 65536) == (65536, None)  # chosen by the user: the engine decides
+
+
+def test_the_picker_lists_the_installed_built_ins_with_memory_and_speed(default_model_path, gemma_model_path):
+    choices = dict(st.builtin_choices(32768, threads=2))
+    assert "qwen2.5-coder-0.5b" in choices and "gemma-3-270m" in choices
+    label = choices["qwen2.5-coder-0.5b"]
+    assert "Qwen2.5-Coder-0.5B-Instruct" in label and "GiB at 32768 tokens" in label and "tokens/s" in label
+    # the KV estimate comes from the header: 24 layers x 2 KV heads x (64 + 64) x 2 bytes x 32768 = 384 MiB
+    assert "up to 0.8 GiB" in label, label
+    from engine.models import BUILTIN_MODELS
+
+    big, small = BUILTIN_MODELS["qwen2.5-coder-1.5b"], BUILTIN_MODELS["qwen2.5-coder-0.5b"]
+    assert big.decode_tok_s_estimate() < small.decode_tok_s_estimate()
