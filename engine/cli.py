@@ -225,7 +225,7 @@ def add_cache_parser(sub: argparse._SubParsersAction) -> None:
     csub.add_parser("clear", help="delete every saved document session")
 
 
-# name -> (add its parser, run it). `ask`, `chat`, `bench`, `eval` come later.
+# name -> (add its parser, run it)
 COMMANDS: dict[
     str, tuple[Callable[[argparse._SubParsersAction], None], Callable[[argparse.Namespace], int]]
 ] = {

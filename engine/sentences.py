@@ -8,7 +8,7 @@ so a sentence boundary is a token boundary by construction (no char→token gues
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pysbd
@@ -18,7 +18,6 @@ _MAX_PARAGRAPH_CHARS = 20_000
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 
 Tokenize = Callable[[str], list[int]]
-Detokenize = Callable[[list[int]], str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +143,6 @@ class SentenceStream:
         self._tok_ends: list[int] = []  # char end (in _text) of each token since the last boundary
         self._n_done = 0  # tokens before the last boundary
 
-    @property
-    def open_tokens(self) -> int:
-        return len(self._tok_ends)
-
     def push(self, piece: str) -> list[int]:
         self._text += piece
         self._tok_ends.append(len(self._text))
@@ -189,7 +184,3 @@ class SentenceStream:
         self._n_done += n_tok
         ends.append(self._n_done)
 
-
-def sentence_ends(sentences: Sequence[Sentence], offset: int = 0) -> list[int]:
-    """Token end positions (one past the last token) of sentences, shifted by offset."""
-    return [offset + s.tok_end for s in sentences]

@@ -37,26 +37,17 @@ def prefill_text(session, text: str, n_prefill: int) -> list[int]:
     from engine.documents import Document
 
     doc = Document.from_text("doc.txt", text)
-    tokens, spans, _ = session.plan_documents([doc], reserve=0)
+    plan = session.plan([doc], reserve=0)
+    tokens = plan.tokens
     assert len(tokens) > n_prefill, f"text too short: {len(tokens)} tokens"
-    session.reset()
-    session.documents = [doc]
-    session.spans = [s for s in spans if s.tok_end <= n_prefill]
-    session._declare([s.tok_end for s in session.spans])
-    for i in range(0, n_prefill, session.config.n_batch):
-        session._eval(tokens[i : min(n_prefill, i + session.config.n_batch)])
-    session.n_doc_tokens = n_prefill
+    session.prefill(tokens[:n_prefill], [s for s in plan.spans if s.tok_end <= n_prefill], [doc])
     return tokens
 
 
 def teacher_forced(session, tokens: list[int], start: int, n_steps: int) -> np.ndarray:
     """Rewind to `start`, then decode tokens[start : start + n_steps] one at a time; logits of every step."""
     session.rewind(start)
-    out = []
-    for t in tokens[start : start + n_steps]:
-        session._eval([t])
-        out.append(np.array(session.logits(), dtype=np.float32))
-    return np.stack(out)
+    return session.teacher_force(tokens[start : start + n_steps])
 
 
 def compare(dense: np.ndarray, sparse: np.ndarray, margin: float = 0.01) -> tuple[float, int]:

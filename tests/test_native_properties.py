@@ -106,10 +106,10 @@ def test_random_operations_keep_the_table_and_never_crash(session, ops, seed):
                 continue
             toks = [int(t) for t in rng.integers(100, 20000, size=n)]
             if op == "prefill" and n > 1:
-                session._eval(toks)
+                session.eval(toks)
             else:
                 for t in toks:
-                    session._eval([t])
+                    session.eval([t])
             ref.cached(session.n_past)
             if op == "decode" and params.policy != Policy.FULL:
                 p = session.n_past - 1
@@ -119,7 +119,6 @@ def test_random_operations_keep_the_table_and_never_crash(session, ops, seed):
             if session.n_past < 2:
                 continue
             n = int(arg * session.n_past)
-            session.spans = []
             session.rewind(n)
             ref.rm(max(0, n - 2))
             ref.cached(session.n_past)

@@ -42,10 +42,8 @@ def test_seq_rm_in_the_middle_then_refill_reproduces_logits(session):
     session.rewind(cut)
     assert session.skv.sentences()[-1][1] <= cut
     # the engine declares the refilled text's sentences again, as it does for any prefill
-    session.spans = spans
-    session._declare([s.tok_end for s in spans if s.tok_end > cut])
-    session._eval(tokens[cut:N_PREFILL])
-    session.n_doc_tokens = N_PREFILL
+    session.extend(tokens[cut:N_PREFILL], [s for s in spans if s.tok_end > cut])
+    assert session.n_doc_tokens == N_PREFILL and list(session.spans) == spans
     again = teacher_forced(session, tokens, N_PREFILL, STEPS)
     np.testing.assert_allclose(first, again, atol=1e-3)
     assert session.skv.stats().attended_last == BUDGET

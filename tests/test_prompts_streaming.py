@@ -93,9 +93,10 @@ def scripted(tiny_model_path):
     s = _session(tiny_model_path)
     s.load_documents([Document.from_text("d.txt", "One sentence here. Another one there.")], reserve=128)
 
-    def script(tokens: list[int]) -> None:
+    def script(tokens: list[int]):
+        """A sampler for Session.ask that returns these tokens, then the end-of-generation token."""
         queue = list(tokens)
-        s._sample = lambda _t: queue.pop(0) if queue else s.llm.token_eos()
+        return lambda _logits: queue.pop(0) if queue else s.llm.token_eos()
 
     yield s, script
     s.close()
@@ -109,9 +110,9 @@ def test_multibyte_characters_stream_whole_even_when_split_over_byte_tokens(scri
     toks = s.tokenize(TEXT)
     pieces = [s.llm.detokenize([t], special=False) for t in toks]
     assert any(_incomplete(p) for p in pieces), "the script must contain byte tokens that split a character"
-    script(toks)
+    sampler = script(toks)
     streamed: list[str] = []
-    r = s.ask("Say it.", max_tokens=len(toks) + 2, on_token=lambda _tok, text, _st: streamed.append(text))
+    r = s.ask("Say it.", sampler=sampler, max_tokens=len(toks) + 2, on_token=lambda _tok, text, _st: streamed.append(text))
     assert r.reason == "eos" and r.tokens == toks
     assert "\ufffd" not in "".join(streamed)
     expected = b"".join(pieces).decode("utf-8")  # SPM adds its word-start space
@@ -131,9 +132,9 @@ def _incomplete(b: bytes) -> bool:
 def test_stop_string_ends_the_answer_and_is_not_shown(scripted) -> None:
     s, script = scripted
     toks = s.tokenize(TEXT)
-    script(toks)
+    sampler = script(toks)
     streamed: list[str] = []
-    r = s.ask("Say it.", max_tokens=len(toks) + 2, stop=("東京",),
+    r = s.ask("Say it.", sampler=sampler, max_tokens=len(toks) + 2, stop=("東京",),
               on_token=lambda _tok, text, _st: streamed.append(text))
     assert r.reason == "stop" and r.answer.strip() == "naïve café:" and "".join(streamed) == r.answer
     assert len(r.tokens) < len(toks)
@@ -191,28 +192,28 @@ def test_dense_question_attention_prefills_the_question_in_one_batch(scripted) -
     s, script = scripted
     toks = s.tokenize(" Yes.")
     before = s.skv.stats()
-    script(toks)
-    r = s.ask("Where is the mill?", max_tokens=4, question_attention="dense")
+    sampler = script(toks)
+    r = s.ask("Where is the mill?", sampler=sampler, max_tokens=4, question_attention="dense")
     after = s.skv.stats()
     n_prompt = len(s.prompt_tokens("Where is the mill?"))
     # one dense ubatch for the whole question (not n_prompt staged steps), then the answer under the policy
     assert after.n_dense_steps - before.n_dense_steps == 1
     assert after.n_skv_steps - before.n_skv_steps == len(r.tokens) < n_prompt
     assert r.steps and len(r.steps) == len(r.tokens)
-    script(toks)
+    sampler = script(toks)
     before = s.skv.stats()
-    r2 = s.ask("Where is the mill?", max_tokens=4)  # ours: every question token is a staged step
+    r2 = s.ask("Where is the mill?", sampler=sampler, max_tokens=4)  # ours: every question token is a staged step
     assert s.skv.stats().n_skv_steps - before.n_skv_steps == n_prompt + len(r2.tokens)
 
 
 def test_dense_sentence_start_gives_the_first_token_of_each_new_sentence_a_full_step(scripted) -> None:
     s, script = scripted
     toks = s.tokenize(SENTENCES)
-    script(toks)
-    keep = s.ask("Describe it.", max_tokens=len(toks) + 1)
-    script(toks)
+    sampler = script(toks)
+    keep = s.ask("Describe it.", sampler=sampler, max_tokens=len(toks) + 1)
+    sampler = script(toks)
     before = s.skv.stats()
-    dense = s.ask("Describe it.", max_tokens=len(toks) + 1, sentence_start="dense")
+    dense = s.ask("Describe it.", sampler=sampler, max_tokens=len(toks) + 1, sentence_start="dense")
     after = s.skv.stats()
     assert dense.tokens == keep.tokens == toks and dense.answer == keep.answer
     n_dense = after.n_dense_steps - before.n_dense_steps

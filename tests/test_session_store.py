@@ -44,7 +44,7 @@ def _next_logits(session: Session, n: int = 4) -> np.ndarray:
     for _ in range(n):
         logits = np.array(session.logits(), dtype=np.float32)
         out.append(logits)
-        session._eval([int(np.argmax(logits))])
+        session.eval([int(np.argmax(logits))])
     session.rewind(session.n_doc_tokens)
     return np.stack(out)
 
@@ -63,7 +63,7 @@ def test_second_load_restores_the_saved_session_without_prefill(session, doc, st
     again = session.load_documents([doc], reserve=64, store=st, on_progress=lambda d, t: calls.append((d, t)))
     assert again.restored
     assert (again.n_tokens_total, again.n_tokens_loaded) == (first.n_tokens_total, first.n_tokens_loaded)
-    assert session.n_doc_tokens == n_doc and session.spans == spans
+    assert session.n_doc_tokens == n_doc and list(session.spans) == spans
     assert session.skv.sentences() == table
     assert calls == [(n_doc, n_doc)]
     np.testing.assert_allclose(_next_logits(session), ref, atol=1e-3)

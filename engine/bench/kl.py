@@ -81,20 +81,16 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
     )
     try:
         doc = Document.from_text(path.name, text, str(path))
-        tokens, spans, _ = session.plan_documents([doc], reserve=8)
+        plan = session.plan([doc], reserve=8)
+        tokens, spans = plan.tokens, plan.spans
         n_total = cfg.prefix_tokens + cfg.n_eval
         if len(tokens) < n_total:
             raise ValueError(f"{path.name} has {len(tokens)} tokens in n_ctx {cfg.n_ctx}: need {n_total}")
         # dense prefill of the prefix; the evaluated text's sentences are declared too (they close as decoded)
-        session.reset()
-        session.documents = [doc]
-        session.spans = [s for s in spans if s.tok_end <= cfg.prefix_tokens]
-        session._declare([s.tok_end for s in spans if s.tok_end <= n_total])
         t0 = time.perf_counter()
-        for i in range(0, cfg.prefix_tokens, session.config.n_batch):
-            session._eval(tokens[i : min(cfg.prefix_tokens, i + session.config.n_batch)])
+        session.prefill(tokens[: cfg.prefix_tokens], [s for s in spans if s.tok_end <= cfg.prefix_tokens], [doc],
+                        declare=[s.tok_end for s in spans if s.tok_end <= n_total])
         prefill_s = time.perf_counter() - t0
-        session.n_doc_tokens = cfg.prefix_tokens
         snap = session.snapshot()
         log(f"prefilled {cfg.prefix_tokens} tokens of {path.name} in {prefill_s:.1f} s")
         targets = np.array(tokens[cfg.prefix_tokens + 1 : n_total + 1] + [tokens[n_total - 1]])[: cfg.n_eval]
@@ -103,12 +99,8 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
             session.set_params(SkvParams(policy, budget, cfg.sink, cfg.ring))
             # the restore declares the prefix's sentences; declare the evaluated text's sentences again
             session.restore(snap)
-            session._declare([s.tok_end for s in spans if cfg.prefix_tokens < s.tok_end <= n_total])
-            logits = np.empty((cfg.n_eval, session.n_vocab), dtype=np.float32)
-            for i in range(cfg.n_eval):
-                session._eval([tokens[cfg.prefix_tokens + i]])
-                logits[i] = session.logits()
-            return logits
+            session.declare_sentences([s.tok_end for s in spans if cfg.prefix_tokens < s.tok_end <= n_total])
+            return session.teacher_force(tokens[cfg.prefix_tokens : cfg.prefix_tokens + cfg.n_eval])
 
         dense = decode_under(Policy.FULL, max(cfg.budgets))
         rows = []

@@ -155,7 +155,7 @@ class PasskeyRunner:
         s = self.session
         t0 = time.perf_counter()
         doc = Document.from_text("passkey", hs.text)
-        tokens: list[int] = [s.llm.token_bos()] if s._add_bos else []
+        tokens: list[int] = s.bos_tokens()
         from engine.session import SpanInfo
 
         spans = [SpanInfo(-1, 0, 0, 0, 1, "")] if tokens else []
@@ -179,14 +179,7 @@ class PasskeyRunner:
         tokens += d_toks
         if len(tokens) + len(self.suffix_tokens) + self.cfg.max_tokens > s.n_ctx:
             raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
-        s.reset()
-        s.documents = [doc]
-        s.spans = spans
-        s._declare([sp.tok_end for sp in spans])
-        nb = s.config.n_batch
-        for i in range(0, len(tokens), nb):
-            s._eval(tokens[i : i + nb])
-        s.n_doc_tokens = len(tokens)
+        s.prefill(tokens, spans, [doc])
         # every policy starts from this snapshot: Session.rewind after decode steps is not exact on an iSWA
         # model (the sliding-window layers have evicted the cells the rewound steps pushed out)
         self.snap = s.snapshot()
@@ -196,37 +189,16 @@ class PasskeyRunner:
                question_attention: str = "policy", sentence_start: str = "keep") -> dict:
         """Rewind to the haystack, decode the question + prefix under `params` (or prefill them densely), then
         greedy tokens (sentence_start dense: the first token of each new sentence attends the whole cache)."""
-        from engine.sentences import SentenceStream
-
         s = self.session
         s.set_params(params)
         s.restore(self.snap)
-        base = s.n_past
-        s._stream = SentenceStream(max_tokens=params.max_sentence_len)
-        if question_attention == "dense":
-            s._prefill_prompt(self.suffix_tokens, base)
-        else:
-            for t in self.suffix_tokens:
-                s._decode_one(t, base)
-        s._dense_next = False
-        steps = []
-        # the selection behind the first answer token (none when the question ran dense: its logits came from it)
-        last_prompt = s._retrieval(-1) if question_attention != "dense" else None
-        if last_prompt is not None:
-            steps.append(last_prompt)
-        out: list[int] = []
-        vocab = s._llama_cpp.llama_model_get_vocab(s.llm.model)
-        for i in range(self.cfg.max_tokens):
-            tok = int(np.argmax(s.logits()))
-            if s._llama_cpp.llama_vocab_is_eog(vocab, tok):
-                break
-            out.append(tok)
-            if i + 1 < self.cfg.max_tokens:  # the last token's own step is not needed for the answer
-                dense = s._decode_one(tok, base, None, sentence_start == "dense")
-                st = None if dense else s._retrieval(i)
-                if st is not None:
-                    steps.append(st)
-        text = s.llm.detokenize(out, special=False).decode("utf-8", errors="replace")
+        r = s.ask("", prompt_tokens=self.suffix_tokens, max_tokens=self.cfg.max_tokens,
+                  question_attention=question_attention, sentence_start=sentence_start)
+        # the selection behind each answer token: the last prompt step's (none when the question ran dense: its
+        # logits came from the dense batch), then each answer token's but the last (it chooses nothing read here)
+        steps = ([r.first_step] if r.first_step is not None else []) + \
+            (r.steps[:-1] if r.steps and len(r.tokens) == self.cfg.max_tokens else r.steps)
+        text = r.answer
         res: dict[str, Any] = {"answer": text.strip(), "parsed": first_int(text)}
         if steps:
             nsel = steps[0].n_selections

@@ -112,14 +112,8 @@ def ends_from_lengths(lengths: list[int], n_tokens: int) -> list[int]:
 
 
 def fill(session, n_tokens: int, seed: int, filler: int) -> None:
-    """Synthetic cache of n_tokens tokens; the Python side (llama-cpp-python's token list) is told so."""
-    from engine import native
-
-    native.debug_fill(session.llm.ctx, n_tokens, seed)
-    session.llm.input_ids[:n_tokens] = filler
-    session.llm.n_tokens = n_tokens
-    session.n_doc_tokens = n_tokens
-    session.spans = []
+    """Synthetic cache of n_tokens tokens (Session.debug_fill)."""
+    session.debug_fill(n_tokens, seed, filler)
 
 
 def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, lengths: list[int]) -> dict:

@@ -115,27 +115,20 @@ def _median(xs: list[float]) -> float:
 
 def _prefill_interleaved(sessions: list, docs: list, reserve: int, log: Log) -> list[dict]:
     """Prefill the same documents into each session, alternating chunks; returns per-session timings."""
-    plans = []
-    for s in sessions:
-        tokens, spans, n_total = s.plan_documents(docs, reserve)
-        s.reset()
-        s.documents = list(docs)
-        s.spans = spans
-        s._declare([sp.tok_end for sp in spans])
-        plans.append(tokens)
-    if any(p != plans[0] for p in plans):
+    plans = [s.plan(docs, reserve) for s in sessions]
+    if any(p.tokens != plans[0].tokens for p in plans):
         raise RuntimeError("the sessions planned different tokens for the same documents")
-    tokens = plans[0]
+    tokens = plans[0].tokens
+    prefills = [s.begin_prefill(p.tokens, p.spans, docs) for s, p in zip(sessions, plans, strict=True)]
     spent = [0.0] * len(sessions)
-    n_batch = sessions[0].config.n_batch
-    for ci, i in enumerate(range(0, len(tokens), n_batch)):
+    ci = 0
+    while not prefills[0].done:
         order = range(len(sessions)) if ci % 2 == 0 else reversed(range(len(sessions)))
         for k in order:
             t0 = time.perf_counter()
-            sessions[k]._eval(tokens[i : i + n_batch])
+            prefills[k].step()
             spent[k] += time.perf_counter() - t0
-    for s in sessions:
-        s.n_doc_tokens = len(tokens)
+        ci += 1
     return [{"tokens": len(tokens), "seconds": t, "tok_s": len(tokens) / t if t > 0 else 0.0} for t in spent]
 
 

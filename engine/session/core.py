@@ -1,5 +1,5 @@
-"""One conversation over documents: dense prefill of the documents, then the question, the answer prefix and the
-answer decoded token by token under the SentenceKV policy (DESIGN.md, data flow 3).
+"""The Session: one llama context over documents — the dense prefill of the documents, then the question, the
+answer prefix and the answer decoded token by token under the SentenceKV policy (DESIGN.md, data flow 3).
 
 The session owns a `llama_cpp.Llama`, which is not thread-safe: only one thread (the engine worker, or the CLI's
 main thread) may call into a Session.
@@ -7,209 +7,37 @@ main thread) may call into a Session.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import codecs
 import ctypes
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from engine import native
 from engine.documents import Document
 from engine.native import Policy, SkvContext, SkvParams
-from engine.prompts import FORMATS, PromptFormat, PromptFormatError, choose_format
-from engine.sentences import Sentence, SentenceStream, tokenize_sentences
+from engine.prompts import PromptFormat, PromptFormatError, choose_format
+from engine.sentences import SentenceStream
+from engine.session.config import (
+    Cancelled,
+    SessionConfig,
+    SessionError,
+    SessionInputError,
+    check_model,
+    check_protocol,
+)
+from engine.session.layout import DocRange, DocumentPlan, LoadedContext, LoadReport, SpanInfo, plan_documents
+from engine.session.persistence import SessionSnapshot, restore_stored, save_stored, store_key
+from engine.session.retrieval import StepRetrieval, read_step, top_sentences
 from engine.stopping import StopStrings
 
 if TYPE_CHECKING:
-    from engine.session_store import SessionStore, StoredSession
+    from engine.session_store import SessionStore
 
 ShouldStop = Callable[[], bool]
-
-# the layout of the documents in the context (BOS, "Document: name" headers, separators): part of a saved session's
-# key, so bump it whenever plan() changes what it feeds
-DOC_FORMAT = 3  # 2: sentences shorter than 6 tokens join the next one; 3: control tokens as such, BOS only where the vocab adds one
-
-
-class SessionError(RuntimeError):
-    """A session operation failed (the message is one clear sentence)."""
-
-
-class SessionInputError(SessionError):
-    """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
-
-
-def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
-    """Before llama.cpp loads anything: refuse a file that is not a GGUF model and an architecture this build of
-    llama.cpp does not know; return warnings (a context above the model's trained maximum: llama.cpp runs it, but
-    answers past that length degrade)."""
-    from engine.models import ModelError, read_model_info
-
-    try:
-        info = read_model_info(Path(model_path))
-    except ModelError as e:
-        raise SessionInputError(f"the model could not be loaded ({e}): choose a llama.cpp GGUF model file") from None
-    if native.native_available() and not native.arch_supported(info.architecture):
-        raise SessionInputError(
-            f"the model architecture {info.architecture!r} of {Path(model_path).name} is not supported by this "
-            "llama.cpp build: choose a model of another family (e.g. llama, gemma3, qwen2)"
-        )
-    from engine.models import available_memory_bytes, estimate_memory, largest_fitting_ctx
-
-    need = estimate_memory(info, n_ctx)
-    avail = available_memory_bytes()
-    if avail is not None and need.total_bytes_max > avail:
-        fit = largest_fitting_ctx(info, avail)
-        raise SessionInputError(
-            f"a context of {n_ctx} tokens needs up to {need.total_bytes_max / 2**30:.1f} GiB for "
-            f"{Path(model_path).name} ({need.describe()}), but {avail / 2**30:.1f} GiB is free: "
-            + (f"choose --n-ctx {fit} or less" if fit >= 256 else "free memory or choose a smaller model")
-        )
-    if info.context_length > 0 and n_ctx > info.context_length:
-        return [
-            f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
-            f"answers that use text past {info.context_length} tokens may be poor; choose "
-            f"{info.context_length} or less"
-        ]
-    return []
-
-
-QUESTION_ATTENTION = ("policy", "dense")
-SENTENCE_START = ("keep", "dense")
-
-
-def check_protocol(question_attention: str, sentence_start: str) -> None:
-    if question_attention not in QUESTION_ATTENTION:
-        raise ValueError(f"question attention must be one of {', '.join(QUESTION_ATTENTION)}, "
-                         f"got {question_attention!r}")
-    if sentence_start not in SENTENCE_START:
-        raise ValueError(f"sentence start must be one of {', '.join(SENTENCE_START)}, got {sentence_start!r}")
-
-
-class Cancelled(Exception):
-    """The operation was stopped by the caller."""
-
-
-@dataclass(frozen=True, slots=True)
-class SessionConfig:
-    model_path: str
-    n_ctx: int = 8192
-    n_threads: int = 2
-    n_gpu_layers: int = 0
-    n_batch: int = 512
-    skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)
-    sent_cap: int = 0
-    seed: int = 0
-    prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
-    # the paper's protocol beside ours (RESEARCH.md): how the question is read and how a generated sentence starts
-    question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
-    sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
-
-    def __post_init__(self) -> None:
-        if self.prompt_format not in FORMATS:
-            raise ValueError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.prompt_format!r}")
-        check_protocol(self.question_attention, self.sentence_start)
-        if self.n_ctx < 64:
-            raise ValueError(f"n_ctx must be at least 64, got {self.n_ctx}")
-        if self.n_threads < 1:
-            raise ValueError(f"threads must be at least 1, got {self.n_threads}")
-
-
-@dataclass(frozen=True, slots=True)
-class SpanInfo:
-    """What one native index entry (sentence) is: a document sentence, a header, the question or the answer."""
-
-    doc: int  # index into Session.documents, -1 for prompt/answer text
-    char_start: int
-    char_end: int
-    tok_start: int  # absolute positions in the context
-    tok_end: int
-    text: str
-
-
-@dataclass(frozen=True, slots=True)
-class DocRange:
-    """The part of one document to load: sentences (0-based indices) or characters, [start, end); end None = to
-    the end. A character range takes the sentences that start inside it."""
-
-    start: int = 0
-    end: int | None = None
-    unit: Literal["sentence", "char"] = "sentence"
-
-    def __post_init__(self) -> None:
-        if self.unit not in ("sentence", "char"):
-            raise ValueError(f"a range unit is 'sentence' or 'char', got {self.unit!r}")
-        if self.start < 0:
-            raise ValueError(f"a range starts at 0 or later, got {self.start}")
-        if self.end is not None and self.end <= self.start:
-            raise ValueError(f"a range ends after its start, got {self.start}:{self.end}")
-
-    @classmethod
-    def parse(cls, text: str) -> DocRange:
-        """'START:END' (sentences) or 'chars:START:END' (characters); either bound may be empty."""
-        raw = text.strip()
-        unit: Literal["sentence", "char"] = "sentence"
-        for prefix in ("chars:", "char:"):
-            if raw.startswith(prefix):
-                unit, raw = "char", raw[len(prefix):]
-        a, sep, b = raw.partition(":")
-        try:
-            if not sep:
-                raise ValueError
-            return cls(int(a) if a.strip() else 0, int(b) if b.strip() else None, unit)
-        except ValueError:
-            raise ValueError(f"a range is START:END (sentences) or chars:START:END, got {text!r}") from None
-
-    def pick(self, sents: list[Sentence]) -> list[Sentence]:
-        if self.unit == "sentence":
-            return sents[self.start : self.end]
-        end = self.end if self.end is not None else float("inf")
-        return [s for s in sents if self.start <= s.char_start < end]
-
-    def key(self) -> list:
-        return [self.unit, self.start, self.end]
-
-
-@dataclass(frozen=True, slots=True)
-class DocumentPlan:
-    """What goes into the context: tokens and spans (cut at a sentence boundary when they do not fit)."""
-
-    tokens: list[int]
-    spans: list[SpanInfo]
-    n_total: int  # tokens of the whole documents
-    n_selected: int  # tokens of the chosen ranges (n_total without ranges)
-
-    @property
-    def n_loaded(self) -> int:
-        return sum(s.tok_end - s.tok_start for s in self.spans if s.doc >= 0)
-
-
-@dataclass(frozen=True, slots=True)
-class LoadReport:
-    n_tokens_total: int  # document tokens (all documents, whole)
-    n_tokens_loaded: int  # document tokens in the context
-    truncated: bool  # the chosen part did not fit: loaded from its start as much as fits
-    prefill_s: float  # prefill, or restore of a saved session
-    restored: bool = False
-    n_tokens_selected: int = -1  # tokens of the chosen ranges; -1: the whole documents
-    save_s: float = 0.0  # writing the session to the store after a prefill
-
-
-@dataclass(frozen=True, slots=True)
-class StepRetrieval:
-    """Sentences attended at one decode step, merged over SKV layers and heads: (native id, count)."""
-
-    step: int
-    counts: tuple[tuple[int, int], ...]
-    n_selections: int  # layers x heads
-    # per SKV layer (model layer id): (native id, how many of its KV heads chose it)
-    layers: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
-    n_head_kv: int = 1
 
 
 @dataclass(slots=True)
@@ -221,20 +49,60 @@ class AskResult:
     decode_s: float
     steps: list[StepRetrieval]
     reason: str = "max_tokens"  # why the answer ended: "eos", "stop" (a stop string), "max_tokens" or "stopped"
+    # the selection behind the first answer token (made at the last prompt step); None when that step ran dense
+    first_step: StepRetrieval | None = None
 
     @property
     def decode_tokens(self) -> int:
         return len(self.tokens)
 
 
-@dataclass(frozen=True, slots=True)
-class SessionSnapshot:
-    state: bytes  # llama_state_get_data: every layer's K/V (SentenceKV host layers included) and the last logits
-    input_ids: bytes  # the context's tokens, int32
-    spans: tuple[SpanInfo, ...]
-    n_doc_tokens: int
-    documents: tuple[Document, ...]
-    seed: bytes = b""  # the SentenceKV selection seed (float32): set after the load, so nothing is decoded again
+class Prefill:
+    """A dense prefill in n_batch chunks (Session.begin_prefill): `step()` decodes the next chunk, `run()` all of
+    them; the context is the documents' only once every chunk is in (`done`)."""
+
+    def __init__(self, session: Session, tokens: list[int], loaded: LoadedContext) -> None:
+        self._session = session
+        self._tokens = tokens
+        self._loaded = loaded
+        self._next = 0
+
+    @property
+    def n_tokens(self) -> int:
+        return len(self._tokens)
+
+    @property
+    def n_done(self) -> int:
+        return self._next
+
+    @property
+    def done(self) -> bool:
+        return self._next >= len(self._tokens)
+
+    def step(self) -> int:
+        """Decode the next chunk; returns the tokens prefilled so far."""
+        s = self._session
+        if not self.done:
+            end = min(len(self._tokens), self._next + s.config.n_batch)
+            s.eval(self._tokens[self._next : end])
+            self._next = end
+        if self.done:
+            s._loaded = self._loaded
+        return self._next
+
+    def run(self, on_progress: Callable[[int, int], None] | None = None,
+            should_stop: ShouldStop | None = None) -> None:
+        """Every chunk, with progress; a stop (Cancelled) or a failure leaves an empty session."""
+        try:
+            while not self.done:
+                if should_stop is not None and should_stop():
+                    raise Cancelled()
+                n = self.step()
+                if on_progress is not None:
+                    on_progress(n, len(self._tokens))
+        except BaseException:
+            self._session.reset()
+            raise
 
 
 class Session:
@@ -283,9 +151,7 @@ class Session:
         except PromptFormatError as e:
             self.llm.close()
             raise SessionInputError(str(e)) from None
-        self.documents: list[Document] = []
-        self.spans: list[SpanInfo] = []  # native sentence id -> what it is
-        self.n_doc_tokens = 0
+        self._loaded = LoadedContext()
         self._stream: SentenceStream | None = None
         self._dense_next = False  # the last decoded token closed a generated sentence (sentence_start dense)
         self._doc_snap: SessionSnapshot | None = None  # the state right after the documents (see ask)
@@ -303,8 +169,25 @@ class Session:
         return self.llm.n_tokens
 
     @property
-    def n_layers(self) -> int:
-        return int(self._llama_cpp.llama_model_n_layer(self.llm.model))
+    def loaded(self) -> LoadedContext:
+        return self._loaded
+
+    @property
+    def documents(self) -> tuple[Document, ...]:
+        return self._loaded.documents
+
+    @property
+    def spans(self) -> tuple[SpanInfo, ...]:
+        """What every native index entry is (documents' sentences, headers; not the question or the answer)."""
+        return self._loaded.spans
+
+    @property
+    def n_doc_tokens(self) -> int:
+        return self._loaded.n_doc_tokens
+
+    def bos_tokens(self) -> list[int]:
+        """[BOS] where the model's tokenizer adds one (gemma), else [] (qwen2: its template opens a turn)."""
+        return [self.llm.token_bos()] if self._add_bos else []
 
     @property
     def n_ctx_train(self) -> int:
@@ -334,87 +217,65 @@ class Session:
             return
         self.skv.set_params(params)
 
-    def _declare(self, ends: list[int]) -> None:
+    def declare_sentences(self, ends: list[int]) -> None:
+        """Sentence ends (positions one past their last token, increasing) for the native index; a sentence is
+        indexed once all its tokens are in the cache."""
         if self.skv is not None and ends:
             self.skv.add_boundaries(ends)
 
-    def _eval(self, tokens: list[int]) -> None:
+    def eval(self, tokens: list[int]) -> None:
+        """Decode tokens as one batch (a batch of more than one is dense; one token runs under the policy)."""
         try:
             self.llm.eval(tokens)
         except RuntimeError as e:
             raise SessionError(f"llama.cpp failed to decode ({e})") from None
 
-    # ----------------------------------------------------------------- documents
+    def teacher_force(self, tokens: list[int]) -> np.ndarray:
+        """Decode tokens one at a time under the policy; the logits after each, [len(tokens), n_vocab] float32."""
+        out = np.empty((len(tokens), self.n_vocab), dtype=np.float32)
+        for i, t in enumerate(tokens):
+            self.eval([t])
+            out[i] = self.logits()
+        return out
 
-    def plan_documents(
-        self, documents: list[Document], reserve: int, ranges: Mapping[int, DocRange] | None = None
-    ) -> tuple[list[int], list[SpanInfo], int]:
-        """(tokens, spans, n_total) of plan(): what fits in n_ctx - reserve tokens, and every document token."""
-        plan = self.plan(documents, reserve, ranges)
-        return plan.tokens, plan.spans, plan.n_total
+    def begin_prefill(self, tokens: list[int], spans: list[SpanInfo], documents: list[Document] = (),
+                      declare: list[int] | None = None) -> Prefill:
+        """Start a dense prefill of `tokens` into an empty context: the spans' ends (or `declare`, for text whose
+        sentences close later as it is decoded) are declared first, so the index closes as the chunks arrive.
+        The one way to fill the context (load_documents, the benchmarks and tests go through it)."""
+        self.reset()
+        self.declare_sentences([sp.tok_end for sp in spans] if declare is None else list(declare))
+        return Prefill(self, list(tokens), LoadedContext(tuple(documents), tuple(spans), len(tokens)))
+
+    def prefill(self, tokens: list[int], spans: list[SpanInfo], documents: list[Document] = (),
+                declare: list[int] | None = None) -> None:
+        """begin_prefill(...).run(): the whole prefill at once."""
+        self.begin_prefill(tokens, spans, documents, declare).run()
+
+    def extend(self, tokens: list[int], spans: list[SpanInfo]) -> None:
+        """Prefill more document tokens densely after what the context holds (e.g. after rewind): the new spans'
+        ends are declared and the loaded context grows by them."""
+        kept = self._loaded
+        self.declare_sentences([sp.tok_end for sp in spans])
+        self.eval(tokens)
+        self._loaded = LoadedContext(kept.documents, kept.spans + tuple(spans), self.n_past)
+
+    def debug_fill(self, n_tokens: int, seed: int, filler: int) -> None:
+        """Benchmarks only: a synthetic cache of n_tokens tokens (random K/V, native llama_skv_debug_fill); the
+        Python side (llama-cpp-python's token list) is told so. The cache must be empty; sentences are declared
+        as for a prefill (before or after)."""
+        native.debug_fill(self.llm.ctx, n_tokens, seed)
+        self.llm.input_ids[:n_tokens] = filler
+        self.llm.n_tokens = n_tokens
+        self._loaded = LoadedContext((), (), n_tokens)
+
+    # ----------------------------------------------------------------- documents
 
     def plan(
         self, documents: list[Document], reserve: int, ranges: Mapping[int, DocRange] | None = None
     ) -> DocumentPlan:
-        """Tokenize documents sentence by sentence. `ranges` (document index -> DocRange) picks the part of a
-        document to load (default: all of it); what does not fit in n_ctx - reserve tokens is cut at a sentence
-        boundary, from the start of the chosen part, and counted in n_selected - n_loaded."""
-        ranges = dict(ranges or {})
-        for di in ranges:
-            if not 0 <= di < len(documents):
-                raise ValueError(f"a range names document {di}, but there are {len(documents)} documents")
-        budget = self.n_ctx - reserve
-        if budget < 16:
-            raise SessionError(f"the context ({self.n_ctx} tokens) leaves no room for documents: raise n_ctx")
-        tokens: list[int] = [self.llm.token_bos()] if self._add_bos else []
-        spans: list[SpanInfo] = []
-        if tokens:
-            spans.append(SpanInfo(-1, 0, 0, 0, 1, ""))
-        if self.prompts.head:  # e.g. a chat template's opening of the user turn (its control tokens as such)
-            head = self.tokenize(self.prompts.head, special=True)
-            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(head), self.prompts.head))
-            tokens.extend(head)
-        n_total = n_selected = 0
-        full = True
-        max_len = self.config.skv.max_sentence_len if self.config.skv else 128
-        tail = self.tokenize(self.prompts.doc_tail)
-        for di, doc in enumerate(documents):
-            header = self.prompts.header(doc.name)
-            h_toks = self.tokenize(header)
-            d_toks, sents = tokenize_sentences(doc.text, self.tokenize, max_tokens=max_len)
-            n_total += len(d_toks)
-            if di in ranges:
-                picked = ranges[di].pick(sents)
-                if not picked:
-                    r = ranges[di]
-                    raise ValueError(
-                        f"the range {r.start}:{'' if r.end is None else r.end} ({r.unit}s) selects nothing of "
-                        f"{doc.name} ({len(sents)} sentences, {len(doc.text)} characters)"
-                    )
-                sents = picked
-            n_selected += sum(s.n_tokens for s in sents)
-            if not full:
-                continue
-            if len(tokens) + len(h_toks) >= budget:
-                full = False
-                continue
-            spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h_toks), header))
-            tokens.extend(h_toks)
-            base = len(tokens)
-            t0 = sents[0].tok_start if sents else 0
-            taken = 0
-            for s in sents:
-                if base + s.tok_end - t0 > budget:
-                    full = False
-                    break
-                spans.append(SpanInfo(di, s.char_start, s.char_end, base + s.tok_start - t0, base + s.tok_end - t0,
-                                      doc.text[s.char_start : s.char_end]))
-                taken = s.tok_end - t0
-            tokens.extend(d_toks[t0 : t0 + taken])
-            if full and len(tokens) + len(tail) < budget:
-                spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(tail), self.prompts.doc_tail))
-                tokens.extend(tail)
-        return DocumentPlan(tokens, spans, n_total, n_selected)
+        """Tokenize documents sentence by sentence (layout.plan_documents): what fits in n_ctx - reserve."""
+        return plan_documents(self, documents, reserve, ranges)
 
     def load_documents(
         self,
@@ -434,36 +295,20 @@ class Session:
         if store is not None:
             stored = store.load(key)
             if stored is not None:
-                report = self._restore_stored(store, stored, documents, reserve, t0)
+                report = restore_stored(self, store, stored, documents, reserve, t0)
                 if report is not None:
                     if on_progress is not None:
                         on_progress(self.n_doc_tokens, self.n_doc_tokens)
                     return report
         plan = self.plan(documents, reserve, ranges)
-        tokens, spans = plan.tokens, plan.spans
-        self.reset()
-        self.documents = list(documents)
-        self.spans = spans
-        try:
-            self._declare([s.tok_end for s in spans])
-            n_batch = self.config.n_batch
-            for i in range(0, len(tokens), n_batch):
-                if should_stop is not None and should_stop():
-                    raise Cancelled()
-                self._eval(tokens[i : i + n_batch])
-                if on_progress is not None:
-                    on_progress(min(len(tokens), i + n_batch), len(tokens))
-        except BaseException:
-            # nothing half-loaded stays behind: a stopped or failed prefill leaves an empty session
-            self.reset()
-            raise
-        self.n_doc_tokens = len(tokens)
+        # nothing half-loaded stays behind: a stopped or failed prefill leaves an empty session
+        self.begin_prefill(plan.tokens, plan.spans, documents).run(on_progress, should_stop)
         n_loaded = plan.n_loaded
         prefill_s = time.perf_counter() - t0
         save_s = 0.0
         if store is not None:
             t1 = time.perf_counter()
-            self._save_stored(store, key, documents, plan)
+            save_stored(self, store, key, documents, plan)
             save_s = time.perf_counter() - t1
         return LoadReport(plan.n_total, n_loaded, n_loaded < plan.n_selected, prefill_s, False,
                           plan.n_selected, save_s)
@@ -471,9 +316,7 @@ class Session:
     def reset(self) -> None:
         self.llm.reset()
         self._llama_cpp.llama_memory_clear(self._llama_cpp.llama_get_memory(self.llm.ctx), True)
-        self.spans = []
-        self.documents = []
-        self.n_doc_tokens = 0
+        self._loaded = LoadedContext()
         self._stream = None
         self._doc_snap = None
 
@@ -512,20 +355,18 @@ class Session:
             self.llm.input_ids[: len(ids)] = ids
             self.llm.n_tokens = len(ids)
             self._doc_snap = snap if snap.n_doc_tokens == len(ids) else None
-            self.spans = list(snap.spans)
-            self.documents = list(snap.documents)
-            self.n_doc_tokens = snap.n_doc_tokens
+            self._loaded = LoadedContext(tuple(snap.documents), tuple(snap.spans), snap.n_doc_tokens)
             self._stream = None
             if self.skv is None:
                 pass  # plain llama.cpp: the state (logits included) is all there is
             elif snap.seed:
-                self._declare([s.tok_end for s in self.spans])
+                self.declare_sentences([s.tok_end for s in self.spans])
                 self.skv.close_cached()  # vectors on the device before the next step's graph is built
                 self.skv.set_seed(snap.seed)
             else:
                 # rewind() removes and re-decodes the last two tokens and declares the ends past them itself
                 keep = max(0, self.n_past - 2)
-                self._declare([s.tok_end for s in self.spans if s.tok_end <= keep])
+                self.declare_sentences([s.tok_end for s in self.spans if s.tok_end <= keep])
                 self.rewind(self.n_past)
         except BaseException:
             self.reset()
@@ -535,69 +376,7 @@ class Session:
 
     def store_key(self, documents: list[Document], ranges: Mapping[int, DocRange] | None = None) -> str:
         """Key of a saved session: everything that makes its state valid for this context."""
-        from engine import __version__
-        from engine.models import model_identity
-        from engine.session_store import make_key, text_sha256
-
-        skv = self.config.skv
-        return make_key({
-            "model": model_identity(self.config.model_path),
-            "documents": [text_sha256(d.text) for d in documents],
-            "ranges": {str(i): r.key() for i, r in sorted((ranges or {}).items())},
-            "n_ctx": self.n_ctx,
-            "max_sentence_len": skv.max_sentence_len if skv else 128,
-            "doc_format": DOC_FORMAT,
-            "prompt": self.prompts.key(),
-            "engine": __version__,
-            "native": native.check_native() if skv is not None else "off",
-        })
-
-    def _save_stored(self, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan) -> None:
-        from pathlib import Path
-
-        from engine.session_store import text_sha256
-
-        snap = self.snapshot()
-        meta = {
-            "model": str(self.config.model_path),
-            "model_name": Path(self.config.model_path).name,
-            "n_ctx": self.n_ctx,
-            "n_doc_tokens": self.n_doc_tokens,
-            "n_tokens_total": plan.n_total,
-            "n_tokens_selected": plan.n_selected,
-            "n_tokens_loaded": plan.n_loaded,
-            "documents": [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
-                          for d in documents],
-            "spans": [[s.doc, s.char_start, s.char_end, s.tok_start, s.tok_end] for s in self.spans],
-            "headers": {str(i): s.text for i, s in enumerate(self.spans) if s.doc < 0 and s.text},
-            "seed": base64.b64encode(snap.seed).decode("ascii"),
-        }
-        store.save(key, meta, snap.input_ids, snap.state)
-
-    def _restore_stored(self, store: SessionStore, stored: StoredSession, documents: list[Document],
-                        reserve: int, t0: float) -> LoadReport | None:
-        """Restore a saved session; None (a miss) when it leaves less than `reserve` tokens free or is unusable."""
-        meta = stored.meta
-        try:
-            n_doc = int(meta["n_doc_tokens"])
-            if n_doc + reserve > self.n_ctx:
-                return None  # saved with a smaller reserve: prefill again (and overwrite it)
-            headers = meta.get("headers", {})
-            spans = []
-            for i, (doc, c0, c1, k0, k1) in enumerate(meta["spans"]):
-                text = documents[doc].text[c0:c1] if doc >= 0 else headers.get(str(i), "")
-                spans.append(SpanInfo(int(doc), int(c0), int(c1), int(k0), int(k1), text))
-            seed = base64.b64decode(meta.get("seed", ""), validate=True)
-            snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), seed)
-            self.restore(snap)
-        except (SessionError, KeyError, ValueError, TypeError, IndexError, binascii.Error) as e:
-            store.delete(stored.key)
-            store._warn(f"the saved document session could not be restored ({e}): deleted; prefilling again")
-            return None
-        n_sel = int(meta.get("n_tokens_selected", -1))
-        n_loaded = int(meta.get("n_tokens_loaded", 0))
-        return LoadReport(int(meta.get("n_tokens_total", 0)), n_loaded, n_loaded < n_sel,
-                          time.perf_counter() - t0, True, n_sel)
+        return store_key(self, documents, ranges)
 
     # ----------------------------------------------------------------- asking
 
@@ -616,6 +395,8 @@ class Session:
         stop: tuple[str, ...] = (),
         question_attention: str | None = None,
         sentence_start: str | None = None,
+        prompt_tokens: list[int] | None = None,
+        sampler: Callable[[np.ndarray], int] | None = None,
     ) -> AskResult:
         """Decode the question and answer prefix under the policy, then generate up to max_tokens: until an
         end-of-generation token (unless ignore_eos) or a stop string (never part of the answer; a token whose text
@@ -624,7 +405,10 @@ class Session:
         question_attention / sentence_start (default: the config's): `dense` prefills the question and prefix as
         one dense batch over the documents (the paper's evaluation) instead of decoding them under the policy;
         `dense` sentence start gives the first token of every new generated sentence one full-attention step (the
-        paper's decoder) instead of keeping the last selection."""
+        paper's decoder) instead of keeping the last selection.
+
+        prompt_tokens: decode these instead of the prompt format's question (a benchmark's own prompt); sampler:
+        picks each token from the logits instead of the temperature sampler (a test's script)."""
         if max_tokens < 0:
             raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
         question_attention = question_attention or self.config.question_attention
@@ -647,7 +431,7 @@ class Session:
             if self._swa:
                 self.restore(snap)
             self._doc_snap = snap
-        p_toks = self.prompt_tokens(question, answer_prefix)
+        p_toks = list(prompt_tokens) if prompt_tokens is not None else self.prompt_tokens(question, answer_prefix)
         if self.n_past + len(p_toks) + max_tokens > self.n_ctx:
             raise SessionError(
                 f"the question and answer need {len(p_toks) + max_tokens} tokens but only "
@@ -667,6 +451,7 @@ class Session:
                     return AskResult("", [], True, 0.0, 0.0, [], "stopped")
                 self._decode_one(t, base)
         self._dense_next = False
+        first_step = self._retrieval(-1) if question_attention != "dense" and p_toks else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stopper = StopStrings(stop)
         vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
@@ -682,7 +467,7 @@ class Session:
                 stopped = True
                 reason = "stopped"
                 break
-            tok = self._sample(temperature)
+            tok = sampler(self.logits()) if sampler is not None else self._sample(temperature)
             if not ignore_eos and self._llama_cpp.llama_vocab_is_eog(vocab, tok):
                 reason = "eos"
                 break
@@ -708,7 +493,7 @@ class Session:
             if on_token is not None:
                 on_token(-1, tail, None)
         decode_s = time.perf_counter() - t_first if out_tokens else 0.0
-        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps, reason)
+        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps, reason, first_step)
 
     def rewind(self, n: int) -> None:
         """Drop everything after the first n tokens. The last two kept tokens are decoded again as one batch so
@@ -721,10 +506,12 @@ class Session:
         tail = [int(t) for t in self.llm.input_ids[keep:n]]
         self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(self.llm.ctx), 0, keep, -1)
         self.llm.n_tokens = keep
-        self.spans = [s for s in self.spans if s.tok_end <= n]
-        self._declare([s.tok_end for s in self.spans if s.tok_end > keep])
+        kept = self._loaded
+        self._loaded = LoadedContext(kept.documents, tuple(s for s in kept.spans if s.tok_end <= n),
+                                     min(kept.n_doc_tokens, n))
+        self.declare_sentences([s.tok_end for s in self.spans if s.tok_end > keep])
         if tail:
-            self._eval(tail)
+            self.eval(tail)
 
     def _decode_one(self, tok: int, base: int, text: str | None = None, dense_starts: bool = False) -> bool:
         """Decode one token under the policy; returns True when it ran as a dense step instead (dense_starts: the
@@ -738,18 +525,18 @@ class Session:
         if dense:
             self.skv.set_params(replace(params, policy=Policy.FULL))
             try:
-                self._eval([tok])
+                self.eval([tok])
             finally:
                 self.skv.set_params(params)
         else:
-            self._eval([tok])
+            self.eval([tok])
         if text is None:
             text = self.llm.detokenize([tok], special=False).decode("utf-8", errors="replace")
         assert self._stream is not None
         ends = [base + n for n in self._stream.push(text)]
         self._dense_next = bool(ends)
         if ends:
-            self._declare(ends)
+            self.declare_sentences(ends)
         return dense
 
     def _prefill_prompt(self, tokens: list[int], base: int) -> None:
@@ -761,9 +548,9 @@ class Session:
         for t in tokens:
             text = self.llm.detokenize([t], special=False).decode("utf-8", errors="replace")
             ends += [base + n for n in self._stream.push(text)]
-        self._declare(ends)
+        self.declare_sentences(ends)
         for i in range(0, len(tokens), self.config.n_batch):
-            self._eval(tokens[i : i + self.config.n_batch])
+            self.eval(tokens[i : i + self.config.n_batch])
 
     def _sample(self, temperature: float) -> int:
         logits = self.logits()
@@ -776,22 +563,7 @@ class Session:
         return int(self._rng.choice(self.n_vocab, p=p))
 
     def _retrieval(self, step: int) -> StepRetrieval | None:
-        """The sentences the last decode step attended, merged over SKV layers and KV heads."""
-        if self.skv is None or self.skv.get_params().policy == Policy.FULL:
-            return None
-        st = self.skv.stats()
-        counts: dict[int, int] = {}
-        per_layer = []
-        for li, layer_id in enumerate(self._skv_layers):
-            mine: dict[int, int] = {}
-            for h in range(st.n_head_kv):
-                for pick in self.skv.selection(li, h):
-                    mine[pick.sentence] = mine.get(pick.sentence, 0) + 1
-            for sid, n in mine.items():
-                counts[sid] = counts.get(sid, 0) + n
-            per_layer.append((layer_id, tuple(sorted(mine.items()))))
-        return StepRetrieval(step, tuple(sorted(counts.items())), st.n_layers * st.n_head_kv, tuple(per_layer),
-                             st.n_head_kv)
+        return read_step(self, step)
 
     # ----------------------------------------------------------------- reporting
 
@@ -803,24 +575,7 @@ class Session:
 
     def retrieved(self, steps: list[StepRetrieval], top: int = 10) -> list[dict]:
         """Top sentences by weight: the fraction of (step, layer, head) selections that chose them."""
-        total = sum(s.n_selections for s in steps)
-        if total == 0:
-            return []
-        counts: dict[int, int] = {}
-        for s in steps:
-            for sid, n in s.counts:
-                counts[sid] = counts.get(sid, 0) + n
-        out = []
-        for sid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-            sp = self.span_of(sid)
-            if sp is None or sp.doc < 0:
-                continue
-            doc = self.documents[sp.doc]
-            out.append({"doc": doc.name, "location": doc.location(sp.char_start), "text": sp.text.strip(),
-                        "weight": n / total, "sentence": sid})
-            if len(out) >= top:
-                break
-        return out
+        return top_sentences(self, steps, top)
 
     def memory(self) -> dict:
         """Bytes read from the ggml buffers (SentenceKV stats) plus the full-KV figure for this context."""

@@ -1,0 +1,95 @@
+"""A session's configuration and errors: SessionConfig, the paper's protocol options, the checks made before
+llama.cpp loads anything."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from engine import native
+from engine.native import SkvParams
+from engine.prompts import FORMATS
+
+
+class SessionError(RuntimeError):
+    """A session operation failed (the message is one clear sentence)."""
+
+
+class SessionInputError(SessionError):
+    """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
+
+
+def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
+    """Before llama.cpp loads anything: refuse a file that is not a GGUF model and an architecture this build of
+    llama.cpp does not know; return warnings (a context above the model's trained maximum: llama.cpp runs it, but
+    answers past that length degrade)."""
+    from engine.models import ModelError, read_model_info
+
+    try:
+        info = read_model_info(Path(model_path))
+    except ModelError as e:
+        raise SessionInputError(f"the model could not be loaded ({e}): choose a llama.cpp GGUF model file") from None
+    if native.native_available() and not native.arch_supported(info.architecture):
+        raise SessionInputError(
+            f"the model architecture {info.architecture!r} of {Path(model_path).name} is not supported by this "
+            "llama.cpp build: choose a model of another family (e.g. llama, gemma3, qwen2)"
+        )
+    from engine.models import available_memory_bytes, estimate_memory, largest_fitting_ctx
+
+    need = estimate_memory(info, n_ctx)
+    avail = available_memory_bytes()
+    if avail is not None and need.total_bytes_max > avail:
+        fit = largest_fitting_ctx(info, avail)
+        raise SessionInputError(
+            f"a context of {n_ctx} tokens needs up to {need.total_bytes_max / 2**30:.1f} GiB for "
+            f"{Path(model_path).name} ({need.describe()}), but {avail / 2**30:.1f} GiB is free: "
+            + (f"choose --n-ctx {fit} or less" if fit >= 256 else "free memory or choose a smaller model")
+        )
+    if info.context_length > 0 and n_ctx > info.context_length:
+        return [
+            f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
+            f"answers that use text past {info.context_length} tokens may be poor; choose "
+            f"{info.context_length} or less"
+        ]
+    return []
+
+
+QUESTION_ATTENTION = ("policy", "dense")
+SENTENCE_START = ("keep", "dense")
+
+
+def check_protocol(question_attention: str, sentence_start: str) -> None:
+    if question_attention not in QUESTION_ATTENTION:
+        raise ValueError(f"question attention must be one of {', '.join(QUESTION_ATTENTION)}, "
+                         f"got {question_attention!r}")
+    if sentence_start not in SENTENCE_START:
+        raise ValueError(f"sentence start must be one of {', '.join(SENTENCE_START)}, got {sentence_start!r}")
+
+
+class Cancelled(Exception):
+    """The operation was stopped by the caller."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    model_path: str
+    n_ctx: int = 8192
+    n_threads: int = 2
+    n_gpu_layers: int = 0
+    n_batch: int = 512
+    skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)
+    sent_cap: int = 0
+    seed: int = 0
+    prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
+    # the paper's protocol beside ours (RESEARCH.md): how the question is read and how a generated sentence starts
+    question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
+    sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
+
+    def __post_init__(self) -> None:
+        if self.prompt_format not in FORMATS:
+            raise ValueError(f"prompt format must be one of {', '.join(FORMATS)}, got {self.prompt_format!r}")
+        check_protocol(self.question_attention, self.sentence_start)
+        if self.n_ctx < 64:
+            raise ValueError(f"n_ctx must be at least 64, got {self.n_ctx}")
+        if self.n_threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.n_threads}")
