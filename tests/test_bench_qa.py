@@ -11,8 +11,8 @@ from collections import Counter
 import pytest
 
 from engine.bench import qa
+from engine.bench.harness import load_book_text
 from engine.bench.report import books_dir
-from engine.bench.speed import load_book_text
 from engine.native import SkvParams
 
 BOOKS = ("alice_in_wonderland.txt", "christmas_carol.txt", "frankenstein.txt", "heart_of_darkness.txt",
@@ -226,7 +226,7 @@ def test_qa_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_pat
 
 
 def test_eval_qa_is_registered():
-    from engine.bench import add_eval_parser
+    from engine.cli.bench import add_eval_parser
 
     p = argparse.ArgumentParser()
     add_eval_parser(p.add_subparsers(dest="command"))

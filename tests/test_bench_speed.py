@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.bench import report, speed
+from engine.bench import harness, report, speed
 
 SKV = Path(sys.executable).parent / "skv"
 TEXT = " ".join(
@@ -62,9 +62,9 @@ def test_targets_are_checked_from_results():
 
 
 def test_context_list_parsing():
-    assert speed._int_list("1k, 4k,300") == (1024, 4096, 300)
+    assert harness.int_list("1k, 4k,300") == (1024, 4096, 300)
     with pytest.raises(ValueError):
-        speed._int_list(",")
+        harness.int_list(",")
 
 
 def test_cli_speed_exit_codes(tiny_model_path, tmp_path):

@@ -22,7 +22,7 @@ BOOKS = ROOT.parent / "shared" / "data" / "books"
 def test_sentence_answers_a_book_detail_that_window_cannot(default_model_path):
     if not BOOKS.is_dir():
         pytest.skip(f"the shared books folder is missing ({BOOKS})")
-    from engine.bench.speed import load_book_text
+    from engine.bench.harness import load_book_text
 
     q = next(q for q in json.loads((ROOT / "resources" / "eval" / "qa_questions.json").read_text())["questions"]
              if q["id"] == "alice-09")  # the crimson velvet cushion of the King's crown

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from engine.bench import report
-from engine.bench.speed import _ctx_label, _int_list, load_book_text
+from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
 from engine.native import Policy, SkvParams
 
 TASKS = ("single", "multikey", "multivalue", "vt")
@@ -170,7 +170,7 @@ def run_niah(cfg: NiahConfig, log: Log = print) -> dict:
                     cell = {"length": length, "trial": trial, "needle_chars": spans}
                     cell.update(run_cell(session, cfg, task, hay, spans))
                     cells.append(cell)
-                    log(f"[{_ctx_label(length)} {name}] " + ", ".join(
+                    log(f"[{ctx_label(length)} {name}] " + ", ".join(
                         f"{k}: {v['score']:.2f}" for k, v in cell["policies"].items()))
                     if cfg.out is not None:
                         _write(cfg, info, cells, time.perf_counter() - t0, partial=True)
@@ -218,7 +218,7 @@ def summary(cells: list[dict], lengths: tuple[int, ...], tasks: tuple[str, ...])
             cs = [c for c in cells if c["task"] == name and c["length"] == L]
             if not cs:
                 continue
-            row: list[Any] = [name, _ctx_label(L)]
+            row: list[Any] = [name, ctx_label(L)]
             row += [sum(c["policies"][k]["score"] for c in cs) / len(cs) for k in labels]
             for k in labels:
                 if k.startswith("full"):
@@ -282,7 +282,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_niah(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
     from engine.models import resolve_model
 
     try:
@@ -290,7 +289,7 @@ def main_niah(args: argparse.Namespace) -> int:
         for t in tasks:
             if t not in TASKS:
                 raise ValueError(f"unknown task {t!r} (tasks: {', '.join(TASKS)})")
-        lengths = _int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
+        lengths = int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
         if min(lengths) < 1024:
             raise ValueError("lengths must be at least 1k tokens")
         if args.trials < 1:
@@ -303,7 +302,7 @@ def main_niah(args: argparse.Namespace) -> int:
         cfg.candidates()
         cfg.text = load_book_text(cfg.book)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
     data = run_niah(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     h, rows = summary(data["cells"], cfg.lengths, cfg.tasks)
     print(report.text_table(h, rows))

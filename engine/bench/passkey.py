@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from engine.bench import protocol, report
+from engine.bench.harness import OptionError
 from engine.native import Policy, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
@@ -383,10 +384,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
-    from engine.bench.speed import _int_list
+    from engine.bench.harness import int_list
     from engine.models import resolve_model
 
-    lengths = _int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
+    lengths = int_list(args.lengths) if args.lengths else (FULL_LENGTHS if args.full else DEFAULT_LENGTHS)
     if args.depths:
         depths = tuple(float(x) for x in args.depths.split(",") if x.strip())
     else:
@@ -415,12 +416,10 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
 
 
 def main_passkey(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
-
     try:
         cfg = config_from_args(args)
     except ValueError as e:
-        raise UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
     data = run_passkey(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     h, rows = summary_rows(data)
     print(report.text_table(h, rows))

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench import protocol, report
-from engine.bench.speed import _ctx_label, _int_list, load_book_text
+from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
 from engine.native import Policy, SkvParams
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "resources" / "eval" / "qa_questions.json"
@@ -453,7 +453,7 @@ def run_qa(cfg: QaConfig, log: Log = print) -> dict:
                     win, rows = run_window(session, cfg, cands, ctx, w, texts[book], reserve, wi)
                     windows.append(win)
                     results += rows
-                    log(f"[{_ctx_label(ctx)} {book} window {wi + 1}/{len(wins)}: {win['tokens']} tokens, "
+                    log(f"[{ctx_label(ctx)} {book} window {wi + 1}/{len(wins)}: {win['tokens']} tokens, "
                         f"prefill {win['prefill_s']:.1f} s]")
                     for r in rows:
                         log(f"  {r['id']}: " + ", ".join(
@@ -572,13 +572,13 @@ def table_rows(summary: dict) -> list[list]:
     out = []
     for r in summary["rows"]:
         kept = "-" if r["kept_of_full"] is None else f"{r['kept_of_full']:.2f} ({r['kept']}/{r['full_correct']})"
-        out.append([_ctx_label(r["context"]), r["label"], r["n"], r["correct"], r["accuracy"],
+        out.append([ctx_label(r["context"]), r["label"], r["n"], r["correct"], r["accuracy"],
                     r["retrieval_recall"], kept])
     return out
 
 
 def memory_lines(summary: dict) -> list[str]:
-    return [f"{_ctx_label(m['context'])} {m['label']}: {m['window_correct']}/{m['n']} right, "
+    return [f"{ctx_label(m['context'])} {m['label']}: {m['window_correct']}/{m['n']} right, "
             f"{m['window_correct_outside_window']} with the source outside its window"
             + (f" ({', '.join(m['ids'])})" if m["ids"] else "") for m in summary["memory_check"]]
 
@@ -597,7 +597,7 @@ def _write(cfg: QaConfig, info: dict, windows: list[dict], results: list[dict], 
 def render_markdown(data: dict) -> str:
     c, mi, s = data["config"], data["machine"], data["summary"]
     lines = [f"# skv eval qa ({mi['date']})", "",
-             f"Model `{Path(c['model']).name}`, contexts {', '.join(_ctx_label(x) for x in c['contexts'])}, "
+             f"Model `{Path(c['model']).name}`, contexts {', '.join(ctx_label(x) for x in c['contexts'])}, "
              f"sink {c['sink']}, ring {c['ring']}, greedy {c['max_tokens']} tokens, "
              f"{len({r['id'] for r in data['results']})} questions. Correct: every expected slot in the answer; "
              "recall: a sentence of the source selected at some answer step; kept of full: questions the policy "
@@ -608,7 +608,7 @@ def render_markdown(data: dict) -> str:
         lines += ["Memory check (window sees only sink + ring, never the source):", ""]
         lines += [f"- {ln}" for ln in memory_lines(s)] + [""]
     if s["skipped"]:
-        lines += ["Skipped: " + ", ".join(f"{x['id']} ({_ctx_label(x['context'])}: {x['why']})"
+        lines += ["Skipped: " + ", ".join(f"{x['id']} ({ctx_label(x['context'])}: {x['why']})"
                                           for x in s["skipped"]), ""]
     labels = c["candidates"]
     rows = []
@@ -623,7 +623,7 @@ def render_markdown(data: dict) -> str:
                 mark += " r" if p["source_retrieved"] else " -"
             cells.append(mark)
         ans = r["policies"][labels[0]]["answer"].replace("|", "/").replace("\n", " ")[:40]
-        rows.append([_ctx_label(r["context"]), r["id"], r["source_depth"], *cells, ans])
+        rows.append([ctx_label(r["context"]), r["id"], r["source_depth"], *cells, ans])
     if rows:
         lines += ["Per question (r: source retrieved at some answer step):", "",
                   report.markdown_table(["context", "id", "depth", *labels, f"{labels[0]} answer"], rows), ""]
@@ -663,10 +663,10 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
     from engine.models import resolve_model
     from engine.session import SessionConfig
 
-    contexts = tuple(sorted(set(_int_list(args.contexts))))
+    contexts = tuple(sorted(set(int_list(args.contexts))))
     if min(contexts) < 256:
         raise ValueError("contexts must be at least 256 tokens")
-    budgets = tuple(dict.fromkeys(_int_list(args.budgets)))
+    budgets = tuple(dict.fromkeys(int_list(args.budgets)))
     if args.max_tokens < 1:
         raise ValueError("--max-tokens must be at least 1")
     session_options = parse_options(args.session_opt, SessionConfig, _OWN_SESSION_FIELDS, "session")
@@ -703,12 +703,10 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
 
 
 def main_qa(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
-
     try:
         cfg = config_from_args(args)
     except (ValueError, FileNotFoundError, TypeError) as e:
-        raise UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
     data = run_qa(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     print(report.text_table(HEADERS, table_rows(data["summary"])))
     for ln in memory_lines(data["summary"]):

@@ -61,7 +61,7 @@ def machine_info() -> dict[str, Any]:
         info["cpu_model"] = "unknown"
     info["uptime_start"] = uptime()
     try:
-        from engine.cli import native_versions
+        from engine.versions import native_versions
 
         v = native_versions()
         info["llama_cpp_python"] = v.get("llama_cpp_python")

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench import report
-from engine.bench.speed import (
+from engine.bench.harness import (
     Candidate,
-    _ctx_label,
-    _decode_run,
-    _median,
+    OptionError,
+    ctx_label,
     decode_plot,
+    decode_run,
     load_book_text,
+    median,
     policy_table,
     run_options,
 )
@@ -135,7 +136,7 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             fill(s, n_tokens, cfg.seed, filler)
         fill_s = time.perf_counter() - t0
         cont = skv.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps]
-        log(f"[{_ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
+        log(f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
             f"{len(ends)} sentences declared")
         times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
         runs: dict[str, list[float]] = {k: [] for k in times}
@@ -145,13 +146,13 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                 order.reverse()
             for c in order:
                 if c is None:
-                    ts, label = _decode_run(stock, n_tokens, cont), "stock"
+                    ts, label = decode_run(stock, n_tokens, cont), "stock"
                 else:
                     skv.set_params(c.params)
-                    ts, label = _decode_run(skv, n_tokens, cont), c.label
+                    ts, label = decode_run(skv, n_tokens, cont), c.label
                 times[label].extend(ts)
-                runs[label].append(_median(ts))
-            log(f"[{_ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
+                runs[label].append(median(ts))
+            log(f"[{ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
                 + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()) + " ms/tok")
         skv.set_params(cands[0].params)
         st = skv.skv.stats()
@@ -163,7 +164,7 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             "n_sentences_declared": len(ends),
             "decode_steps": len(cont),
             "repeats": cfg.repeats,
-            "ms_per_token": {k: _median(v) for k, v in times.items()},
+            "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
             "memory": {
                 "host_kv_bytes": st.host_kv_bytes,
@@ -190,7 +191,7 @@ def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]
     for r in results:
         ms, m = r["ms_per_token"], r["memory"]
         rows.append([
-            _ctx_label(r["context"]), ms["stock"], ms[main], ms["stock"] / ms[main],
+            ctx_label(r["context"]), ms["stock"], ms[main], ms["stock"] / ms[main],
             ms["stock"] / base["ms_per_token"]["stock"], ms[main] / base["ms_per_token"][main],
             m["host_kv_bytes"] / 2**20, m["device_skv_bytes"] / 2**20,
             f"1/{m['full_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
@@ -298,8 +299,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main_scale(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
-
     try:
         contexts = run_options(args, DEFAULT_CONTEXTS, FULL_CONTEXTS)
         cfg = ScaleConfig(model=args.model or "", contexts=contexts, threads=args.threads,
@@ -309,7 +308,7 @@ def main_scale(args: argparse.Namespace) -> int:
         cfg.candidates()
         cfg.text = load_book_text(cfg.book)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
     data = run_scale(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     h, rows = summarize(data["results"], data["config"]["main"])
     print(report.text_table(h, rows))

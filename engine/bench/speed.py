@@ -15,15 +15,25 @@ Protocol (DESIGN.md, issue 3 item 4, issue 6):
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.bench import report
+from engine.bench.harness import (
+    Candidate,
+    Log,
+    OptionError,
+    ctx_label,
+    decode_plot,
+    decode_run,
+    load_book_text,
+    median,
+    policy_table,
+    run_options,
+)
 from engine.native import Policy, SkvParams
 
 DEFAULT_CONTEXTS = (1024, 4096, 8192, 16384)
@@ -36,18 +46,9 @@ TARGETS = {
     "device_over_full_kv_32k_max": 1 / 8,
 }
 
-Log = Callable[[str], None]
 
 
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    label: str
-    params: SkvParams
 
-    def to_json(self) -> dict:
-        p = self.params
-        return {"label": self.label, "policy": p.policy.name.lower(), "budget": p.budget, "sink": p.sink,
-                "ring": p.ring}
 
 
 @dataclass(slots=True)
@@ -86,18 +87,7 @@ class SpeedConfig:
         return out
 
 
-def load_book_text(book: str) -> str:
-    path = Path(book)
-    if not path.exists():
-        path = report.books_dir() / book
-    if not path.exists():
-        raise FileNotFoundError(f"book {book!r} not found (looked in {report.books_dir()})")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    # skip the Gutenberg header when present
-    start = text.find("*** START OF")
-    if start >= 0:
-        text = text[text.find("\n", start) + 1 :]
-    return text
+
 
 
 def _prefix_text(text: str, n_tokens: int, chars_per_token: float = 5.0) -> str:
@@ -109,8 +99,7 @@ def _prefix_text(text: str, n_tokens: int, chars_per_token: float = 5.0) -> str:
     return text[: cut if cut > need // 2 else need]
 
 
-def _median(xs: list[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+
 
 
 def _prefill_interleaved(sessions: list, docs: list, reserve: int, log: Log) -> list[dict]:
@@ -141,15 +130,7 @@ def _continuation(session, text: str, steps: int) -> list[int]:
     return toks[:steps]
 
 
-def _decode_run(session, n_doc: int, cont: list[int]) -> list[float]:
-    """Rewind to the prefill, then time each teacher-forced single-token decode (ms)."""
-    session.rewind(n_doc)
-    out = []
-    for t in cont:
-        t0 = time.perf_counter()
-        session.llm.eval([t])
-        out.append((time.perf_counter() - t0) * 1e3)
-    return out
+
 
 
 def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
@@ -185,18 +166,18 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
                 order.reverse()
             for c in order:
                 if c is None:
-                    ts = _decode_run(stock, n_doc, cont)
+                    ts = decode_run(stock, n_doc, cont)
                     label = "stock"
                 else:
                     skv.set_params(c.params)
                     before = skv.skv.stats().rows_uploaded_total
-                    ts = _decode_run(skv, n_doc, cont)
+                    ts = decode_run(skv, n_doc, cont)
                     st = skv.skv.stats()
                     uploads[c.label].append(st.rows_uploaded_total - before)
                     attended[c.label] = st.attended_last
                     label = c.label
                 times[label].extend(ts)
-                runs[label].append(_median(ts))
+                runs[label].append(median(ts))
             log(f"[{n_tokens}] repeat {r + 1}/{cfg.repeats}: " +
                 ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " ms/tok")
         skv.set_params(cands[0].params)
@@ -223,7 +204,7 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
             "repeats": cfg.repeats,
             "prefill": {"stock": pre[0], "skv": pre[1],
                         "overhead_pct": 100.0 * (pre[1]["seconds"] / pre[0]["seconds"] - 1.0)},
-            "ms_per_token": {k: _median(v) for k, v in times.items()},
+            "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
             "ms_per_token_min_run": {k: min(v) for k, v in runs.items()},
             "rows_uploaded_per_step": {k: (sum(v) / (len(v) * cfg.steps) if v else 0.0)
@@ -247,7 +228,7 @@ def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]
         ms = r["ms_per_token"]
         m = r["memory"]
         rows.append([
-            _ctx_label(r["context"]), r["prefill_tokens"], ms["stock"], ms[main], ms["stock"] / ms[main],
+            ctx_label(r["context"]), r["prefill_tokens"], ms["stock"], ms[main], ms["stock"] / ms[main],
             ms["stock"] / base["ms_per_token"]["stock"] if r is not base else 1.0,
             ms[main] / base["ms_per_token"][main],
             r["prefill"]["stock"]["tok_s"], r["prefill"]["skv"]["tok_s"], r["prefill"]["overhead_pct"],
@@ -257,15 +238,10 @@ def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]
     return headers, rows
 
 
-def policy_table(results: list[dict]) -> tuple[list[str], list[list[Any]]]:
-    labels = list(results[0]["ms_per_token"].keys())
-    headers = ["ctx", *[f"{k} ms/tok" for k in labels]]
-    rows = [[_ctx_label(r["context"]), *[r["ms_per_token"][k] for k in labels]] for r in results]
-    return headers, rows
 
 
-def _ctx_label(n: int) -> str:
-    return f"{n // 1024}k" if n % 1024 == 0 else str(n)
+
+
 
 
 def check_targets(results: list[dict], main: str) -> list[dict]:
@@ -281,7 +257,7 @@ def check_targets(results: list[dict], main: str) -> list[dict]:
             v = r["ms_per_token"]["stock"] / r["ms_per_token"][main]
             ceiling = (r["ms_per_token"]["stock"] / first["ms_per_token"]["stock"]
                        if first["context"] == 1024 else None)
-            out.append({"target": f"stock/skv at {_ctx_label(ctx)} >= {TARGETS[key]}", "value": v,
+            out.append({"target": f"stock/skv at {ctx_label(ctx)} >= {TARGETS[key]}", "value": v,
                         "ceiling": ceiling, "met": v >= TARGETS[key]})
     if 32768 in by:
         m = by[32768]["memory"]
@@ -336,7 +312,7 @@ def render_markdown(data: dict) -> str:
              f"`{mi.get('uptime_end', '-')}`. Native patch: {mi.get('native_patch')}.", ""]
     if results:
         h, rows = summarize(results, main)
-        lines += [f"Main candidate: `{main}`. ceiling = stock(ctx)/stock({_ctx_label(results[0]['context'])}) "
+        lines += [f"Main candidate: `{main}`. ceiling = stock(ctx)/stock({ctx_label(results[0]['context'])}) "
                   "(the zero-overhead SKV limit); dev/KV = device SKV bytes (vectors + staging) over the SKV "
                   "layers' full K/V (host_kv_bytes).", "", report.markdown_table(h, rows), ""]
         h, rows = policy_table(results)
@@ -360,27 +336,13 @@ def write_outputs(out: Path, data: dict) -> dict[str, Path]:
     return paths
 
 
-def decode_plot(path: Path, title: str, results: list[dict]) -> Path | None:
-    """ms/token of every candidate against context (None without matplotlib)."""
-    labels = list(results[0]["ms_per_token"])
-    return report.line_plot(path, title, "context tokens", "ms / token", [r["context"] for r in results],
-                            {k: [r["ms_per_token"][k] for r in results] for k in labels})
+
 
 
 # ----------------------------------------------------------------- CLI
 
 
-def _int_list(s: str) -> tuple[int, ...]:
-    out = []
-    for part in s.split(","):
-        part = part.strip().lower()
-        if not part:
-            continue
-        mult = 1024 if part.endswith("k") else 1
-        out.append(int(float(part.rstrip("k")) * mult))
-    if not out:
-        raise ValueError(f"empty list: {s!r}")
-    return tuple(out)
+
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -398,14 +360,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")
 
 
-def run_options(args: argparse.Namespace, default: tuple[int, ...], full: tuple[int, ...]) -> tuple[int, ...]:
-    """Checks --threads/--steps/--repeats; the sorted contexts (--contexts, else the --full or default grid)."""
-    if args.threads < 1 or args.steps < 1 or args.repeats < 1:
-        raise ValueError("--threads, --steps and --repeats must be at least 1")
-    contexts = _int_list(args.contexts) if args.contexts else (full if args.full else default)
-    if min(contexts) < 64:
-        raise ValueError("contexts must be at least 64 tokens")
-    return tuple(sorted(contexts))
+
 
 
 def config_from_args(args: argparse.Namespace) -> SpeedConfig:
@@ -429,13 +384,11 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
 
 
 def main_speed(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
-
     try:
         cfg = config_from_args(args)
         cfg.text = load_book_text(cfg.book)
     except (ValueError, FileNotFoundError) as e:
-        raise UsageError(str(e)) from None
+        raise OptionError(str(e)) from None
     data = run_speed(cfg, log=lambda s: print(s, file=sys.stderr, flush=True))
     main = data["config"]["main"]
     h, rows = summarize(data["results"], main)

@@ -23,7 +23,7 @@ def main() -> int:
     args = p.parse_args()
 
     from engine import native
-    from engine.bench.speed import load_book_text
+    from engine.bench.harness import load_book_text
     from engine.models import resolve_model
     from engine.native import SkvParams
     from engine.sentences import tokenize_sentences

@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from engine.ask import add_session_options, open_cli_session, question_reserve, truncation_note
+from engine.cli.errors import UsageError
+from engine.cli.options import add_session_options, open_cli_session, question_reserve, truncation_note
 
 
 def add_chat_parser(sub: argparse._SubParsersAction) -> None:
@@ -20,7 +21,6 @@ def add_chat_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from engine.cli import UsageError
     from engine.session import SessionError
 
     session, docs, ranges, store = open_cli_session(args)
