@@ -27,6 +27,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine.native import DEFAULT_PARAMS
+
 POLICIES = ("sentence", "chunk", "window", "full")
 THEMES = ("system", "light", "dark")
 
@@ -38,9 +40,9 @@ class AppSettings:
     threads: int = max(1, min(8, (os.cpu_count() or 2) - 1))
     gpu_layers: int = 0
     policy: str = "sentence"
-    budget: int = 1024
-    sink: int = 32
-    ring: int = 64
+    budget: int = DEFAULT_PARAMS.budget
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     max_tokens: int = 256
     theme: str = "system"
 

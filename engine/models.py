@@ -301,6 +301,8 @@ class ModelInfo:
     n_head_kv: int
     key_length: int = 0  # per head; 0 when unknown
     value_length: int = 0
+    sliding_window: int = 0  # {arch}.attention.sliding_window: > 0 on models with sliding-window layers (gemma-3)
+    chat_template: str = ""  # tokenizer.chat_template ("" for a base model)
 
     def kv_bytes_per_token(self, bytes_per_value: int = 2) -> int:
         """K and V bytes one token takes in every layer's cache (F16 by default)."""
@@ -481,6 +483,8 @@ def read_model_info(path: Path) -> ModelInfo:
         n_head_kv=arch_int("attention.head_count_kv", n_head),
         key_length=arch_int("attention.key_length", head_dim),
         value_length=arch_int("attention.value_length", head_dim),
+        sliding_window=arch_int("attention.sliding_window"),
+        chat_template=str(meta.get("tokenizer.chat_template") or ""),
     )
 
 

@@ -101,6 +101,11 @@ class SkvParams:
         return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len)
 
 
+# The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native
+# llama_skv_default_params(), which tests/test_native_selection.py checks field by field.
+DEFAULT_PARAMS = SkvParams()
+
+
 @dataclass(frozen=True, slots=True)
 class SkvStats:
     host_kv_bytes: int

@@ -260,8 +260,6 @@ class EngineWorker:
         self._session = session
         for warning in session.warnings:
             self._emit(ErrorEvent(run_id, warning))
-        md = session.llm.metadata
-        arch = md.get("general.architecture", "llama")
         self._emit(ProgressEvent(run_id, "load", 1, 1, 0.0))
         self._emit(
             ModelLoaded(
@@ -269,9 +267,9 @@ class EngineWorker:
                 path.name,
                 str(path),
                 session.n_ctx,
-                int(md.get(f"{arch}.block_count", 0)),
+                session.info.n_layer,
                 session.n_vocab,
-                int(md.get(f"{arch}.context_length", 0)),
+                session.info.context_length,
                 session.skv is not None,
                 time.perf_counter() - t0,
             )

@@ -53,7 +53,7 @@ def test_the_session_refuses_before_loading(tiny_model_path, monkeypatch):
     monkeypatch.setattr(models, "available_memory_bytes", lambda: 256 * 2**20)
     with pytest.raises(SessionInputError, match=r"needs up to .* GiB .* is free: choose --n-ctx \d+ or less"):
         check_model(tiny_model_path, 1 << 20)
-    assert check_model(tiny_model_path, 2048) == []
+    assert check_model(tiny_model_path, 2048)[1] == []
 
 
 FAKE_LDD = """\tlinux-vdso.so.1 (0x00007ffd)

@@ -488,3 +488,11 @@ def test_selection_kept_after_a_close_between_decode_calls(tiny_model_path):
             f"the repro failed for another reason: {r.stderr[-600:]}"
         )  # not the known bug: a real failure
     assert r.returncode == 0, r.stderr[-600:]
+
+
+def test_python_defaults_mirror_the_native_defaults():
+    """One set of SentenceKV defaults: the native llama_skv_default_params(), which engine.native.DEFAULT_PARAMS
+    (used by the CLI, the benchmarks and the app) mirrors."""
+    from engine import native
+
+    assert native.default_params() == native.DEFAULT_PARAMS == native.SkvParams()

@@ -66,8 +66,8 @@ def test_unsupported_architecture_in_the_worker_fails_and_the_thread_survives(un
 
 def test_context_above_the_model_maximum_is_a_warning(tiny_model_path, tmp_path, capsys) -> None:
     # the tiny fixture is trained for 4096 tokens
-    assert check_model(tiny_model_path, 4096) == []
-    (warning,) = check_model(tiny_model_path, 8192)
+    assert check_model(tiny_model_path, 4096)[1] == []
+    _, (warning,) = check_model(tiny_model_path, 8192)
     assert "above this model's trained maximum of 4096" in warning and "choose 4096 or less" in warning
 
     worker, rec = make_worker()

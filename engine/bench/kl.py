@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.bench.report import books_dir, machine_info, markdown_table, text_table, write_json, write_text
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,8 +29,8 @@ class KlConfig:
     n_eval: int = 128
     budgets: tuple[int, ...] = (1024,)
     policies: tuple[str, ...] = ("sentence", "chunk", "window")
-    sink: int = 32
-    ring: int = 64
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     threads: int = 2
     out: Path = field(default=Path("bench-out/kl"))
 
@@ -152,7 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--prefix", type=int, default=6000, help="tokens prefilled densely before the evaluated ones"
     )
     p.add_argument("--n-eval", type=int, default=128, help="tokens decoded teacher-forced and compared")
-    p.add_argument("--budgets", default="1024", help="comma-separated budgets (default 1024)")
+    p.add_argument("--budgets", default=str(DEFAULT_PARAMS.budget), help="comma-separated budgets (default %(default)s)")
     p.add_argument("--policies", default="sentence,chunk,window")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default="bench-out/kl", help="folder for kl.json and kl.md")

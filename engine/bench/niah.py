@@ -31,7 +31,7 @@ import numpy as np
 
 from engine.bench import report
 from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 TASKS = ("single", "multikey", "multivalue", "vt")
 DEFAULT_LENGTHS = (4096, 8192)
@@ -121,9 +121,9 @@ class NiahConfig:
     tasks: tuple[str, ...] = TASKS
     lengths: tuple[int, ...] = DEFAULT_LENGTHS
     policies: tuple[str, ...] = ("full", "sentence", "chunk", "window")
-    budget: int = 1024
-    sink: int = 32
-    ring: int = 64
+    budget: int = DEFAULT_PARAMS.budget
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     threads: int = 2
     trials: int = 1
     seed: int = 0
@@ -271,9 +271,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lengths", help="haystack lengths (default 4k,8k; --full: 4k,8k,16k,28k)")
     p.add_argument("--full", action="store_true", help="the full grid of lengths, 3 trials")
     p.add_argument("--policies", default="full,sentence,chunk,window")
-    p.add_argument("--budget", type=int, default=1024)
-    p.add_argument("--sink", type=int, default=32)
-    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--trials", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)

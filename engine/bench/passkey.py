@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
@@ -53,10 +53,10 @@ class PasskeyConfig:
     lengths: tuple[int, ...] = DEFAULT_LENGTHS
     depths: tuple[float, ...] = DEFAULT_DEPTHS
     policies: tuple[str, ...] = ("full", "sentence", "window")
-    budget: int = 1024
+    budget: int = DEFAULT_PARAMS.budget
     budgets: tuple[int, ...] = ()  # extra budgets for sentence/chunk (--full)
-    sink: int = 32
-    ring: int = 64
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     fmt: str = "landmark-qa"
     threads: int = 2
     max_tokens: int = 8
@@ -371,9 +371,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--depths", help="needle depths, e.g. 0.1,0.5,0.9 (default)")
     p.add_argument("--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048")
     p.add_argument("--policies", default="full,sentence,window", help="policies (default full,sentence,window)")
-    p.add_argument("--budget", type=int, default=1024, help="budget tau (default 1024)")
-    p.add_argument("--sink", type=int, default=32)
-    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="budget tau (default %(default)s)")
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--format", dest="fmt", default="landmark-qa", choices=FORMATS, help="prompt format")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")

@@ -38,7 +38,7 @@ from typing import Any
 
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "resources" / "eval" / "qa_questions.json"
 DEFAULT_CONTEXTS = (8192,)
@@ -315,8 +315,8 @@ class QaConfig:
     contexts: tuple[int, ...] = DEFAULT_CONTEXTS
     policies: tuple[str, ...] = DEFAULT_POLICIES
     budgets: tuple[int, ...] = (1024,)
-    sink: int = 32
-    ring: int = 64
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     max_tokens: int = 32
     limit: int | None = None  # questions per context
     books: tuple[str, ...] = ()
@@ -638,9 +638,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--questions", help=f"question file (default {DEFAULT_QUESTIONS.relative_to(DEFAULT_QUESTIONS.parents[2])})")
     p.add_argument("--contexts", default="8k", help="context sizes in tokens, e.g. 8k,16k,28k (default 8k)")
     p.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
-    p.add_argument("--budgets", default="1024", help="budgets for the SKV policies (default 1024; full runs once)")
-    p.add_argument("--sink", type=int, default=32)
-    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--budgets", default=str(DEFAULT_PARAMS.budget),
+                   help="budgets for the SKV policies (default %(default)s; full runs once)")
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--max-tokens", type=int, default=32, help="greedy answer tokens (default 32)")
     p.add_argument("--limit", type=int, help="questions per context (default all), spread over the books")
     p.add_argument("--books", help="only these books, e.g. walden,frankenstein")

@@ -34,7 +34,7 @@ from engine.bench.harness import (
     policy_table,
     run_options,
 )
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
 FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
@@ -49,9 +49,9 @@ class ScaleConfig:
     threads: int = 2
     steps: int = 16
     repeats: int = 3
-    budget: int = 1024
-    sink: int = 32
-    ring: int = 64
+    budget: int = DEFAULT_PARAMS.budget
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     policies: tuple[str, ...] = ("sentence", "window")
     book: str = "walden.txt"
     text: str = ""
@@ -290,9 +290,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--steps", type=int, default=16, help="decode steps per run (default 16)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
-    p.add_argument("--budget", type=int, default=1024)
-    p.add_argument("--sink", type=int, default=32)
-    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--policies", default="sentence,window", help="SKV policies, sentence first (default)")
     p.add_argument("--book", default="walden.txt", help="book for sentence lengths and decode tokens")
     p.add_argument("--out", default="bench-results/scale", help="output folder (default bench-results/scale)")

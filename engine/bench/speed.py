@@ -34,7 +34,7 @@ from engine.bench.harness import (
     policy_table,
     run_options,
 )
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_CONTEXTS = (1024, 4096, 8192, 16384)
 FULL_CONTEXTS = (*DEFAULT_CONTEXTS, 32768)
@@ -58,10 +58,10 @@ class SpeedConfig:
     threads: int = 2
     steps: int = 32
     repeats: int = 5
-    budget: int = 1024
+    budget: int = DEFAULT_PARAMS.budget
     budgets: tuple[int, ...] = ()  # extra sentence budgets (--full: 512, 2048)
-    sink: int = 32
-    ring: int = 64
+    sink: int = DEFAULT_PARAMS.sink
+    ring: int = DEFAULT_PARAMS.ring
     policies: tuple[str, ...] = ("sentence", "window", "full")
     text: str = ""  # the book text (filled from book if empty)
     book: str = DEFAULT_BOOK
@@ -352,9 +352,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     p.add_argument("--steps", type=int, default=32, help="decode steps per run (default 32)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
-    p.add_argument("--budget", type=int, default=1024, help="main budget tau (default 1024)")
-    p.add_argument("--sink", type=int, default=32)
-    p.add_argument("--ring", type=int, default=64)
+    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="main budget tau (default %(default)s)")
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--policies", default="sentence,window,full", help="SKV policies (default sentence,window,full)")
     p.add_argument("--book", default=DEFAULT_BOOK, help="book file or name in the shared books folder")
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from engine.cli.errors import UsageError
-from engine.native import Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
@@ -18,9 +18,12 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--doc", action="append", default=[], required=True, help="document file (repeatable)")
     p.add_argument("--policy", default="sentence", help="full, window, chunk or sentence (default sentence)")
-    p.add_argument("--budget", type=int, default=1024, help="tokens attended per step, sink + ring included")
-    p.add_argument("--sink", type=int, default=32, help="first tokens always attended (default 32)")
-    p.add_argument("--ring", type=int, default=64, help="recent tokens always attended (default 64)")
+    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget,
+                   help="tokens attended per step, sink + ring included (default %(default)s)")
+    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink,
+                   help="first tokens always attended (default %(default)s)")
+    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring,
+                   help="recent tokens always attended (default %(default)s)")
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

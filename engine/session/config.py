@@ -5,10 +5,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine import native
 from engine.native import SkvParams
 from engine.prompts import FORMATS
+
+if TYPE_CHECKING:
+    from engine.models import ModelInfo
 
 
 class SessionError(RuntimeError):
@@ -19,9 +23,10 @@ class SessionInputError(SessionError):
     """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
 
 
-def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
-    """Before llama.cpp loads anything: refuse a file that is not a GGUF model and an architecture this build of
-    llama.cpp does not know; return warnings (a context above the model's trained maximum: llama.cpp runs it, but
+def check_model(model_path: str | Path, n_ctx: int) -> tuple[ModelInfo, list[str]]:
+    """Before llama.cpp loads anything: refuse a file that is not a GGUF model, an architecture this build of
+    llama.cpp does not know and a context that cannot fit in memory; return the model's header (ModelInfo, the one
+    reader of GGUF metadata) and warnings (a context above the model's trained maximum: llama.cpp runs it, but
     answers past that length degrade)."""
     from engine.models import ModelError, read_model_info
 
@@ -46,12 +51,12 @@ def check_model(model_path: str | Path, n_ctx: int) -> list[str]:
             + (f"choose --n-ctx {fit} or less" if fit >= 256 else "free memory or choose a smaller model")
         )
     if info.context_length > 0 and n_ctx > info.context_length:
-        return [
+        return info, [
             f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
             f"answers that use text past {info.context_length} tokens may be poor; choose "
             f"{info.context_length} or less"
         ]
-    return []
+    return info, []
 
 
 QUESTION_ATTENTION = ("policy", "dense")

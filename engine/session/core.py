@@ -111,7 +111,7 @@ class Session:
 
         self.config = config
         self._llama_cpp = llama_cpp
-        self.warnings: list[str] = check_model(config.model_path, config.n_ctx)
+        self.info, self.warnings = check_model(config.model_path, config.n_ctx)
         if config.skv is not None:
             native.request(config.skv, config.sent_cap)
         try:
@@ -138,16 +138,15 @@ class Session:
                 )
             self.skv = SkvContext(self.llm.ctx)
         self._skv_layers = self.skv.layers() if self.skv is not None else []  # model layer ids: fixed
-        md = self.llm.metadata
-        arch = md.get("general.architecture", "")
         # sliding-window layers: llama.cpp restores their cache close to, not equal to, the live one (see ask)
-        self._swa = int(md.get(f"{arch}.attention.sliding_window", 0) or 0) > 0
+        self._swa = self.info.sliding_window > 0
         self.n_vocab = self.llm.n_vocab()
         vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         # BOS only where the model's tokenizer adds one (gemma: yes; qwen2: no, its template starts with a turn)
         self._add_bos = self.llm.token_bos() >= 0 and bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         try:
-            self.prompts: PromptFormat = choose_format(config.prompt_format, dict(self.llm.metadata))
+            self.prompts: PromptFormat = choose_format(config.prompt_format,
+                                                       {"tokenizer.chat_template": self.info.chat_template})
         except PromptFormatError as e:
             self.llm.close()
             raise SessionInputError(str(e)) from None
@@ -591,22 +590,7 @@ class Session:
 
     def full_kv_bytes(self) -> int:
         """K/V bytes that every layer of this model would need for n_ctx tokens with a dense F16 cache."""
-        md = self.llm.metadata
-        arch = md.get("general.architecture", "llama")
-
-        def get(key: str, default: int) -> int:
-            try:
-                return int(md.get(f"{arch}.{key}", default))
-            except (TypeError, ValueError):
-                return default
-
-        n_layer = get("block_count", 0)
-        n_head = get("attention.head_count", 1)
-        n_head_kv = get("attention.head_count_kv", n_head)
-        n_embd = get("embedding_length", 0)
-        k_len = get("attention.key_length", n_embd // max(n_head, 1))
-        v_len = get("attention.value_length", k_len)
-        return n_layer * self.n_ctx * n_head_kv * (k_len + v_len) * 2
+        return self.info.kv_bytes_per_token() * self.n_ctx
 
     def close(self) -> None:
         llm = getattr(self, "llm", None)
