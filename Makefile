@@ -2,6 +2,7 @@
 #   make setup   create .venv, build the patched llama-cpp-python wheel (cached), install everything (idempotent)
 #   make run     setup, then start the app (skv-desktop)
 #   make test    setup, then run the test suite offscreen
+#   make screenshots  regenerate docs/screenshots/ (offscreen)
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.skv-setup-stamp
 BUILD_FLAGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint clean-venv
+.PHONY: setup run test lint screenshots clean-venv
 
 setup:
 	@hash=$$( { sha256sum pyproject.toml native/build.py; \
@@ -53,6 +54,9 @@ run: setup
 
 test: setup
 	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q $(PYTEST_ARGS)
+
+screenshots: setup  # docs/screenshots/*.png for the README (offscreen, scripted engine)
+	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests/support/screenshots.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -3,14 +3,16 @@ that native/build.py keeps under the cache dir, the built-in models from their i
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-if str(TESTS_DIR) not in sys.path:
-    sys.path.insert(0, str(TESTS_DIR))
+SUPPORT_DIR = TESTS_DIR / "support"  # what tests share that is not a test: the tiny model, harnesses, the fake worker
+if str(SUPPORT_DIR) not in sys.path:
+    sys.path.insert(0, str(SUPPORT_DIR))
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -44,3 +46,56 @@ def gemma_model_path() -> Path:
     from engine.models import builtin_model_path
 
     return builtin_model_path("gemma-3-270m")
+
+
+# the stand-in Hugging Face hub (tests/support/fake_hub.py): a payload and a hub serving it, HF_ENDPOINT pointed at it
+
+
+@pytest.fixture()
+def payload() -> bytes:
+    return b"GGUF" + os.urandom(600 * 1024)
+
+
+@pytest.fixture()
+def hub(payload, monkeypatch, tmp_path):
+    from fake_hub import CHUNK, FILE, FakeHub
+
+    monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_DISABLE_TELEMETRY", "1")
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "DOWNLOAD_CHUNK_SIZE", CHUNK)  # several progress steps for a small file
+    h = FakeHub({FILE: payload})
+    monkeypatch.setenv("HF_ENDPOINT", h.url)
+    yield h
+    h.close()
+
+
+# a MainWindow on the scripted worker (tests/support/fake_worker.py): make(token_delay, data_dir, **settings)
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    from fake_worker import FakeWorker
+
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+
+    made = []
+
+    def make(token_delay: float = 0.005, data_dir: Path | None = None, **settings):
+        w = MainWindow(
+            model_path="/models/fake-model.gguf",
+            bridge_factory=lambda on_event: FakeWorker(on_event, token_delay=token_delay),
+            settings=AppSettings(**settings),
+            data_dir=data_dir or tmp_path / "data",
+        )
+        qtbot.addWidget(w)
+        w.show()
+        made.append(w)
+        qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
+        return w
+
+    yield make
+    for w in made:
+        w.shutdown()

@@ -1,10 +1,10 @@
-"""Settings → Hugging Face download, against the loopback stand-in hub of test_models_download (never the real
+"""Settings → Hugging Face download, against the loopback stand-in hub (tests/support/fake_hub.py) (never the real
 internet): progress in the dialog, the downloaded file becomes the model, errors are one sentence in the dialog."""
 
 from __future__ import annotations
 
 import pytest
-from test_models_download import FILE, REPO, hub, payload  # noqa: F401 - fixtures
+from fake_hub import FILE, REPO
 
 pytestmark = pytest.mark.timeout(60)
 

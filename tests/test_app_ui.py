@@ -1,52 +1,13 @@
-"""UI behaviour on a scripted engine (app/fake_worker.py): fast, no model. The real engine runs in test_app_e2e.py."""
+"""UI behaviour on a scripted engine (tests/support/fake_worker.py): fast, no model. The real engine runs in test_app_e2e.py."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+from ui import SAMPLE, ask, open_sample
 
 pytestmark = pytest.mark.timeout(120)
-
-SAMPLE = Path(__file__).resolve().parent.parent / "resources" / "sample.md"
-
-
-@pytest.fixture
-def make_window(qtbot, tmp_path):
-    from app.fake_worker import FakeWorker
-    from app.main_window import MainWindow
-    from app.settings import AppSettings
-
-    made = []
-
-    def make(token_delay: float = 0.005, data_dir: Path | None = None, **settings):
-        w = MainWindow(
-            model_path="/models/fake-model.gguf",
-            bridge_factory=lambda on_event: FakeWorker(on_event, token_delay=token_delay),
-            settings=AppSettings(**settings),
-            data_dir=data_dir or tmp_path / "data",
-        )
-        qtbot.addWidget(w)
-        w.show()
-        made.append(w)
-        qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
-        return w
-
-    yield make
-    for w in made:
-        w.shutdown()
-
-
-def open_sample(qtbot, w) -> None:
-    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
-        w.open_paths([str(SAMPLE)])
-
-
-def ask(qtbot, w, question: str = "What is the pass code?") -> str:
-    w.prompt_edit.setPlainText(question)
-    with qtbot.waitSignal(w.answer_finished, timeout=10_000) as answered:
-        w.send()
-    return answered.args[0]
 
 
 def test_bridge_delivers_worker_thread_events_on_the_gui_thread(qtbot):
@@ -267,8 +228,8 @@ def test_a_150k_token_book_stays_smooth(qtbot, tmp_path):
     """walden (~150k tokens, ~10k sentences) whole in the document view: loading it, shading retrieved sentences
     while 300 tokens stream, jumping to a sentence near the end and painting never block the event loop 100 ms."""
     from event_loop import EventLoopWatch
+    from fake_worker import FakeWorker
 
-    from app.fake_worker import FakeWorker
     from app.main_window import MainWindow
     from app.settings import AppSettings
     from engine.bench.report import books_dir

@@ -1,5 +1,6 @@
 """Offscreen screenshots of six states in the light and the dark theme (forced through the theme setting), written
-to docs/screenshots/ for the README. The engine is the scripted worker, so the pictures are the same every run."""
+to docs/screenshots/ for the README: a generator, not a test (`make screenshots` runs it; the suite does not). The
+engine is the scripted worker, so the pictures are the same every run."""
 
 from __future__ import annotations
 
@@ -9,14 +10,15 @@ import pytest
 
 pytestmark = pytest.mark.timeout(120)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "resources" / "sample.md"
 OUT = ROOT / "docs" / "screenshots"
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
 def test_screenshots_of_six_states(qtbot, tmp_path, theme):
-    from app.fake_worker import FakeWorker
+    from fake_worker import FakeWorker
+
     from app.main_window import MainWindow
     from app.settings import AppSettings
 

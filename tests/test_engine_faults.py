@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_worker import TEXT, assert_one_terminal_per_run, make_worker, tiny_config
+from worker_helpers import TEXT, assert_one_terminal_per_run, make_worker, tiny_config
 
 from engine import events as ev
 from engine.cli import main as cli_main

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_app_ui import ask, make_window  # noqa: F401 - fixture
+from ui import ask
 
 from app.store import DB_NAME, ConversationStore, StoreError
 
