@@ -1,7 +1,7 @@
 #pragma once
 
 // Internal hooks of the SentenceKV cache (see include/llama-skv.h for the public C API).
-// Upstream files call only the functions declared here; the logic lives in llama-skv.cpp.
+// Upstream files call only the functions declared here; the logic lives in the llama-skv-*.cpp files.
 
 #include "llama-skv.h"
 

@@ -1,0 +1,246 @@
+#pragma once
+
+// The SentenceKV cache's internal types (see include/llama-skv.h for the public C API, llama-skv-impl.h for the
+// hooks upstream calls). One concept a file, as llama.cpp's src/:
+//   llama-skv-index.*    the sentence / chunk index (no ggml)
+//   llama-skv-cache.cpp  the cache: attach, allocation, parameters, changes to the KV cache, the one-shot request
+//   llama-skv-vectors.cpp semantic vectors on the device (sized by the index), host scoring
+//   llama-skv-select.cpp selection and the staged decode step (prepare, in named steps)
+//   llama-skv-stage.cpp  staging rows (host copies, device uploads)
+//   llama-skv-graph.cpp  graph input, the attention hook, after compute
+//   llama-skv-api.cpp    the flat C API
+//   llama-skv-debug.cpp  benchmark fill and debug checks
+//
+//
+// Timeline of one staged decode step at position p (one token):
+//   set_input (before compute): close the sentences whose tokens are all cached, choose the selection from the
+//     scores accumulated through step p-1 (one-step lag), copy the chosen rows from host K/V into the staging
+//     tensors, and write the per-slot mask and the ring slot of the current token.
+//   compute: the layer stores k/v of token p into the host cache (as upstream) and into its ring slot of the
+//     staging tensors, attends the S_max staging rows under the mask, and scores q_p against every semantic vector
+//     on the device.
+//   after_compute: the scores are read back and accumulated for the current query sentence.
+
+#include "llama-skv-impl.h"
+#include "llama-skv-index.h"
+
+#include "llama-impl.h"
+#include "llama-graph.h"
+
+#include "ggml.h"
+#include "ggml-backend.h"
+#include "ggml-cpp.h"
+
+#include <cstdint>
+#include <functional>
+#include <limits>
+#include <memory>
+#include <vector>
+
+class llama_kv_cache;
+
+#define LLAMA_SKV_VERSION "0.2.0"
+
+static constexpr int32_t SKV_PAD = 256;
+
+static inline int32_t skv_pad(int32_t n) {
+    return ((n + SKV_PAD - 1) / SKV_PAD) * SKV_PAD;
+}
+
+llama_skv_params skv_default_params();
+bool             skv_params_valid(const llama_skv_params & p);
+
+// the graph input of one graph
+
+struct llama_skv_cache;
+
+class llm_graph_input_skv : public llm_graph_input_i {
+public:
+    explicit llm_graph_input_skv(llama_skv_cache * skv) : skv(skv) {}
+
+    void set_input(const llama_ubatch * ubatch) override;
+    bool can_reuse(const llm_graph_params & params) override;
+
+    llama_skv_cache * skv;
+
+    bool     staged   = false; // decode regime: attention over the staging rows
+    int32_t  s_max    = 0;
+    int32_t  n_att    = 0;     // staging rows the graph attends (padded to 256, <= s_max)
+    int32_t  n_vec    = 0;     // semantic vectors scored in-graph (padded)
+    uint64_t gen      = 0;     // staging buffer generation
+    float    kq_scale = 1.0f;
+
+    ggml_tensor * mask     = nullptr; // [n_att, 1] F16
+    ggml_tensor * ring_idx = nullptr; // [1] I64
+
+    std::vector<ggml_tensor *> scores; // per SKV layer: [n_vec, 1, n_head] F32 (staged regime)
+    std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
+};
+
+struct skv_pick {
+    int32_t id;
+    float   score;
+    int32_t n_tok;
+};
+
+struct skv_layer {
+    int32_t il;
+
+    ggml_tensor * k; // host cache
+    ggml_tensor * v;
+
+    ggml_tensor * vec     = nullptr; // [n_embd_k_gqa, sent_cap] on the device
+    ggml_tensor * stage_k = nullptr; // [n_embd_k_gqa, s_max]
+    ggml_tensor * stage_v = nullptr; // [n_embd_v_gqa, s_max]
+
+    std::vector<float> vec_host; // mirror of vec (same rounding), [sent_cap][n_embd_k_gqa]
+    std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
+    std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
+
+    std::vector<std::vector<skv_pick>> order;     // [n_head_kv] every entry in selection order (the choice)
+    int32_t                            order_n = 0; // entries [0, order_n) are in order
+    std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] entries attended in the last staged step
+    std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][s_max] position held by each slot, -1 empty
+
+    // device staging only: host copy of the staging rows and the slot range written since the last upload
+    std::vector<char> shadow_k;
+    std::vector<char> shadow_v;
+    int32_t dirty0 = std::numeric_limits<int32_t>::max();
+    int32_t dirty1 = 0;
+};
+
+struct llama_skv_cache {
+    const llama_model    & model;
+    const llama_hparams  & hparams;
+    const llama_kv_cache & kv;
+
+    llama_skv_params params;
+
+    int32_t kv_size   = 0;
+    int32_t sent_cap  = 0; // rows of the vector table now (grows with the index, see reserve_vec)
+    int32_t sent_max  = 0; // the most entries an index may hold (requested cap, else kv_size)
+    bool    in_prepare = false; // inside set_input: the graph that reads the vector table is built
+    int32_t n_head    = 0;
+    int32_t n_head_kv = 0;
+    int32_t head_dim  = 0;
+    int32_t head_dim_v = 0;
+    int32_t s_max     = 0;
+    uint64_t gen      = 0;
+    bool    on_device = false;
+
+    ggml_type type_k = GGML_TYPE_F16;
+    ggml_type type_v = GGML_TYPE_F16;
+    ggml_type type_vec = GGML_TYPE_F16;
+
+    ggml_backend_buffer_type_t buft = nullptr;
+
+    ggml_context_ptr        ctx_vec;
+    ggml_backend_buffer_ptr buf_vec;
+    ggml_context_ptr        ctx_stage;
+    ggml_backend_buffer_ptr buf_stage;
+
+    std::vector<skv_layer> layers;
+
+    // the index (sentence and chunk tables, llama-skv-index.h); its active table's vectors are on the device
+    skv_index idx;
+    int32_t n_vec      = 0;     // vectors computed for the active index
+    bool    vec_dirty  = false; // every vector must be recomputed (positions moved)
+
+    // query state
+    int32_t n_query   = 0;     // queries accumulated for the current query sentence
+    bool    has_seed  = false; // seed scores pending for the next step
+    bool    has_sel   = false;
+
+    int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
+    bool    expect_after = false; // a staged step was prepared and has not finished yet
+    int32_t cur_slot     = -1;    // slot the last staged step wrote in-graph
+
+    std::vector<int32_t> mark;       // scratch [kv_size]: positions wanted by the current head
+    int32_t              mark_gen = 0;
+    std::vector<int32_t> free_slots; // scratch
+    std::vector<int32_t> want_scratch; // scratch: a head's selected positions
+    std::vector<int32_t> list_scratch; // scratch: a head's attended positions
+
+    std::vector<int32_t> pos2cell;
+    std::vector<ggml_fp16_t> mask_host;
+
+    llama_skv_stats stats = {};
+
+    bool warned_cap = false;
+    int  debug      = 0; // env LLAMA_SKV_DEBUG
+
+    llama_skv_cache(const llama_model & model, const llama_hparams & hparams, const llama_kv_cache & kv)
+        : model(model), hparams(hparams), kv(kv) {}
+
+    bool staged_regime(uint32_t n_tokens) const {
+        return n_tokens == 1 && params.policy != LLAMA_SKV_POLICY_FULL;
+    }
+
+    int32_t budget_eff() const {
+        return std::min(params.budget, kv_size);
+    }
+
+    // staging rows a decode step at position p attends, padded like upstream n_kv (so that a budget covering the
+    // context reduces exactly like dense attention, chunk for chunk)
+    int32_t n_att_for(int32_t p) const {
+        const int32_t cap = params.policy == LLAMA_SKV_POLICY_WINDOW ? params.sink + params.ring : budget_eff();
+        return std::min(s_max, skv_pad(std::min(p + 1, cap)));
+    }
+
+    // the cache (llama-skv-cache.cpp): state, positions -> cells, parameters
+    void reset();
+    // the choice and the reported selection of every layer and head
+    void forget_selection();
+    void reset_query();
+    // close the sentences whose tokens are all in [0, n)
+    // returns true if at least one entry of the active index was added
+    bool close_ready(int32_t n);
+    void set_chunk_mode(bool on);
+    void rebuild_pos2cell();
+    int32_t cell_of(int32_t pos);
+    bool set_params(const llama_skv_params & p);
+    int64_t host_kv_bytes() const;
+
+    // semantic vectors (llama-skv-vectors.cpp)
+    // an upper bound on the entries of either index after the prepare() of a decode step at position p
+    int32_t entries_bound(int32_t p) const;
+    // the vector table must hold what the step at p may close before its graph is built (its graph reads it)
+    bool vec_fits_step(int32_t p) const;
+    void reserve_for_step(int32_t p);
+    // grow the vector table to hold n entries (padded; by at least an eighth, so growth is amortised): new device
+    // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
+    // built graph keeps the old tensors (gen changes, so it is not reused).
+    void reserve_vec(int32_t n);
+    void compute_vector(skv_layer & l, int32_t idx, skv_span s);
+    void update_vectors();
+    void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
+
+    // selection and the staged step (llama-skv-select.cpp)
+    void select_from(skv_layer & l, const std::vector<float> & sc);
+    // entries closed after the selection was made join its end, most recent first, the same for every head
+    void extend_order(skv_layer & l);
+    // set_input of a staged step (llama-skv-select.cpp): begin_step, choose_selection, per layer and head
+    // attended_positions and place_rows, write_step_inputs
+    void prepare(int32_t p, llm_graph_input_skv * inp);
+    void begin_step(int32_t p);
+    void choose_selection();
+    void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
+    void place_rows(skv_layer & l, int32_t h, int32_t p, const std::vector<int32_t> & list, int64_t & n_rows);
+    void write_step_inputs(int32_t p, int32_t n_list, llm_graph_input_skv * inp);
+
+    // staging (llama-skv-stage.cpp)
+    void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows);
+    void flush_staging();
+    void forget_staging();
+    bool alloc_stage();
+
+    // after compute: scores read back and accumulated (llama-skv-graph.cpp)
+    void after(llm_graph_input_skv * inp, const llama_ubatch & ubatch);
+
+    // debug checks (llama-skv-debug.cpp)
+    // env LLAMA_SKV_DEBUG=2: check every live staged row against the host cache and the order of positions
+    void verify(int32_t p, int32_t n_list);
+};
+
+// the cache of a context (nullptr without SentenceKV)
+llama_skv_cache * skv_of_ctx(llama_context * ctx);

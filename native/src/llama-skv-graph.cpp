@@ -1,0 +1,276 @@
+// SentenceKV in the graph: the graph input (set_input runs the staged step's prepare), the attention hook that
+// swaps in the staging views and adds the scores, and after compute (scores read back and accumulated).
+
+#include "llama-skv-cache.h"
+
+#include "llama-kv-cache.h"
+#include "llama-batch.h"
+
+#include <algorithm>
+#include <cstring>
+
+//
+// graph input
+//
+
+void llm_graph_input_skv::set_input(const llama_ubatch * ubatch) {
+    if (!staged) {
+        return;
+    }
+    GGML_ASSERT(ubatch->n_tokens == 1);
+    skv->prepare(ubatch->pos[0], this);
+}
+
+bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
+    bool res = true;
+    res &= skv->staged_regime(params.ubatch.n_tokens) == staged;
+    if (staged) {
+        res &= s_max == skv->s_max;
+        res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
+        res &= gen == skv->gen;
+        res &= n_vec == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        res &= skv->vec_fits_step(params.ubatch.pos[0]); // else the build grows the table first
+    }
+    return res;
+}
+
+static llama_skv_cache * skv_of(const llama_kv_cache_context * mctx) {
+    if (!mctx) {
+        return nullptr;
+    }
+    const llama_kv_cache * kv = mctx->get_kv();
+    return kv ? kv->skv.get() : nullptr;
+}
+
+bool llama_skv_build_attn(
+        const llm_graph_context & g,
+   const llama_kv_cache_context * mctx,
+                   ggml_tensor * q_cur,
+                   ggml_tensor * k_cur,
+                   ggml_tensor * v_cur,
+                         float   kq_scale,
+                           int   il,
+                  ggml_tensor ** k,
+                  ggml_tensor ** v,
+                  ggml_tensor ** kq_mask) {
+    llama_skv_cache * skv = skv_of(mctx);
+    if (!skv || g.cparams.training || !k_cur || !v_cur) {
+        return false;
+    }
+
+    int32_t li = -1;
+    for (size_t i = 0; i < skv->layers.size(); ++i) {
+        if (skv->layers[i].il == il) {
+            li = (int32_t) i;
+        }
+    }
+    if (li < 0) {
+        return false;
+    }
+
+    ggml_context * ctx0 = g.ctx0;
+    const uint32_t n_tokens = g.ubatch.n_tokens;
+
+    // one input object per graph, created by the first SKV layer
+    llm_graph_input_skv * inp = nullptr;
+    if (li == 0) {
+        if (skv->staged_regime(n_tokens)) {
+            try {
+                skv->reserve_for_step(g.ubatch.pos[0]); // before the graph takes the vector tensors
+            } catch (const std::exception & e) {
+                LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what()); // the step then merges into the last entry
+            }
+        }
+        auto p = std::make_unique<llm_graph_input_skv>(skv);
+        p->staged   = skv->staged_regime(n_tokens);
+        p->s_max    = skv->s_max;
+        p->n_att    = p->staged ? skv->n_att_for(g.ubatch.pos[0]) : 0;
+        p->gen      = skv->gen;
+        p->kq_scale = kq_scale;
+        p->n_vec    = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        p->scores.assign(skv->layers.size(), nullptr);
+        p->q_last.assign(skv->layers.size(), nullptr);
+        if (p->staged) {
+            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, p->n_att, 1, 1, 1);
+            ggml_set_input(p->mask);
+            ggml_set_name(p->mask, "skv_mask");
+            p->ring_idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
+            ggml_set_input(p->ring_idx);
+            ggml_set_name(p->ring_idx, "skv_ring_idx");
+        }
+        inp = (llm_graph_input_skv *) g.res->add_input(std::move(p));
+    } else {
+        for (auto & ip : g.res->inputs) {
+            if (auto * s = dynamic_cast<llm_graph_input_skv *>(ip.get())) {
+                inp = s;
+            }
+        }
+    }
+    if (!inp) {
+        return false;
+    }
+
+    auto & l = skv->layers[li];
+    const int64_t hd  = skv->head_dim;
+    const int64_t hdv = skv->head_dim_v;
+    const int64_t nkv = skv->n_head_kv;
+
+    // q as the model scores it: [head_dim, n_head, n_tokens]
+    if (!inp->staged) {
+        // dense regime: hand the last token's queries to the host (seed for the first decode step)
+        ggml_tensor * ql = ggml_view_2d(ctx0, q_cur, q_cur->ne[0], q_cur->ne[1], q_cur->nb[1], (n_tokens - 1)*q_cur->nb[2]);
+        ql = ggml_cont(ctx0, ql);
+        if (ql->type != GGML_TYPE_F32) {
+            ql = ggml_cast(ctx0, ql, GGML_TYPE_F32);
+        }
+        ggml_set_name(ql, "skv_q_last");
+        ggml_set_output(ql);
+        ggml_build_forward_expand(g.gf, ql);
+        inp->q_last[li] = ql;
+        return false;
+    }
+
+    GGML_ASSERT(n_tokens == 1);
+
+    // the current token goes into its ring slot of the staging rows
+    {
+        GGML_ASSERT(ggml_row_size(k_cur->type, k_cur->ne[0]) == k_cur->nb[1]);
+        GGML_ASSERT(ggml_row_size(v_cur->type, v_cur->ne[0]) == v_cur->nb[1]);
+        ggml_tensor * kc = ggml_view_2d(ctx0, k_cur, k_cur->ne[0]*k_cur->ne[1], 1, k_cur->nb[2], 0);
+        ggml_tensor * vc = ggml_view_2d(ctx0, v_cur, v_cur->ne[0]*v_cur->ne[1], 1, v_cur->nb[2], 0);
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_k, kc, inp->ring_idx));
+        ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_v, vc, inp->ring_idx));
+    }
+
+    // score q against every semantic vector on the device: [n_vec, 1, n_head]
+    {
+        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_vec,
+                ggml_row_size(l.vec->type, hd), l.vec->nb[1], 0);
+        vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_vec, nkv]
+        ggml_tensor * q = ggml_permute(ctx0, q_cur, 0, 2, 1, 3);   // [hd, 1, n_head]
+        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_vec, 1, n_head]
+        ggml_set_name(sc, "skv_scores");
+        ggml_set_output(sc);
+        ggml_build_forward_expand(g.gf, sc);
+        inp->scores[li] = sc;
+    }
+
+    *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, inp->n_att,
+            ggml_row_size(l.stage_k->type, hd), l.stage_k->nb[1], 0);
+    *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, inp->n_att,
+            ggml_row_size(l.stage_v->type, hdv), l.stage_v->nb[1], 0);
+    ggml_set_name(*k, "skv_k_staged");
+    ggml_set_name(*v, "skv_v_staged");
+    *kq_mask = inp->mask;
+    return true;
+}
+
+void llama_skv_after_compute(llama_memory_i * mem, llm_graph_result * res, const llama_ubatch & ubatch) {
+    if (!mem || !res) {
+        return;
+    }
+    llm_graph_input_skv * inp = nullptr;
+    for (auto & ip : res->inputs) {
+        if (auto * s = dynamic_cast<llm_graph_input_skv *>(ip.get())) {
+            inp = s;
+        }
+    }
+    if (!inp) {
+        return;
+    }
+    try {
+        inp->skv->after(inp, ubatch);
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+    }
+}
+
+void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubatch) {
+    expect_after = false;
+    if (debug == 2 && inp->staged) {
+        const int32_t p = ubatch.pos[0];
+        int32_t n = 0;
+        while (n < (int32_t) layers[0].slot_pos[0].size() && layers[0].slot_pos[0][n] >= 0) n++;
+        verify(p + 1, n - 1);
+    }
+    if (ubatch.n_tokens == 0) {
+        return;
+    }
+    const int32_t p_last = ubatch.pos[ubatch.n_tokens - 1];
+    n_cached = std::max(n_cached, p_last + 1);
+
+    const bool closed = close_ready(n_cached);
+
+    std::vector<float> buf;
+    if (inp->staged) {
+        stats.n_skv_steps++;
+        if (on_device && cur_slot >= 0) {
+            // the current token's row went to the device in-graph: mirror it so a later upload keeps it
+            const int32_t c = cell_of(p_last);
+            const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
+            const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+            for (auto & l : layers) {
+                for (int32_t h = 0; c >= 0 && h < n_head_kv; ++h) {
+                    memcpy(l.shadow_k.data() + (size_t) cur_slot * l.stage_k->nb[1] + h * k_row,
+                           (const char *) l.k->data + (size_t) c * l.k->nb[1] + h * k_row, k_row);
+                    memcpy(l.shadow_v.data() + (size_t) cur_slot * l.stage_v->nb[1] + h * v_row,
+                           (const char *) l.v->data + (size_t) c * l.v->nb[1] + h * v_row, v_row);
+                }
+            }
+        }
+        if (closed) {
+            reset_query();
+        }
+        const int32_t n_gqa = n_head / n_head_kv;
+        for (size_t li = 0; li < layers.size(); ++li) {
+            ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
+            if (!t || inp->n_vec == 0) {
+                continue;
+            }
+            buf.resize(ggml_nelements(t));
+            ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+            auto & l = layers[li];
+            const int32_t nv = std::min(inp->n_vec, n_vec);
+            for (int32_t j = 0; j < n_head; ++j) {
+                const int32_t h = j / n_gqa;
+                const float * s = buf.data() + (size_t) j * inp->n_vec;
+                for (int32_t i = 0; i < nv; ++i) {
+                    l.acc[(size_t) h * sent_cap + i] += s[i] * inp->kq_scale;
+                }
+            }
+        }
+        n_query++;
+    } else {
+        stats.n_dense_steps++;
+        const bool prefill = ubatch.n_tokens > 1;
+        if (closed || prefill) {
+            reset_query();
+        }
+        std::vector<float> sc;
+        for (size_t li = 0; li < layers.size(); ++li) {
+            ggml_tensor * t = inp->q_last.size() > li ? inp->q_last[li] : nullptr;
+            if (!t) {
+                continue;
+            }
+            buf.resize(ggml_nelements(t));
+            ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+            auto & l = layers[li];
+            if (prefill) {
+                l.seed_q.resize(buf.size());
+                for (size_t i = 0; i < buf.size(); ++i) {
+                    l.seed_q[i] = buf[i] * inp->kq_scale;
+                }
+            } else {
+                score_host(l, buf.data(), inp->kq_scale, sc);
+                for (size_t i = 0; i < sc.size(); ++i) {
+                    l.acc[i] += sc[i];
+                }
+            }
+        }
+        if (prefill) {
+            has_seed = true;
+        } else {
+            n_query++;
+        }
+    }
+}

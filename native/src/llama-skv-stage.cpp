@@ -1,0 +1,104 @@
+// SentenceKV staging: the fixed-size K/V rows a staged step attends (host memcpy, or a host shadow uploaded in
+// one copy per step on a device), and their allocation (budget padded to 256).
+
+#include "llama-skv-cache.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
+    const int32_t c = cell_of(pos);
+    const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
+    const size_t  v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+    if (c < 0) {
+        LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, pos);
+        return;
+    }
+    const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
+    const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
+    const size_t ko = (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row;
+    const size_t vo = (size_t) slot * l.stage_v->nb[1] + (size_t) h * v_row;
+    if (!on_device) {
+        memcpy((char *) l.stage_k->data + ko, ks, k_row);
+        memcpy((char *) l.stage_v->data + vo, vs, v_row);
+    } else {
+        // device staging: rows gather in a host shadow; the dirty slot range goes up in one copy (flush)
+        memcpy(l.shadow_k.data() + ko, ks, k_row);
+        memcpy(l.shadow_v.data() + vo, vs, v_row);
+        l.dirty0 = std::min(l.dirty0, slot);
+        l.dirty1 = std::max(l.dirty1, slot + 1);
+    }
+    n_rows++;
+}
+
+void llama_skv_cache::flush_staging() {
+    if (!on_device) {
+        return;
+    }
+    for (auto & l : layers) {
+        if (l.dirty1 > l.dirty0) {
+            const size_t k0 = (size_t) l.dirty0 * l.stage_k->nb[1];
+            const size_t v0 = (size_t) l.dirty0 * l.stage_v->nb[1];
+            ggml_backend_tensor_set(l.stage_k, l.shadow_k.data() + k0, k0, (size_t) (l.dirty1 - l.dirty0) * l.stage_k->nb[1]);
+            ggml_backend_tensor_set(l.stage_v, l.shadow_v.data() + v0, v0, (size_t) (l.dirty1 - l.dirty0) * l.stage_v->nb[1]);
+        }
+        l.dirty0 = std::numeric_limits<int32_t>::max();
+        l.dirty1 = 0;
+    }
+}
+
+void llama_skv_cache::forget_staging() {
+    for (auto & l : layers) {
+        for (auto & sp : l.slot_pos) {
+            std::fill(sp.begin(), sp.end(), -1);
+        }
+    }
+}
+
+bool llama_skv_cache::alloc_stage() {
+    const int32_t tau = budget_eff();
+    const int32_t s_new = std::min(skv_pad(tau), skv_pad(kv_size));
+    if (s_new == s_max && buf_stage) {
+        return true;
+    }
+    ggml_init_params ip = {
+        /*.mem_size   =*/ size_t(2*layers.size() + 1)*ggml_tensor_overhead(),
+        /*.mem_buffer =*/ NULL,
+        /*.no_alloc   =*/ true,
+    };
+    ggml_context_ptr ctx(ggml_init(ip));
+    if (!ctx) {
+        return false;
+    }
+    std::vector<std::pair<ggml_tensor *, ggml_tensor *>> ts;
+    for (auto & l : layers) {
+        ggml_tensor * sk = ggml_new_tensor_2d(ctx.get(), type_k, (int64_t) n_head_kv*head_dim,   s_new);
+        ggml_tensor * sv = ggml_new_tensor_2d(ctx.get(), type_v, (int64_t) n_head_kv*head_dim_v, s_new);
+        ggml_format_name(sk, "skv_stage_k_l%d", l.il);
+        ggml_format_name(sv, "skv_stage_v_l%d", l.il);
+        ts.push_back({sk, sv});
+    }
+    ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors_from_buft(ctx.get(), buft));
+    if (!buf) {
+        LLAMA_LOG_ERROR("%s: failed to allocate the SentenceKV staging buffer\n", __func__);
+        return false;
+    }
+    ggml_backend_buffer_clear(buf.get(), 0);
+    for (size_t i = 0; i < layers.size(); ++i) {
+        layers[i].stage_k = ts[i].first;
+        layers[i].stage_v = ts[i].second;
+        for (auto & sp : layers[i].slot_pos) {
+            sp.assign(s_new, -1);
+        }
+        if (on_device) {
+            layers[i].shadow_k.assign(ggml_nbytes(ts[i].first), 0);
+            layers[i].shadow_v.assign(ggml_nbytes(ts[i].second), 0);
+        }
+    }
+    ctx_stage = std::move(ctx);
+    buf_stage = std::move(buf);
+    s_max     = s_new;
+    gen++;
+    return true;
+}
