@@ -132,9 +132,10 @@ class SkvStats:
 
 @dataclass(frozen=True, slots=True)
 class Pick:
-    """One index entry attended in the last staged step by one layer and KV head."""
+    """One index entry (a sentence, or a chunk under the chunk policy) attended in the last staged step by one layer
+    and KV head."""
 
-    sentence: int
+    entry: int
     score: float
     n_tokens: int
 
@@ -302,8 +303,9 @@ class SkvContext:
         """Close the declared sentences whose tokens are all cached (after a state load); returns the entry count."""
         return _check(self._lib.llama_skv_close_cached(self._ctx), "close_cached")
 
-    def seed(self) -> bytes:
-        """The pending selection seed (float32 bytes; b"" when none): see llama_skv_get_seed."""
+    def query_seed(self) -> bytes:
+        """The queries the next step's selection will use (the last prefilled token's, float32 bytes; b"" when none
+        is pending): see llama_skv_get_seed. Not the sampling seed."""
         n = _check(self._lib.llama_skv_get_seed(self._ctx, None, 0), "get_seed")
         if n == 0:
             return b""
@@ -311,7 +313,7 @@ class SkvContext:
         _check(self._lib.llama_skv_get_seed(self._ctx, arr, n), "get_seed")
         return bytes(arr)
 
-    def set_seed(self, seed: bytes) -> None:
+    def set_query_seed(self, seed: bytes) -> None:
         n = len(seed) // 4
         arr = (ctypes.c_float * n).from_buffer_copy(seed)
         if self._lib.llama_skv_set_seed(self._ctx, arr, n) != 0:

@@ -248,21 +248,21 @@ def check_step(
         for h in range(ref.n_kv):
             e = expected[il][h]
             native = skv.selection(il, h)
-            n_ids = [x.sentence for x in native]
-            got = [(x.sentence, x.n_tokens) for x in native]
+            n_ids = [x.entry for x in native]
+            got = [(x.entry, x.n_tokens) for x in native]
             where = f"step {p}, layer {il}, head {h}, mode {e['mode']}"
             picks, att = ref.take(e["order"], p)
             if e["mode"] == "keep":
                 assert got == picks, f"{where}: native {got} != reference {picks} (previous selection kept)"
                 for x in native:
-                    sc_ref, tol_ref = e["scores"][x.sentence]
+                    sc_ref, tol_ref = e["scores"][x.entry]
                     assert x.score == pytest.approx(sc_ref, rel=1e-6, abs=tol_ref), where
             else:
                 sc, tol = e["sc"], e["tol"]
                 for x in native:
-                    assert abs(x.score - sc[x.sentence]) <= tol[x.sentence], (
-                        f"{where}: sentence {x.sentence} native score {x.score} vs reference {sc[x.sentence]} "
-                        f"(tolerance {tol[x.sentence]})"
+                    assert abs(x.score - sc[x.entry]) <= tol[x.entry], (
+                        f"{where}: sentence {x.entry} native score {x.score} vs reference {sc[x.entry]} "
+                        f"(tolerance {tol[x.entry]})"
                     )
                 counters["compared"] += 1
                 scores = [x.score for x in native]
@@ -292,7 +292,7 @@ def check_step(
                     full_ids = list(e["order"])
                 else:
                     full_ids = n_ids + [i for i in e["order"] if i not in set(n_ids)]
-                native_sc = {x.sentence: float(x.score) for x in native}
+                native_sc = {x.entry: float(x.score) for x in native}
                 ref.full[il][h] = [
                     (i, native_sc[i], 1e-6) if i in native_sc else (i, float(sc[i]), float(tol[i])) for i in full_ids
                 ]

@@ -53,7 +53,7 @@ def _attended(
     pos += list(range(a, a + n_open))
     picks = []
     for x in skv.selection(il, h):
-        s0 = max(sents[x.sentence][0], sink)
+        s0 = max(sents[x.entry][0], sink)
         pos += list(range(s0, s0 + x.n_tokens))
         picks.append((s0, s0 + x.n_tokens))
     assert len(pos) == len(set(pos)), f"layer {il} head {h} step {p}: a token attended twice"

@@ -73,10 +73,10 @@ def test_saved_session_answers_like_the_fresh_prefill(tiny_model_path, tmp_path,
 
 
 @pytest.mark.parametrize("seed_len", [0, 3])
-def test_a_seed_of_the_wrong_size_is_refused(tiny_model_path, seed_len):
+def test_a_query_seed_of_the_wrong_size_is_refused(tiny_model_path, seed_len):
     s = Session(SessionConfig(str(tiny_model_path), n_ctx=512, n_threads=1, skv=SkvParams(budget=256)))
     try:
         with pytest.raises(ValueError, match="does not fit"):
-            s.skv.set_seed(b"\0\0\0\0" * seed_len)
+            s.skv.set_query_seed(b"\0\0\0\0" * seed_len)
     finally:
         s.close()

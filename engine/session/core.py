@@ -333,9 +333,9 @@ class Session:
         if n <= 0 or n > size:
             raise SessionError(f"llama.cpp could not copy the session state ({n} of {size} bytes)")
         ids = np.ascontiguousarray(self.llm.input_ids[: self.n_past], dtype=np.int32).tobytes()
-        seed = self.skv.seed() if self.skv is not None else b""
+        query_seed = self.skv.query_seed() if self.skv is not None else b""
         return SessionSnapshot(ctypes.string_at(buf, n), ids, tuple(self.spans), self.n_doc_tokens,
-                               tuple(self.documents), seed)
+                               tuple(self.documents), query_seed)
 
     def restore(self, snap: SessionSnapshot) -> None:
         """Load a snapshot; the sentence table is declared again and closed (vectors are recomputed from the
@@ -358,10 +358,10 @@ class Session:
             self._stream = None
             if self.skv is None:
                 pass  # plain llama.cpp: the state (logits included) is all there is
-            elif snap.seed:
+            elif snap.query_seed:
                 self.declare_sentences([s.tok_end for s in self.spans])
                 self.skv.close_cached()  # vectors on the device before the next step's graph is built
-                self.skv.set_seed(snap.seed)
+                self.skv.set_query_seed(snap.query_seed)
             else:
                 # rewind() removes and re-decodes the last two tokens and declares the ends past them itself
                 keep = max(0, self.n_past - 2)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 # the layout of the documents in the context (BOS, "Document: name" headers, separators): part of a saved session's
 # key, so bump it whenever plan() changes what it feeds
-DOC_FORMAT = 3  # 2: sentences shorter than 6 tokens join the next one; 3: control tokens as such, BOS only where the vocab adds one
+DOC_FORMAT = 3  # 2: short sentences join the next; 3: control tokens as such, BOS only where the vocab adds one, "query_seed"
 
 
 @dataclass(frozen=True, slots=True)

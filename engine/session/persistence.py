@@ -1,4 +1,4 @@
-"""Saved document sessions: the snapshot of a context (llama state, tokens, spans, SentenceKV seed), the key that
+"""Saved document sessions: the snapshot of a context (llama state, tokens, spans, SentenceKV query seed), the key that
 says which context it is valid for, and saving it to / restoring it from the SessionStore."""
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class SessionSnapshot:
     spans: tuple[SpanInfo, ...]
     n_doc_tokens: int
     documents: tuple[Document, ...]
-    seed: bytes = b""  # the SentenceKV selection seed (float32): set after the load, so nothing is decoded again
+    query_seed: bytes = b""  # the queries of the next selection (float32): set after the load, nothing is re-decoded
 
 
 def store_key(session: Session, documents: list[Document], ranges: Mapping[int, DocRange] | None = None) -> str:
@@ -67,7 +67,7 @@ def save_stored(session: Session, store: SessionStore, key: str, documents: list
                       for d in documents],
         "spans": [[s.doc, s.char_start, s.char_end, s.tok_start, s.tok_end] for s in session.spans],
         "headers": {str(i): s.text for i, s in enumerate(session.spans) if s.doc < 0 and s.text},
-        "seed": base64.b64encode(snap.seed).decode("ascii"),
+        "query_seed": base64.b64encode(snap.query_seed).decode("ascii"),
     }
     store.save(key, meta, snap.input_ids, snap.state)
 
@@ -84,8 +84,8 @@ def restore_stored(session: Session, store: SessionStore, stored: StoredSession,
         for i, (doc, c0, c1, k0, k1) in enumerate(meta["spans"]):
             text = documents[doc].text[c0:c1] if doc >= 0 else headers.get(str(i), "")
             spans.append(SpanInfo(int(doc), int(c0), int(c1), int(k0), int(k1), text))
-        seed = base64.b64decode(meta.get("seed", ""), validate=True)
-        snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), seed)
+        query_seed = base64.b64decode(meta.get("query_seed", ""), validate=True)
+        snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), query_seed)
         session.restore(snap)
     except (SessionError, KeyError, ValueError, TypeError, IndexError, binascii.Error) as e:
         store.delete(stored.key)

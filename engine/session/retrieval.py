@@ -35,7 +35,7 @@ def read_step(session: Session, step: int) -> StepRetrieval | None:
         mine: dict[int, int] = {}
         for h in range(st.n_head_kv):
             for pick in session.skv.selection(li, h):
-                mine[pick.sentence] = mine.get(pick.sentence, 0) + 1
+                mine[pick.entry] = mine.get(pick.entry, 0) + 1
         for sid, n in mine.items():
             counts[sid] = counts.get(sid, 0) + n
         per_layer.append((layer_id, tuple(sorted(mine.items()))))
