@@ -66,14 +66,14 @@ public:
     bool     staged   = false; // decode regime: attention over the staging rows
     int32_t  s_max    = 0;
     int32_t  n_att    = 0;     // staging rows the graph attends (padded to 256, <= s_max)
-    int32_t  n_vec    = 0;     // semantic vectors scored in-graph (padded)
+    int32_t  n_scored = 0;     // semantic vectors scored in-graph (n_vec padded, <= sent_cap)
     uint64_t gen      = 0;     // staging buffer generation
     float    kq_scale = 1.0f;
 
     ggml_tensor * mask     = nullptr; // [n_att, 1] F16
     ggml_tensor * ring_idx = nullptr; // [1] I64
 
-    std::vector<ggml_tensor *> scores; // per SKV layer: [n_vec, 1, n_head] F32 (staged regime)
+    std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
     std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
 };
 

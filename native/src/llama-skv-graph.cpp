@@ -28,7 +28,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
         res &= s_max == skv->s_max;
         res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
         res &= gen == skv->gen;
-        res &= n_vec == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        res &= n_scored == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         res &= skv->vec_fits_step(params.ubatch.pos[0]); // else the build grows the table first
     }
     return res;
@@ -87,7 +87,7 @@ bool llama_skv_build_attn(
         p->n_att    = p->staged ? skv->n_att_for(g.ubatch.pos[0]) : 0;
         p->gen      = skv->gen;
         p->kq_scale = kq_scale;
-        p->n_vec    = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
+        p->n_scored = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         p->scores.assign(skv->layers.size(), nullptr);
         p->q_last.assign(skv->layers.size(), nullptr);
         if (p->staged) {
@@ -142,13 +142,13 @@ bool llama_skv_build_attn(
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_v, vc, inp->ring_idx));
     }
 
-    // score q against every semantic vector on the device: [n_vec, 1, n_head]
+    // score q against every semantic vector on the device: [n_scored, 1, n_head]
     {
-        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_vec,
+        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_scored,
                 ggml_row_size(l.vec->type, hd), l.vec->nb[1], 0);
-        vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_vec, nkv]
+        vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_scored, nkv]
         ggml_tensor * q = ggml_permute(ctx0, q_cur, 0, 2, 1, 3);   // [hd, 1, n_head]
-        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_vec, 1, n_head]
+        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, n_head]
         ggml_set_name(sc, "skv_scores");
         ggml_set_output(sc);
         ggml_build_forward_expand(g.gf, sc);
@@ -224,16 +224,16 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
         const int32_t n_gqa = n_head / n_head_kv;
         for (size_t li = 0; li < layers.size(); ++li) {
             ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
-            if (!t || inp->n_vec == 0) {
+            if (!t || inp->n_scored == 0) {
                 continue;
             }
             buf.resize(ggml_nelements(t));
             ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
             auto & l = layers[li];
-            const int32_t nv = std::min(inp->n_vec, n_vec);
+            const int32_t nv = std::min(inp->n_scored, n_vec);
             for (int32_t j = 0; j < n_head; ++j) {
                 const int32_t h = j / n_gqa;
-                const float * s = buf.data() + (size_t) j * inp->n_vec;
+                const float * s = buf.data() + (size_t) j * inp->n_scored;
                 for (int32_t i = 0; i < nv; ++i) {
                     l.acc[(size_t) h * sent_cap + i] += s[i] * inp->kq_scale;
                 }
