@@ -66,7 +66,7 @@ def test_second_run_returns_cached_wheel_quickly():
 
 
 def _pristine_sdist_tree():
-    sys.path.insert(0, str(ROOT / "tests"))
+    sys.path.insert(0, str(ROOT / "tests" / "support"))
     from tiny_gguf import source_roots as _source_roots
 
     for root in _source_roots():

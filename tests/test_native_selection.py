@@ -477,7 +477,7 @@ def test_selection_kept_after_a_close_between_decode_calls(tiny_model_path):
 
     root = Path(__file__).resolve().parents[1]
     r = subprocess.run(
-        [sys.executable, "-c", _KEPT_SELECTION_REPRO, str(tiny_model_path), str(root / "tests")],
+        [sys.executable, "-c", _KEPT_SELECTION_REPRO, str(tiny_model_path), str(root / "tests" / "support")],
         cwd=root,
         capture_output=True,
         text=True,

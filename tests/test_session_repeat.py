@@ -16,7 +16,7 @@ from engine.session_store import SessionStore
 
 def _ask(s: Session, q: str) -> tuple[list[int], np.ndarray, list]:
     r = s.ask(q, max_tokens=8, ignore_eos=True)
-    sel = [[(x.sentence, x.n_tokens) for x in s.skv.selection(li, h)]
+    sel = [[(x.entry, x.n_tokens) for x in s.skv.selection(li, h)]
            for li in range(len(s.skv.layers())) for h in range(s.skv.stats().n_head_kv)]
     return r.tokens, np.array(s.logits(), dtype=np.float32), sel
 
