@@ -119,7 +119,6 @@ class MainWindow(QMainWindow):
         self._docs_key = ""  # what the sentence ids refer to (stored with answers)
         self._pending_docs: list[LoadedDoc] | None = None
         self._conv_id = 0
-        self._answer_msg_id = 0
         self._token_times: list[float] = []
         self._settings_dialog: SettingsDialog | None = None
 
@@ -320,7 +319,6 @@ class MainWindow(QMainWindow):
             self.banner.show_message(f"{e}: fix it in Settings (Ctrl+,)")
             self.load_finished.emit(False)
             return
-        self._model_path = path
         self._track(self.bridge.submit(LoadModel(config)), "load")
         self._load_submitted = True
         if self._docs:
