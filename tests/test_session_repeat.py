@@ -49,8 +49,10 @@ def test_repeated_ask_is_bit_identical_on_gemma(gemma_model_path):
 SHORT = " ".join(f"Line {i} is here by the old mill." for i in range(380))  # ~10 tokens per sentence
 
 
-@pytest.mark.parametrize(("n_ctx", "text"), [(1024, book_text(n_chars=3000)), (4096, SHORT)], ids=["60", "380"])
+@pytest.mark.parametrize(("n_ctx", "text"), [(1024, "book"), (4096, SHORT)], ids=["60", "380"])
 def test_saved_session_answers_like_the_fresh_prefill(tiny_model_path, tmp_path, n_ctx, text):
+    if text == "book":
+        text = book_text(n_chars=3000)  # here, not at collection: a missing books folder skips this case only
     store = SessionStore(tmp_path / "sessions", max_bytes=1 << 30)
     doc = Document.from_text("book.txt", text)
     cfg = SessionConfig(str(tiny_model_path), n_ctx=n_ctx, n_threads=2, skv=SkvParams(budget=256))
