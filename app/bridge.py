@@ -30,6 +30,7 @@ class EngineBridge(QObject):
     retrieval = Signal(object)  # ev.RetrievalEvent
     memory = Signal(object)  # ev.MemoryEvent
     stats = Signal(object)  # ev.StatsEvent
+    turn_ended = Signal(object)  # ev.TurnEnded
     params_changed = Signal(object)  # ev.ParamsChanged
     error = Signal(object)  # ev.ErrorEvent
     finished = Signal(object)  # ev.Finished
@@ -47,6 +48,7 @@ class EngineBridge(QObject):
             ev.RetrievalEvent: self.retrieval,
             ev.MemoryEvent: self.memory,
             ev.StatsEvent: self.stats,
+            ev.TurnEnded: self.turn_ended,
             ev.ParamsChanged: self.params_changed,
             ev.ErrorEvent: self.error,
             ev.Finished: self.finished,

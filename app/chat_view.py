@@ -36,6 +36,8 @@ class ChatItem:
     # token index -> per SKV layer (layer id, its sentences): what "per layer" shows for a clicked word
     layer_steps: dict[int, tuple[tuple[int, tuple[tuple[int, float], ...]], ...]] = field(default_factory=dict)
     footer: str = ""  # e.g. "12.3 tok/s · first token 0.4 s"
+    answer_ids: list[int] = field(default_factory=list)  # an answer's decoded tokens (to rebuild the context)
+    reason: str = ""  # why an answer ended ("eos", "max_tokens", "stopped", ...)
     frame: QTextFrame | None = None
     body_start: int = 0  # document position where the rendered text starts
 
@@ -190,6 +192,14 @@ class ChatView(QTextBrowser):
             foot.setFontPointSize(max(7.0, self.font().pointSizeF() - 1))
             cur.insertBlock(QTextBlockFormat(), foot)
             cur.insertText(item.footer, foot)
+
+    def scroll_to_item(self, index: int) -> None:
+        """Bring message `index` into view (a click on an earlier turn's sentence in the retrieval panel)."""
+        if 0 <= index < len(self.items) and self.items[index].frame is not None:
+            cur = self.textCursor()
+            cur.setPosition(self.items[index].frame.firstPosition())
+            self.setTextCursor(cur)
+            self.ensureCursorVisible()
 
     def _scroll_to_end(self) -> None:
         self.verticalScrollBar().setValue(self.verticalScrollBar().maximum())

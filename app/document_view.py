@@ -90,11 +90,14 @@ class DocumentView(QWidget):
     """Emits range_requested(doc index, char offset) when the user asks to load the document from the cursor."""
 
     range_requested = Signal(int, int)
+    turn_requested = Signal(int, str)  # an earlier turn's sentence was clicked: (turn in the context, role)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setObjectName("documentPane")
         self.map: DocumentMap | None = None
+        # the conversation's index entries: sentence id -> (turn, role, text) (TurnEnded)
+        self.turn_entries: dict[int, tuple[int, str, str]] = {}
         self.heat: dict[int, float] = {}  # sentence id -> accumulated weight for the current answer
         self.focus: tuple[tuple[int, float], ...] = ()  # sentences of the clicked step
         self._n_steps = 0
@@ -253,15 +256,37 @@ class DocumentView(QWidget):
         self.focus = ()
         self.show_answer_sentences()
 
-    def top_sentences(self, n: int = 12) -> list[tuple[int, float]]:
-        """Document sentences by accumulated weight, as a fraction of the answer's steps."""
+    def set_turn_entries(self, entries: tuple[tuple[int, int, str, str], ...]) -> None:
+        """The conversation's sentences (sentence id, turn, role, text): earlier turns attended show in the list."""
+        self.turn_entries = {sid: (turn, role, text) for sid, turn, role, text in entries}
+
+    def _known(self, sid: int, current_turn: int = 0) -> bool:
+        if self.map is not None and sid in self.map.sentences:
+            return True
+        entry = self.turn_entries.get(sid)
+        return entry is not None and entry[0] != current_turn
+
+    def top_sentences(self, n: int = 12, documents_only: bool = False) -> list[tuple[int, float]]:
+        """Sentences by accumulated weight, as a fraction of the answer's steps: the documents' and earlier
+        turns' (not the answer's own turn, the last one)."""
         if self.map is None or not self._n_steps:
             return []
+        last = max((t for t, _, _ in self.turn_entries.values()), default=0)
         ranked = sorted(
-            ((sid, w / self._n_steps) for sid, w in self.heat.items() if sid in self.map.sentences),
+            ((sid, w / self._n_steps) for sid, w in self.heat.items()
+             if (sid in self.map.sentences) or (not documents_only and self._known(sid, last))),
             key=lambda kv: (-kv[1], kv[0]),
         )
         return ranked[:n]
+
+    def location(self, sid: int) -> tuple[str, str, str]:
+        """(where, place, text) of a sentence id: a document's, or "you"/"answer" and "turn N" for a turn's."""
+        entry = self.turn_entries.get(sid)
+        if entry is not None and (self.map is None or sid not in self.map.sentences):
+            turn, role, text = entry
+            return ("you" if role == "user" else "answer"), f"turn {turn}", text
+        assert self.map is not None
+        return self.map.location(sid)
 
     def show_answer_sentences(self) -> None:
         self.focus = ()
@@ -296,7 +321,7 @@ class DocumentView(QWidget):
             self._show_focus(word, layers[index - 1][1])
 
     def _show_focus(self, token_text: str, sentences: tuple[tuple[int, float], ...]) -> None:
-        self.focus = tuple(s for s in sentences if self.map is not None and s[0] in self.map.sentences)
+        self.focus = tuple(s for s in sentences if self._known(s[0]))
         word = token_text.strip() or token_text
         self.list_title.setText(f"Sentences read to write “{word}”")
         self.back_button.show()
@@ -311,7 +336,7 @@ class DocumentView(QWidget):
         if self.map is None:
             return
         for sid, w in ranked:
-            name, place, text = self.map.location(sid)
+            name, place, text = self.location(sid)
             short = text if len(text) <= 160 else text[:157] + "…"
             item = QListWidgetItem(f"{w:.0%}  ·  {name}, {place}\n{short}")
             item.setData(Qt.ItemDataRole.UserRole, sid)
@@ -322,7 +347,12 @@ class DocumentView(QWidget):
 
     def _jump(self, item: QListWidgetItem) -> None:
         sid = item.data(Qt.ItemDataRole.UserRole)
-        if sid is not None:
+        if sid is None:
+            return
+        entry = self.turn_entries.get(int(sid))
+        if entry is not None and (self.map is None or int(sid) not in self.map.sentences):
+            self.turn_requested.emit(entry[0], entry[1])  # the chat scrolls to that message
+        else:
             self.scroll_to(int(sid))
 
     def scroll_to(self, sid: int) -> None:

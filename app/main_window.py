@@ -47,7 +47,7 @@ from engine import events as ev
 from engine import paths
 from engine.documents import SUPPORTED, Document, load_document
 from engine.native import Policy, SkvParams
-from engine.session import SessionConfig
+from engine.session import SessionConfig, TurnRecord
 from engine.worker import Ask, LoadModel, OpenDocuments, SetParams
 
 DOC_FILTER = (
@@ -119,6 +119,10 @@ class MainWindow(QMainWindow):
         self._docs_key = ""  # what the sentence ids refer to (stored with answers)
         self._pending_docs: list[LoadedDoc] | None = None
         self._conv_id = 0
+        # chat id -> how many of its oldest turns left the context ("drop the oldest turns"; the history keeps them)
+        self._dropped: dict[int, int] = {}
+        self._asked = ""  # the question of the running ask (asked again when the oldest turns are dropped)
+        self._turns_before = 0  # answered turns on screen before the running ask
         self._token_times: list[float] = []
         self._settings_dialog: SettingsDialog | None = None
 
@@ -195,6 +199,7 @@ class MainWindow(QMainWindow):
         # right: document
         self.doc_view = DocumentView()
         self.doc_view.range_requested.connect(self.load_range)
+        self.doc_view.turn_requested.connect(self._show_turn)
 
         split = QSplitter(Qt.Orientation.Horizontal)
         split.addWidget(side)
@@ -254,6 +259,7 @@ class MainWindow(QMainWindow):
         b.retrieval.connect(self._handle_retrieval)
         b.memory.connect(self.memory.update_memory)
         b.stats.connect(self._handle_stats)
+        b.turn_ended.connect(self._handle_turn_ended)
         b.error.connect(self._handle_error)
         b.failed.connect(self._handle_failed)
         b.run_ended.connect(self._handle_run_ended)
@@ -414,14 +420,49 @@ class MainWindow(QMainWindow):
         self.chat.add_item(ChatItem("user", question))
         self._ask(question)
 
-    def _ask(self, question: str) -> None:
+    def _ask(self, question: str, drop_oldest: bool = False) -> None:
+        """Ask `question` after the chat's earlier turns (those still in the context): the engine keeps what it
+        has of them and decodes the rest again (a reopened or switched chat, a regenerated answer)."""
         self.doc_view.clear_heat()
         self.chat.add_item(ChatItem("assistant"))
         self._token_times = []
-        self._ask_run = self._track(
-            self.bridge.submit(Ask(question, max_tokens=self.settings.max_tokens)), "ask"
-        )
+        self._asked = question
+        history = self._history()
+        # on screen before this question: the dropped turns, then the history sent
+        self._turns_before = self._dropped.get(self._conv_id, 0) + len(history)
+        cmd = Ask(question, max_tokens=self.settings.max_tokens, history=history, drop_oldest=drop_oldest)
+        self._ask_run = self._track(self.bridge.submit(cmd), "ask")
         self._update_buttons()
+
+    def _turn_pairs(self) -> list[tuple[int, int]]:
+        """(user item index, assistant item index) of every answered turn on screen, oldest first."""
+        items = self.chat.items
+        return [(i, i + 1) for i in range(len(items) - 1)
+                if items[i].role == "user" and items[i + 1].role == "assistant"
+                and (items[i + 1].text or items[i + 1].answer_ids)]
+
+    def _history(self) -> tuple[TurnRecord, ...]:
+        """The turns before the question being asked (the last user message), minus those dropped from the
+        context."""
+        pairs = self._turn_pairs()
+        recs = tuple(TurnRecord(self.chat.items[u].text, tuple(self.chat.items[a].answer_ids),
+                                self.chat.items[a].text, reason=self.chat.items[a].reason or "max_tokens")
+                     for u, a in pairs)
+        return recs[self._dropped.get(self._conv_id, 0):]
+
+    def _show_turn(self, turn: int, role: str) -> None:
+        """Scroll the chat to an earlier turn's message (turn: counted in the context)."""
+        pairs = self._turn_pairs()
+        k = self._dropped.get(self._conv_id, 0) + turn - 1
+        if 0 <= k < len(pairs):
+            self.chat.scroll_to_item(pairs[k][0 if role == "user" else 1])
+
+    def _drop_oldest_and_ask(self) -> None:
+        """The question did not fit after the conversation: ask it again, the engine dropping the oldest turns
+        from the context until it fits (the chat history keeps every message)."""
+        if self._ask_run or not self._asked:
+            return
+        self._ask(self._asked, drop_oldest=True)
 
     def stop(self) -> None:
         """Stops prompt processing and answers at once; the UI is usable again right away."""
@@ -459,6 +500,8 @@ class MainWindow(QMainWindow):
     def _handle_progress(self, e: ev.ProgressEvent) -> None:
         if e.phase == "prefill":
             self.progress.show_progress("Reading the document…", e.done, e.total, e.eta_s)
+        elif e.phase == "replay" and e.done < e.total:
+            self.progress.show_progress("Restoring the conversation…", e.done, e.total, e.eta_s)
         elif e.phase == "load" and e.done < e.total:
             self.progress.show_busy("Loading the model…")
 
@@ -523,7 +566,24 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _handle_failed(self, e: ev.Failed) -> None:
+        if e.kind == "context_full":
+            self.banner.show_message(
+                e.message, "warn",
+                actions=(("Drop the oldest turns", self._drop_oldest_and_ask), ("New chat", self.new_conversation),
+                         ("Settings…", self.open_settings)),
+            )
+            return
         self.banner.show_message(e.message)
+
+    @Slot(object)
+    def _handle_turn_ended(self, e: ev.TurnEnded) -> None:
+        if e.run_id != self._ask_run or not self.chat.items:
+            return
+        item = self.chat.items[-1]
+        item.answer_ids = list(e.answer_tokens)
+        item.reason = e.reason
+        self._dropped[self._conv_id] = max(0, self._turns_before - (e.turn - 1))  # the engine may have dropped some
+        self.doc_view.set_turn_entries(e.entries)
 
     @Slot(object)
     def _handle_run_ended(self, e: ev.Event) -> None:
@@ -556,7 +616,7 @@ class MainWindow(QMainWindow):
         if item.text or reason != "failed":
             top = []
             for sid, w in self.doc_view.top_sentences(10):
-                name, place, text = self.doc_view.map.location(sid)
+                name, place, text = self.doc_view.location(sid)
                 top.append({"doc": name, "location": place, "text": text, "weight": round(w, 4)})
             meta = {
                 "tokens": item.token_starts,
@@ -566,6 +626,8 @@ class MainWindow(QMainWindow):
                 "docs_key": self._docs_key,
                 "top": top,
                 "footer": footer,
+                "answer_ids": item.answer_ids,  # the decoded answer: the context is rebuilt from it exactly
+                "reason": item.reason or reason,
             }
             if self._conv_id:
                 self._save(self.store.add_message, self._conv_id, "assistant", item.text, meta)
@@ -668,6 +730,8 @@ class MainWindow(QMainWindow):
     def _item_from_message(self, m: Message) -> ChatItem:
         item = ChatItem(m.role, m.text, footer=m.meta.get("footer", ""))
         item.token_starts = list(m.meta.get("tokens", []))
+        item.answer_ids = [int(t) for t in m.meta.get("answer_ids", [])]
+        item.reason = str(m.meta.get("reason", ""))
         if m.meta.get("docs_key") and m.meta.get("docs_key") == self._docs_key:
             item.steps = {int(k): tuple((int(s), float(w)) for s, w in v) for k, v in m.meta["steps"].items()}
             item.layer_steps = {

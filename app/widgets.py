@@ -16,16 +16,28 @@ class Banner(QFrame):
         self.label = QLabel()
         self.label.setWordWrap(True)
         self.label.setAccessibleName("Message")
+        self.actions: list[QPushButton] = []  # this message's buttons (show_message(..., actions=...))
         close = QPushButton("Dismiss")
         close.setAccessibleName("Dismiss the message")
         close.clicked.connect(self.hide)
-        row = QHBoxLayout(self)
-        row.setContentsMargins(10, 6, 6, 6)
-        row.addWidget(self.label, 1)
-        row.addWidget(close)
+        self._row = QHBoxLayout(self)
+        self._row.setContentsMargins(10, 6, 6, 6)
+        self._row.addWidget(self.label, 1)
+        self._row.addWidget(close)
         self.hide()
 
-    def show_message(self, text: str, level: str = "error") -> None:
+    def show_message(self, text: str, level: str = "error", actions: tuple = ()) -> None:
+        """`actions`: (label, callback) buttons beside Dismiss; a button hides the banner, then calls back."""
+        for b in self.actions:
+            self._row.removeWidget(b)
+            b.deleteLater()
+        self.actions = []
+        for i, (label, callback) in enumerate(actions):
+            b = QPushButton(label)
+            b.clicked.connect(self.hide)
+            b.clicked.connect(lambda _=False, cb=callback: cb())
+            self._row.insertWidget(1 + i, b)
+            self.actions.append(b)
         text = " ".join(text.split())
         if text and text[0].islower():
             text = text[0].upper() + text[1:]

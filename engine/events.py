@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-Phase = Literal["load", "prefill", "download"]
+Phase = Literal["load", "prefill", "download", "replay"]  # replay: a conversation's turns decoded again
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +91,21 @@ class StatsEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class TurnEnded:
+    """An answer joined the conversation (after its last TokenEvent, before the terminal event): what to keep to
+    rebuild the context later (the answer's tokens), and what the conversation's index entries are."""
+
+    run_id: int
+    turn: int  # 1-based, counted from the first turn in the context
+    answer_tokens: tuple[int, ...]
+    reason: str  # "eos", "stop", "max_tokens", "stopped"
+    # every turn's entries so far, earlier turns included: (sentence id, turn, role "user"/"assistant", text)
+    entries: tuple[tuple[int, int, str, str], ...]
+    n_past: int  # tokens in the context after it
+    n_ctx: int
+
+
+@dataclass(frozen=True, slots=True)
 class ParamsChanged:
     run_id: int
     policy: str
@@ -126,6 +141,7 @@ class Stopped:
 class Failed:
     run_id: int
     message: str  # one sentence: what happened and what to do
+    kind: str = ""  # "context_full": the question would not fit after the conversation (nothing was decoded)
 
 
 Terminal = Finished | Stopped | Failed
@@ -137,6 +153,7 @@ Event = (
     | RetrievalEvent
     | MemoryEvent
     | StatsEvent
+    | TurnEnded
     | ParamsChanged
     | ErrorEvent
     | Finished

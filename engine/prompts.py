@@ -8,6 +8,8 @@ The documents are prefilled before the question is known, so a format is split i
   doc_tail      after each document
   question(q)   what is decoded at ask time: the question, then (chat) the end of the user turn and the opening of
                 the model's turn
+  follow_up_before  what a follow-up question (turn 2, 3, ...) starts with, right after the previous answer: the
+                end of the model's turn and the opening of a new user turn
 A chat template is rendered once with sentinels in the user message and cut at them, so any template that puts
 the user's content verbatim into the prompt works; one that does not (it rewrites the content) is refused.
 """
@@ -20,6 +22,8 @@ FORMATS: tuple[str, ...] = ("auto", "completion", "chat")
 
 _DOC = "\x00skv-documents\x00"
 _QUESTION = "\x00skv-question\x00"
+_ANSWER = "\x00skv-answer\x00"
+_FOLLOW_UP = "\x00skv-follow-up\x00"
 
 
 class PromptFormatError(ValueError):
@@ -34,13 +38,16 @@ class PromptFormat:
     doc_tail: str
     question_before: str  # template text before the question
     question_after: str  # template text after it (chat: end of the user turn, opening of the model's turn)
+    follow_up_before: str = ""  # a follow-up's text before its question, right after the previous answer
 
     def question(self, question: str) -> str:
         return self.question_before + question.strip() + self.question_after
 
-    def parts(self, question: str, answer_prefix: str = "") -> list[tuple[str, bool]]:
-        """What is decoded at ask time as (text, special) pieces: special=True for the format's own text only."""
-        out = [(self.question_before, True), (question.strip(), False), (self.question_after, True)]
+    def parts(self, question: str, answer_prefix: str = "", follow_up: bool = False) -> list[tuple[str, bool]]:
+        """What is decoded at ask time as (text, special) pieces: special=True for the format's own text only.
+        follow_up: the question follows an earlier answer in the context (turn 2 and later)."""
+        before = self.follow_up_before if follow_up else self.question_before
+        out = [(before, True), (question.strip(), False), (self.question_after, True)]
         prefix = answer_prefix.strip()
         if prefix:
             # the answer prefix opens the model's turn: after a newline as it is, after "Answer:" with a space
@@ -63,6 +70,7 @@ COMPLETION = PromptFormat(
     doc_tail="\n\n",
     question_before="Question: ",
     question_after="\nAnswer:",
+    follow_up_before="\n\nQuestion: ",
 )
 
 
@@ -74,15 +82,20 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
     def raise_exception(message: str) -> None:
         raise TemplateError(message)
 
-    try:
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
-        env.globals["raise_exception"] = raise_exception
-        text = env.from_string(template).render(
-            messages=[{"role": "user", "content": f"{_DOC}\n\n{_QUESTION}"}],
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.globals["raise_exception"] = raise_exception
+
+    def render(messages: list[dict]) -> str:
+        return env.from_string(template).render(
+            messages=messages,
             add_generation_prompt=True,
             bos_token="",  # the session adds BOS itself
             eos_token=eos_token,
         )
+
+    first = {"role": "user", "content": f"{_DOC}\n\n{_QUESTION}"}
+    try:
+        text = render([first])
     except TemplateError as e:
         raise PromptFormatError(f"the model's chat template does not render ({e}): use the completion format") from None
     if text.count(_DOC) != 1 or text.count(_QUESTION) != 1 or text.index(_DOC) > text.index(_QUESTION):
@@ -91,6 +104,14 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
         )
     head, rest = text.split(_DOC)
     after = rest.split(_QUESTION)[1]
+    # a follow-up: the text between an answer and the next question (the end of the model's turn, a new user turn)
+    follow_up = "\n\n"
+    try:
+        text2 = render([first, {"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _FOLLOW_UP}])
+    except TemplateError:
+        text2 = ""
+    if text2.count(_ANSWER) == 1 and text2.count(_FOLLOW_UP) == 1 and text2.endswith(_FOLLOW_UP + after):
+        follow_up = text2.split(_ANSWER)[1].split(_FOLLOW_UP)[0]
     return PromptFormat(
         name="chat",
         head=head,
@@ -98,6 +119,7 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
         doc_tail="\n\n",
         question_before="",
         question_after=after,
+        follow_up_before=follow_up,
     )
 
 

@@ -161,6 +161,14 @@ class SentenceStream:
             self._commit(self._max_tokens, ends)
         return ends
 
+    def flush(self) -> list[int]:
+        """Close whatever is pending (a turn's question, its template text, or its answer ends here): the end
+        after the last pushed token, or nothing when no token is pending."""
+        ends: list[int] = []
+        if self._tok_ends:
+            self._commit(len(self._tok_ends), ends)
+        return ends
+
     def _find_close(self) -> int | None:
         text = self._text
         if not text.strip():

@@ -41,9 +41,19 @@ from engine.events import (
     StatsEvent,
     Stopped,
     TokenEvent,
+    TurnEnded,
 )
 from engine.native import NativeError, SkvParams
-from engine.session import Cancelled, DocRange, Session, SessionConfig, SessionError, StepRetrieval
+from engine.session import (
+    Cancelled,
+    ContextFullError,
+    DocRange,
+    Session,
+    SessionConfig,
+    SessionError,
+    StepRetrieval,
+    TurnRecord,
+)
 from engine.session_store import SessionStore
 
 log = logging.getLogger(__name__)
@@ -69,12 +79,20 @@ class OpenDocuments:
 
 @dataclass(frozen=True, slots=True)
 class Ask:
+    """A question after `history`, the conversation's earlier turns in the context (empty: right after the
+    documents). The session keeps the turns it has in common with the history and decodes the others again
+    (a reopened chat, a regenerated or edited turn); the question becomes turn len(history) + 1."""
+
     question: str
     answer_prefix: str = ""
     max_tokens: int = 128
     temperature: float = 0.0
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()  # stop strings (never part of the answer)
+    history: tuple[TurnRecord, ...] = ()
+    # the question does not fit after the history: drop its oldest turns until it does (the documents stay),
+    # instead of failing with kind "context_full"
+    drop_oldest: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +111,15 @@ class Shutdown:
 
 
 Command = LoadModel | OpenDocuments | Ask | SetParams | Stop | Shutdown
+
+
+def _same_turn(a: TurnRecord, b: TurnRecord) -> bool:
+    """The same turn in the context: question, prefix and decoded answer (a record without tokens: its text)."""
+    if a.question.strip() != b.question.strip() or a.answer_prefix != b.answer_prefix:
+        return False
+    if a.answer_tokens and b.answer_tokens:
+        return a.answer_tokens == b.answer_tokens
+    return a.answer.strip() == b.answer.strip()
 _SHUTDOWN = object()  # queue sentinel
 
 
@@ -216,7 +243,7 @@ class EngineWorker:
             if self._stopping(run_id):  # an aborted llama_decode surfaces as a SessionError
                 terminal = Stopped(run_id, "stopped by the user")
             else:
-                terminal = Failed(run_id, _message(e))
+                terminal = Failed(run_id, _message(e), "context_full" if isinstance(e, ContextFullError) else "")
         self._emit(terminal)
 
     def _need_session(self) -> Session:
@@ -354,21 +381,80 @@ class EngineWorker:
                 self._emit(RetrievalEvent(run_id, i, weights, layers))
             self._emit(self._memory(run_id, session))
 
-        result = session.ask(
-            cmd.question,
-            answer_prefix=cmd.answer_prefix,
-            max_tokens=cmd.max_tokens,
-            temperature=cmd.temperature,
-            ignore_eos=cmd.ignore_eos,
-            stop=cmd.stop,
-            on_token=on_token,
-            should_stop=lambda: self._stopping(run_id),
-        )
+        history = self._fit_history(session, cmd)
+        while True:
+            try:
+                self._enter_history(run_id, session, history)
+                result = session.ask(
+                    cmd.question,
+                    answer_prefix=cmd.answer_prefix,
+                    max_tokens=cmd.max_tokens,
+                    temperature=cmd.temperature,
+                    ignore_eos=cmd.ignore_eos,
+                    stop=cmd.stop,
+                    on_token=on_token,
+                    should_stop=lambda: self._stopping(run_id),
+                    keep_turns=len(history),
+                )
+                break
+            except ContextFullError:
+                if not (cmd.drop_oldest and history):
+                    raise
+                history = history[1:]  # the estimate was short: one more turn leaves the context
+        if result.turn:
+            self._emit(TurnEnded(
+                run_id, result.turn, tuple(result.tokens), result.reason,
+                tuple((sid, sp.turn, sp.role, sp.text.strip()) for sid, sp in session.turn_entries()),
+                session.n_past, session.n_ctx,
+            ))
         tok_s = result.decode_tokens / result.decode_s if result.decode_s > 0 else 0.0
         self._emit(StatsEvent(run_id, result.ttft_s, tok_s, self._prefill_tok_s, result.decode_tokens))
         if result.stopped or self._stopping(run_id):
             return Stopped(run_id, "stopped by the user")
         return Finished(run_id, result.reason)
+
+    @staticmethod
+    def _fit_history(session: Session, cmd: Ask) -> list[TurnRecord]:
+        """The history that goes into the context: all of it, or with drop_oldest the newest turns that leave room
+        for the question and its answer (the documents always stay). Refuses up front (ContextFullError) when
+        the whole history does not fit and dropping is not asked for."""
+        history = list(cmd.history)
+        cost = [len(session.prompt_tokens(r.question, r.answer_prefix)) + max(len(r.answer_tokens), len(r.answer) // 3)
+                for r in history]
+        need = len(session.prompt_tokens(cmd.question, cmd.answer_prefix)) + cmd.max_tokens
+        room = session.n_ctx - session.n_doc_tokens - need
+        if sum(cost) <= room:
+            return history
+        if not cmd.drop_oldest:
+            raise ContextFullError(
+                f"the conversation ({len(history)} turns, about {sum(cost)} tokens) and this question "
+                f"({need} tokens with its answer) do not fit in what the documents leave of the context "
+                f"({session.n_ctx - session.n_doc_tokens} tokens): drop the oldest turns, start a new chat, or "
+                "raise n_ctx", sum(cost) + need, session.n_ctx - session.n_doc_tokens)
+        while history and sum(cost) > room:
+            history.pop(0)
+            cost.pop(0)
+        return history
+
+    def _enter_history(self, run_id: int, session: Session, history: list[TurnRecord]) -> None:
+        """The context as after `history`: the turns the session has in common with it stay, the rest are
+        decoded again (with progress)."""
+        have = session.turns
+        k = 0
+        while k < min(len(have), len(history)) and _same_turn(have[k].record(), history[k]):
+            k += 1
+        session.cut_turns(k)
+        todo = history[k:]
+        total = sum(len(r.answer_tokens) + len(r.question) // 4 + 8 for r in todo)
+        done = 0
+        t0 = time.perf_counter()
+        for rec in todo:
+            if self._stopping(run_id):
+                raise Cancelled()
+            session.replay(rec)
+            done += len(rec.answer_tokens) + len(rec.question) // 4 + 8
+            rate = done / max(time.perf_counter() - t0, 1e-6)
+            self._emit(ProgressEvent(run_id, "replay", done, total, (total - done) / rate))
 
     def _set_params(self, run_id: int, cmd: SetParams) -> Finished:
         session = self._need_session()

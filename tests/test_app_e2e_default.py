@@ -165,3 +165,49 @@ def test_book_longer_than_the_context_shows_the_banner_and_loads_the_chosen_rang
         assert answered.args[0].strip()
     finally:
         w.shutdown()
+
+
+def test_a_follow_up_through_the_window_sees_the_earlier_turn_and_the_chat_survives_a_restart(
+    qtbot, window, default_model_path, tmp_path
+):
+    chapter = tmp_path / "walden-short.txt"
+    chapter.write_text(book_text()[:4000], encoding="utf-8")  # ~1k tokens
+    with qtbot.waitSignal(window.documents_finished, timeout=300_000):
+        window.open_paths([str(chapter)])
+    turns: list = []
+    window.bridge.turn_ended.connect(lambda e: turns.append(e))
+
+    def ask(w, question: str) -> str:
+        w.prompt_edit.setPlainText(question)
+        with qtbot.waitSignal(w.answer_finished, timeout=120_000) as answered:
+            w.send()
+        return answered.args[0]
+
+    first = ask(window, "Make up a name for a dragon. Answer with the name only.")
+    name = first.strip().strip(".!\"'").split()[0]
+    second = ask(window, "What name did you just give me?")
+    assert [e.turn for e in turns] == [1, 2]
+    assert name.lower() in second.lower(), (first, second)
+    assert {(t, role) for _, t, role, _ in turns[-1].entries} >= {(1, "user"), (1, "assistant"), (2, "user")}
+    # Regenerate answers turn 2 again from the same history: the same answer at temperature 0
+    with qtbot.waitSignal(window.answer_finished, timeout=120_000) as again:
+        window.regenerate()
+    assert again.args[0] == second and turns[-1].turn == 2
+
+    # reopened: the documents come back from the saved session, the turns are decoded again (no prefill)
+    data = window.store.path.parent
+    window.close()
+    w2 = make(qtbot, default_model_path, data)
+    try:
+        qtbot.waitUntil(lambda: bool(w2.doc_view.map is not None and w2.doc_view.map.sentences), timeout=120_000)
+        phases: list[str] = []
+        w2.bridge.progress.connect(lambda e: phases.append(e.phase))
+        reopened: list = []
+        w2.bridge.turn_ended.connect(lambda e: reopened.append(e))
+        ask(w2, "Say that name once more.")
+        assert [e.turn for e in reopened] == [3] and "replay" in phases and "prefill" not in phases, phases
+        msgs = w2.store.messages(w2._conv_id)
+        assert [m.role for m in msgs] == ["user", "assistant"] * 3 and all(
+            m.meta.get("answer_ids") for m in msgs if m.role == "assistant")
+    finally:
+        w2.shutdown()

@@ -14,7 +14,7 @@ PLAIN = (int, float, str, bool, tuple, type(None))
 
 
 def test_every_event_is_frozen_and_slotted() -> None:
-    assert len(EVENT_TYPES) == 12
+    assert len(EVENT_TYPES) == 13
     for cls in EVENT_TYPES:
         assert dataclasses.is_dataclass(cls) and cls.__dataclass_params__.frozen, cls
         assert "__slots__" in cls.__dict__, cls

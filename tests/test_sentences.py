@@ -75,6 +75,17 @@ def test_stream_closes_at_blank_lines_and_at_max_tokens():
     assert ends == [2]
 
 
+def test_flush_closes_the_pending_tokens_once():
+    stream = SentenceStream()
+    ends = []
+    for p in ["The", " key", " is", " 42", ".", " Remember", " it"]:
+        ends += stream.push(p)
+    assert ends == [5]
+    assert stream.flush() == [7]  # " Remember it" ends with the turn, unfinished as it is
+    assert stream.flush() == []  # nothing pending
+    assert stream.push("<ctl>") == [] and stream.flush() == [8]  # a piece without visible text still closes
+
+
 def test_very_short_sentences_join_the_next_one():
     text = "Yes. No. Maybe so. The grass is green and the sky is blue. Fine."
     tokens, sents = tokenize_sentences(text, lambda s: s.split(), max_tokens=128, min_tokens=3)

@@ -230,3 +230,43 @@ def test_memory_events_split_device_bytes_into_vectors_and_staging(tiny_worker) 
     assert m.device_vec_bytes > 0 and m.device_stage_bytes > 0
     assert m.device_vec_bytes + m.device_stage_bytes == m.device_skv_bytes
     assert m.host_kv_bytes > m.device_skv_bytes and m.n_past > 0
+
+
+def test_an_ask_follows_its_history_replays_what_the_session_lacks_and_drops_the_oldest_turns(tiny_model_path):
+    from engine.session import TurnRecord
+
+    worker, rec = make_worker()
+    cfg = SessionConfig(str(tiny_model_path), n_ctx=1024, n_threads=1, n_batch=128,
+                        skv=SkvParams(budget=256, sink=16, ring=32))
+    assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
+    assert isinstance(rec.terminal(worker.submit(OpenDocuments((Document.from_text("r.txt", TEXT[:1500]),),
+                                                               reserve=64))), ev.Finished)
+
+    def ask(question: str, history=(), drop_oldest=False):
+        rid = worker.submit(Ask(question, max_tokens=40, ignore_eos=True, history=tuple(history),
+                                drop_oldest=drop_oldest))
+        return rec.terminal(rid), rec.of(rid)
+
+    def turn(events):
+        return next(e for e in events if isinstance(e, ev.TurnEnded))
+
+    t1, e1 = ask("What is the river?")
+    first = turn(e1)
+    assert isinstance(t1, ev.Finished) and first.turn == 1 and len(first.answer_tokens) == 40
+    r1 = TurnRecord("What is the river?", first.answer_tokens)
+    t2, e2 = ask("And the mill?", [r1])
+    assert turn(e2).turn == 2 and not any(isinstance(e, ev.ProgressEvent) for e in e2)  # turn 1 was there
+    assert {(t, role) for _, t, role, _ in turn(e2).entries} >= {(1, "user"), (1, "assistant"), (2, "user")}
+    r2 = TurnRecord("And the mill?", turn(e2).answer_tokens)
+    # a history the session lacks (another chat): decoded again, with progress, before the question
+    other = TurnRecord("Something else?", tuple(first.answer_tokens[:10]))
+    _, e3 = ask("And now?", [other, r2])
+    assert turn(e3).turn == 3 and [e.phase for e in e3 if isinstance(e, ev.ProgressEvent)] == ["replay", "replay"]
+    # a history that leaves no room: refused up front (kind context_full), or fitted by dropping the oldest turns
+    long = [TurnRecord(f"Question {i}?", tuple(first.answer_tokens) * 3) for i in range(6)]
+    t4, e4 = ask("Last one?", long)
+    assert isinstance(t4, ev.Failed) and t4.kind == "context_full" and "drop the oldest turns" in t4.message
+    t5, e5 = ask("Last one?", long, drop_oldest=True)
+    assert isinstance(t5, ev.Finished) and 1 < turn(e5).turn < len(long) + 1
+    assert turn(e5).n_past <= turn(e5).n_ctx
+    assert worker.shutdown(10.0)

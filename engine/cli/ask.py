@@ -10,6 +10,7 @@ import time
 from engine.cli.errors import UsageError
 from engine.cli.options import (
     add_session_options,
+    answer_stats,
     open_cli_session,
     question_reserve,
     truncation_note,
@@ -31,7 +32,6 @@ def cmd_ask(args: argparse.Namespace) -> int:
     from engine.session import SessionError
 
     session, docs, ranges, store = open_cli_session(args)
-    policy = session.config.skv.policy
     try:
         reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
         t_start = time.perf_counter()
@@ -54,27 +54,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         # from the start of the ask (documents' prefill or restore included, model load excluded) to the first
         # answer token
         ttft = load_s + result.ttft_s if result.tokens else 0.0
-        stats = {
-            "policy": policy.name.lower(),
-            "budget": args.budget,
-            "question_attention": args.question_attention,
-            "sentence_start": args.sentence_start,
-            "prefill_tokens": session.n_doc_tokens,
-            "prefill_s": 0.0 if report.restored else round(report.prefill_s, 4),
-            "session_restored": report.restored,
-            "restore_s": round(report.prefill_s, 4) if report.restored else 0.0,
-            "session_save_s": round(report.save_s, 4),
-            "ttft_s": round(ttft, 4),
-            "decode_tokens": result.decode_tokens,
-            "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
-            "doc_tokens_total": report.n_tokens_total,
-            "doc_tokens_selected": report.n_tokens_selected
-            if report.n_tokens_selected >= 0
-            else report.n_tokens_total,
-            "doc_tokens_loaded": report.n_tokens_loaded,
-            "truncated": report.truncated,
-            **session.memory(),
-        }
+        stats = answer_stats(session, args, report, result, ttft)
         if args.json:
             print(
                 json.dumps(

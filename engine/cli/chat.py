@@ -1,30 +1,45 @@
-"""`skv chat`: questions from stdin, one per line, until EOF, over one document set loaded once.
+"""`skv chat`: a conversation over one document set loaded once, questions from stdin, one per line, until EOF.
 
-Each answer streams to stdout and ends with a blank line. Every question starts right after the documents (the
-session drops the previous question and answer), so answers do not depend on each other. The documents are
-restored from a saved session when one exists (see `skv cache`).
+Every question follows the earlier ones: their questions and answers stay in the context and in the sentence index
+(a later turn can retrieve an earlier one), so "What did you say his name was?" works. `--fresh` asks every question
+right after the documents instead (independent answers, as `skv ask`). Each answer streams to stdout and ends with
+a blank line; `--json` prints one JSON object per turn instead (`answer`, `retrieved`, `stats`, as `skv ask --json`;
+a turn that does not fit prints an object with `error` and the chat goes on). The documents are restored from a
+saved session when one exists (see `skv cache`).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
 
 from engine.cli.errors import UsageError
-from engine.cli.options import add_session_options, open_cli_session, question_reserve, truncation_note
+from engine.cli.options import (
+    add_session_options,
+    answer_stats,
+    open_cli_session,
+    question_reserve,
+    truncation_note,
+)
 
 
 def add_chat_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="ask questions about documents, one per line on stdin, until EOF")
+    p = sub.add_parser("chat", help="a conversation about documents: one question per line on stdin, until EOF")
     add_session_options(p)
     p.add_argument("--answer-prefix", default="", help="start every answer with this text")
+    p.add_argument("--fresh", action="store_true",
+                   help="ask every question right after the documents (no conversation: independent answers)")
+    p.add_argument("--json", action="store_true", help="print one JSON object per turn, one per line")
+    p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence")
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from engine.session import SessionError
+    from engine.session import ContextFullError, SessionError
 
     session, docs, ranges, store = open_cli_session(args)
-    interactive = sys.stdin.isatty()
+    interactive = sys.stdin.isatty() and not args.json
     try:
         reserve = question_reserve(session, "", args.answer_prefix, args.max_tokens)
         try:
@@ -35,10 +50,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
         if note:
             print(f"skv: note: {note}", file=sys.stderr)
         how = "restored" if report.restored else f"prefilled in {report.prefill_s:.1f} s"
-        print(
-            f"skv: {report.n_tokens_loaded} document tokens {how}; one question per line, end with EOF",
-            file=sys.stderr,
-        )
+        kind = "independent questions" if args.fresh else "a conversation"
+        print(f"skv: {report.n_tokens_loaded} document tokens {how}; {kind}, one question per line, end with EOF",
+              file=sys.stderr)
         while True:
             if interactive:
                 print("> ", end="", file=sys.stderr, flush=True)
@@ -48,17 +62,34 @@ def cmd_chat(args: argparse.Namespace) -> int:
             question = line.strip()
             if not question:
                 continue
-            if args.answer_prefix:
+            if args.answer_prefix and not args.json:
                 print(args.answer_prefix.strip() + " ", end="", flush=True)
-            session.ask(
-                question,
-                answer_prefix=args.answer_prefix,
-                max_tokens=args.max_tokens,
-                temperature=args.temperature,
-                stop=tuple(args.stop),
-                on_token=lambda _tok, text, _step: print(text, end="", flush=True),
-            )
-            print("\n", flush=True)
+            t0 = time.perf_counter()
+            try:
+                result = session.ask(
+                    question,
+                    answer_prefix=args.answer_prefix,
+                    max_tokens=args.max_tokens,
+                    temperature=args.temperature,
+                    ignore_eos=args.ignore_eos,
+                    stop=tuple(args.stop),
+                    keep_turns=0 if args.fresh else len(session.turns),
+                    on_token=None if args.json else (lambda _tok, text, _step: print(text, end="", flush=True)),
+                )
+            except ContextFullError as e:
+                # the conversation goes on: the user can start again (--fresh) or ask something shorter
+                if args.json:
+                    print(json.dumps({"error": str(e), "turn": len(session.turns) + 1}), flush=True)
+                else:
+                    print(f"skv: {e}", file=sys.stderr)
+                continue
+            if args.json:
+                stats = answer_stats(session, args, report, result, result.ttft_s if result.tokens else 0.0)
+                stats["turn_s"] = round(time.perf_counter() - t0, 4)
+                print(json.dumps({"answer": result.answer, "retrieved": session.retrieved(result.steps),
+                                  "stats": stats}, ensure_ascii=False), flush=True)
+            else:
+                print("\n", flush=True)
         return 0
     except SessionError as e:
         raise RuntimeError(str(e)) from None

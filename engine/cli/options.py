@@ -142,3 +142,28 @@ def open_cli_session(args: argparse.Namespace):
     for warning in session.warnings:
         print(f"skv: warning: {warning}", file=sys.stderr)
     return session, docs, ranges, store
+
+
+def answer_stats(session, args: argparse.Namespace, report, result, ttft: float) -> dict:
+    """`stats` of one answer in `skv ask --json` and `skv chat --json` (ttft: from the start of the ask)."""
+    return {
+        "policy": session.config.skv.policy.name.lower() if session.config.skv else "full",
+        "budget": args.budget,
+        "question_attention": args.question_attention,
+        "sentence_start": args.sentence_start,
+        "turn": result.turn,
+        "prefill_tokens": session.n_doc_tokens,
+        "prefill_s": 0.0 if report.restored else round(report.prefill_s, 4),
+        "session_restored": report.restored,
+        "restore_s": round(report.prefill_s, 4) if report.restored else 0.0,
+        "session_save_s": round(report.save_s, 4),
+        "ttft_s": round(ttft, 4),
+        "decode_tokens": result.decode_tokens,
+        "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
+        "context_tokens": session.n_past,
+        "doc_tokens_total": report.n_tokens_total,
+        "doc_tokens_selected": report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total,
+        "doc_tokens_loaded": report.n_tokens_loaded,
+        "truncated": report.truncated,
+        **session.memory(),
+    }

@@ -19,6 +19,15 @@ class SessionError(RuntimeError):
     """A session operation failed (the message is one clear sentence)."""
 
 
+class ContextFullError(SessionError):
+    """A question and its answer would not fit in what the context has left (checked before the turn starts)."""
+
+    def __init__(self, message: str, need: int = 0, left: int = 0) -> None:
+        super().__init__(message)
+        self.need = need
+        self.left = left
+
+
 class SessionInputError(SessionError):
     """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
 

@@ -23,12 +23,14 @@ from engine.prompts import PromptFormat, PromptFormatError, choose_format
 from engine.sentences import SentenceStream
 from engine.session.config import (
     Cancelled,
+    ContextFullError,
     SessionConfig,
     SessionError,
     SessionInputError,
     check_model,
     check_protocol,
 )
+from engine.session.conversation import Turn, TurnRecord
 from engine.session.layout import DocRange, DocumentPlan, LoadedContext, LoadReport, SpanInfo, plan_documents
 from engine.session.persistence import SessionSnapshot, restore_stored, save_stored, store_key
 from engine.session.retrieval import StepRetrieval, read_step, top_sentences
@@ -51,6 +53,7 @@ class AskResult:
     reason: str = "max_tokens"  # why the answer ended: "eos", "stop" (a stop string), "max_tokens" or "stopped"
     # the selection behind the first answer token (made at the last prompt step); None when that step ran dense
     first_step: StepRetrieval | None = None
+    turn: int = 0  # the conversation turn this answer is (1-based); 0 when it was stopped before its answer began
 
     @property
     def decode_tokens(self) -> int:
@@ -155,6 +158,11 @@ class Session:
         self._dense_next = False  # the last decoded token closed a generated sentence (sentence_start dense)
         self._doc_snap: SessionSnapshot | None = None  # the state right after the documents (see ask)
         self._rng = np.random.default_rng(config.seed)
+        self._turns: list[Turn] = []  # the conversation after the documents (conversation.py)
+        self._conv_spans: list[SpanInfo] = []  # its index entries (and the running turn's), after the documents'
+        self._turn_no = 0  # the running turn's number while it decodes (labels its entries)
+        self._role = ""  # the role of the segment being decoded
+        self._turn_tokens: list[int] = []  # the running turn's tokens so far (its entries' text)
 
     # ----------------------------------------------------------------- helpers
 
@@ -183,6 +191,11 @@ class Session:
     @property
     def n_doc_tokens(self) -> int:
         return self._loaded.n_doc_tokens
+
+    @property
+    def turns(self) -> tuple[Turn, ...]:
+        """The conversation after the documents: every turn's question and answer are in the context."""
+        return tuple(self._turns)
 
     def bos_tokens(self) -> list[int]:
         """[BOS] where the model's tokenizer adds one (gemma), else [] (qwen2: its template opens a turn)."""
@@ -318,6 +331,8 @@ class Session:
         self._loaded = LoadedContext()
         self._stream = None
         self._doc_snap = None
+        self._turns = []
+        self._conv_spans = []
 
     # ----------------------------------------------------------------- state
 
@@ -356,6 +371,8 @@ class Session:
             self._doc_snap = snap if snap.n_doc_tokens == len(ids) else None
             self._loaded = LoadedContext(tuple(snap.documents), tuple(snap.spans), snap.n_doc_tokens)
             self._stream = None
+            self._turns = []  # a snapshot holds documents only; turns are decoded again (replay)
+            self._conv_spans = []
             if self.skv is None:
                 pass  # plain llama.cpp: the state (logits included) is all there is
             elif snap.query_seed:
@@ -396,10 +413,18 @@ class Session:
         sentence_start: str | None = None,
         prompt_tokens: list[int] | None = None,
         sampler: Callable[[np.ndarray], int] | None = None,
+        keep_turns: int = 0,
     ) -> AskResult:
         """Decode the question and answer prefix under the policy, then generate up to max_tokens: until an
         end-of-generation token (unless ignore_eos) or a stop string (never part of the answer; a token whose text
-        might start one is streamed as "" until that is decided).
+        might start one is streamed as "" until that is decided). The question and its answer stay in the context
+        and in the sentence index as the conversation's turn keep_turns + 1 (`turns`).
+
+        keep_turns: how many earlier turns the question follows — 0: right after the documents (an independent
+        question; the conversation starts again), len(turns): a follow-up, fewer: the later turns are cut
+        (regenerate or edit a turn). Every turn starts from the same state for the same history: the documents'
+        state, or the earlier turns with their last two tokens decoded again (`rewind`), so asking a turn again
+        gives bit-identical logits.
 
         question_attention / sentence_start (default: the config's): `dense` prefills the question and prefix as
         one dense batch over the documents (the paper's evaluation) instead of decoding them under the policy;
@@ -407,50 +432,138 @@ class Session:
         paper's decoder) instead of keeping the last selection.
 
         prompt_tokens: decode these instead of the prompt format's question (a benchmark's own prompt); sampler:
-        picks each token from the logits instead of the temperature sampler (a test's script)."""
+        picks each token from the logits instead of the temperature sampler (a test's script, a replay)."""
         if max_tokens < 0:
             raise ValueError(f"max_tokens must not be negative, got {max_tokens}")
+        if not 0 <= keep_turns <= len(self._turns):
+            raise ValueError(f"cannot keep {keep_turns} turns: the conversation has {len(self._turns)}")
         question_attention = question_attention or self.config.question_attention
         sentence_start = sentence_start or self.config.sentence_start
         check_protocol(question_attention, sentence_start)
         t0 = time.perf_counter()
-        # every ask starts right after the documents: earlier questions and answers are dropped. The state right
-        # after the documents is kept (taken at the first ask) and every ask, the first included, starts from it
-        # restored: removing the tail with seq_rm is not exact on sliding-window models and loses the selection
-        # seed, and on those models (swa_full off) llama.cpp's restored state is not bit-equal to the live one
-        # (up to ~1 logit on gemma-3, stock library too), so there the same question always gets the same answer
-        # only if every ask runs on the restored state; a saved session restores to that same state. Without
-        # sliding-window layers a restore equals the live state and the first ask needs none.
-        if self.n_past > self.n_doc_tokens and self._doc_snap is not None:
-            self.restore(self._doc_snap)
-        elif self.n_past > self.n_doc_tokens:
-            self.rewind(self.n_doc_tokens)
-        if self._doc_snap is None and self.n_past == self.n_doc_tokens and self.n_doc_tokens > 0:
-            snap = self.snapshot()
-            if self._swa:
-                self.restore(snap)
-            self._doc_snap = snap
-        p_toks = list(prompt_tokens) if prompt_tokens is not None else self.prompt_tokens(question, answer_prefix)
-        if self.n_past + len(p_toks) + max_tokens > self.n_ctx:
-            raise SessionError(
-                f"the question and answer need {len(p_toks) + max_tokens} tokens but only "
-                f"{self.n_ctx - self.n_past} are left in the context: load less text or raise n_ctx"
+        self._enter_turn(keep_turns)
+        if prompt_tokens is not None:
+            segments = [(list(prompt_tokens), "user")]
+        else:
+            segments = self._prompt_segments(question, answer_prefix, follow_up=keep_turns > 0)
+        n_prompt = sum(len(toks) for toks, _ in segments)
+        if self.n_past + n_prompt + max_tokens > self.n_ctx:
+            left = self.n_ctx - self.n_past
+            if self._turns:
+                raise ContextFullError(
+                    f"this turn needs {n_prompt + max_tokens} tokens but the conversation leaves {left} of the "
+                    f"context: drop the oldest turns, start a new chat, or raise n_ctx", n_prompt + max_tokens, left)
+            raise ContextFullError(
+                f"the question and answer need {n_prompt + max_tokens} tokens but only {left} are left in the "
+                f"context: load less text or raise n_ctx", n_prompt + max_tokens, left)
+        return self._run_turn(
+            question, answer_prefix, segments, max_tokens, temperature, ignore_eos, on_token, should_stop, stop,
+            question_attention, sentence_start, sampler, prompt_tokens is not None, t0,
+        )
+
+    def _enter_turn(self, k: int) -> None:
+        """The state a question after the first k turns starts from (see ask)."""
+        if k == 0:
+            # right after the documents. The state there is kept (taken at the first ask) and every such ask, the
+            # first included, starts from it restored: removing the tail with seq_rm is not exact on
+            # sliding-window models and loses the selection seed, and on those models (swa_full off) llama.cpp's
+            # restored state is not bit-equal to the live one (up to ~1 logit on gemma-3, stock library too), so
+            # there the same question always gets the same answer only if every ask runs on the restored state;
+            # a saved session restores to that same state. Without sliding-window layers a restore equals the
+            # live state and the first ask needs none.
+            if self.n_past > self.n_doc_tokens and self._doc_snap is not None:
+                self.restore(self._doc_snap)
+            elif self.n_past > self.n_doc_tokens:
+                self.rewind(self.n_doc_tokens)
+            if self._doc_snap is None and self.n_past == self.n_doc_tokens and self.n_doc_tokens > 0:
+                snap = self.snapshot()
+                if self._swa:
+                    self.restore(snap)
+                self._doc_snap = snap
+            self._turns = []
+            self._conv_spans = []
+            return
+        n = self._turns[k - 1].tok_end
+        if self._swa and n < self.n_past:
+            # sliding-window layers do not keep what a tail removal would need: the documents' state, then the
+            # kept turns decoded again exactly as they were
+            kept = self._turns[:k]
+            self._enter_turn(0)
+            for t in kept:
+                self.replay(t)
+            n = self._turns[k - 1].tok_end
+        # the kept turns stay in the cache; their last two tokens are decoded again (as one batch), which seeds the
+        # next selection the same way whether the turn just ended, later turns were cut or the turns were replayed
+        self.rewind(n)
+
+    def cut_turns(self, k: int) -> None:
+        """Keep the first k turns of the conversation: the context as right after them (see ask)."""
+        if not 0 <= k <= len(self._turns):
+            raise ValueError(f"cannot keep {k} turns: the conversation has {len(self._turns)}")
+        self._enter_turn(k)
+
+    def replay(self, turn: Turn | TurnRecord) -> Turn:
+        """Decode a turn again after the conversation (a chat reopened, sliding-window models, the oldest turns
+        dropped): the same prompt and answer tokens (under the parameters it had, for a Turn), so the context is as
+        it was when the turn has the same place."""
+        rec = turn.record() if isinstance(turn, Turn) else turn
+        tokens = list(rec.answer_tokens) or (self.tokenize(rec.answer) if rec.answer else [])
+        forced = iter(tokens)
+        params = turn.params if isinstance(turn, Turn) else None
+        saved = self.skv.get_params() if self.skv is not None else None
+        if saved is not None and params is not None:
+            self.skv.set_params(params)
+        try:
+            r = self.ask(
+                rec.question, rec.answer_prefix, max_tokens=len(tokens), ignore_eos=True,
+                question_attention=rec.question_attention, sentence_start=rec.sentence_start,
+                prompt_tokens=list(turn.prompt_tokens) if isinstance(turn, Turn) and turn.prompt_tokens else None,
+                sampler=lambda _logits: next(forced), keep_turns=len(self._turns),
             )
+        finally:
+            if saved is not None:
+                self.skv.set_params(saved)
+        assert r.tokens == tokens
+        self._turns[-1] = replace(self._turns[-1], answer=rec.answer or r.answer, reason=rec.reason)
+        return self._turns[-1]
+
+    def _prompt_segments(self, question: str, answer_prefix: str, follow_up: bool) -> list[tuple[list[int], str]]:
+        """The prompt's segments as (tokens, role): the format's text (role ""), the question ("user"), the answer
+        prefix ("assistant": it opens the answer)."""
+        out: list[tuple[list[int], str]] = []
+        asked = False
+        for text, special in self.prompts.parts(question, answer_prefix, follow_up=follow_up):
+            role = "" if special else ("assistant" if asked else "user")
+            asked = asked or role == "user"
+            out.append((self.tokenize(text, special=special), role))
+        return [(toks, role) for toks, role in out if toks]
+
+    def _run_turn(self, question, answer_prefix, segments, max_tokens, temperature, ignore_eos, on_token,
+                  should_stop, stop, question_attention, sentence_start, sampler, custom_prompt, t0) -> AskResult:
         self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else 128)
+        self._turn_no = len(self._turns) + 1
+        self._turn_tokens = []
         base = self.n_past
         if question_attention == "dense":
             # the paper's protocol: the question and the prefix attend the whole cache in one batch
             if should_stop is not None and should_stop():
                 return AskResult("", [], True, 0.0, 0.0, [], "stopped")
-            self._prefill_prompt(p_toks, base)
+            self._prefill_prompt(segments, base)
         else:
             # ours: the question and the prefix are decoded, not prefilled: the policy sees them
-            for t in p_toks:
-                if should_stop is not None and should_stop():
-                    return AskResult("", [], True, 0.0, 0.0, [], "stopped")
-                self._decode_one(t, base)
+            for toks, role in segments:
+                self._role = role
+                for t in toks:
+                    if should_stop is not None and should_stop():
+                        # a stop before the answer began: no turn (the next ask starts where this one did)
+                        self._conv_spans = [s for s in self._conv_spans if s.tok_end <= base]
+                        return AskResult("", [], True, 0.0, 0.0, [], "stopped")
+                    self._decode_one(t, base)
+                if role != "assistant":  # the answer prefix runs on into the answer
+                    self._end_segment(base)
+        self._role = "assistant"
         self._dense_next = False
-        first_step = self._retrieval(-1) if question_attention != "dense" and p_toks else None
+        first_step = self._retrieval(-1) if question_attention != "dense" and segments else None
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         stopper = StopStrings(stop)
         vocab = self._llama_cpp.llama_model_get_vocab(self.llm.model)
@@ -492,11 +605,22 @@ class Session:
             if on_token is not None:
                 on_token(-1, tail, None)
         decode_s = time.perf_counter() - t_first if out_tokens else 0.0
-        return AskResult("".join(pieces), out_tokens, stopped, ttft, decode_s, steps, reason, first_step)
+        self._end_segment(base)  # the turn ends: its answer's last sentence closes
+        answer = "".join(pieces)
+        n_turn = len(self._turns) + 1
+        first_span = next((i for i, s in enumerate(self._conv_spans) if s.tok_start >= base), len(self._conv_spans))
+        n_answer = len(out_tokens)
+        self._turns.append(Turn(
+            n_turn, question, answer_prefix, answer, tuple(out_tokens), reason, base, self.n_past,
+            tuple(self._conv_spans[first_span:]), self.skv.get_params() if self.skv is not None else None,
+            question_attention, sentence_start,
+            tuple(self._turn_tokens[: len(self._turn_tokens) - n_answer]) if custom_prompt else (),
+        ))
+        return AskResult(answer, out_tokens, stopped, ttft, decode_s, steps, reason, first_step, n_turn)
 
     def rewind(self, n: int) -> None:
-        """Drop everything after the first n tokens. The last two kept tokens are decoded again as one batch so
-        the next decode step is seeded from their queries, as after a prefill."""
+        """Drop everything after the first n tokens (and the turns it cuts). The last two kept tokens are decoded
+        again as one batch so the next decode step is seeded from their queries, as after a prefill."""
         if not 0 <= n <= self.n_past:
             raise ValueError(f"cannot rewind to {n} tokens: the context holds {self.n_past}")
         if n < self.n_doc_tokens:
@@ -508,7 +632,9 @@ class Session:
         kept = self._loaded
         self._loaded = LoadedContext(kept.documents, tuple(s for s in kept.spans if s.tok_end <= n),
                                      min(kept.n_doc_tokens, n))
-        self.declare_sentences([s.tok_end for s in self.spans if s.tok_end > keep])
+        self._turns = [t for t in self._turns if t.tok_end <= n]
+        self._conv_spans = [s for s in self._conv_spans if s.tok_end <= n]
+        self.declare_sentences([s.tok_end for s in (*self.spans, *self._conv_spans) if s.tok_end > keep])
         if tail:
             self.eval(tail)
 
@@ -529,25 +655,46 @@ class Session:
                 self.skv.set_params(params)
         else:
             self.eval([tok])
+        self._turn_tokens.append(tok)
         if text is None:
             text = self.llm.detokenize([tok], special=False).decode("utf-8", errors="replace")
         assert self._stream is not None
         ends = [base + n for n in self._stream.push(text)]
         self._dense_next = bool(ends)
-        if ends:
-            self.declare_sentences(ends)
+        self._declare_turn_ends(ends, base)
         return dense
 
-    def _prefill_prompt(self, tokens: list[int], base: int) -> None:
+    def _end_segment(self, base: int) -> None:
+        """A segment of the turn ends (the format's text, the question, the answer): its open sentence closes."""
+        assert self._stream is not None
+        self._declare_turn_ends([base + n for n in self._stream.flush()], base)
+
+    def _declare_turn_ends(self, ends: list[int], base: int) -> None:
+        """Declare sentence ends of the running turn and record what each entry is (turn, role, text)."""
+        for e in ends:
+            a = self._conv_spans[-1].tok_end if self._conv_spans else self.n_doc_tokens
+            a = max(a, base)
+            text = self.llm.detokenize(self._turn_tokens[a - base : e - base], special=False)
+            self._conv_spans.append(SpanInfo(-1, 0, 0, a, e, text.decode("utf-8", errors="replace"),
+                                             self._turn_no, self._role))
+        self.declare_sentences(ends)
+
+    def _prefill_prompt(self, segments: list[tuple[list[int], str]], base: int) -> None:
         """The question and prefix as dense batches (their sentences declared first, as a document's are)."""
         assert self._stream is not None
+        tokens = [t for toks, _ in segments for t in toks]
         if self.n_past + len(tokens) > self.n_ctx:
             raise SessionError("the context is full: start a new chat or raise n_ctx")
-        ends = []
-        for t in tokens:
-            text = self.llm.detokenize([t], special=False).decode("utf-8", errors="replace")
-            ends += [base + n for n in self._stream.push(text)]
-        self.declare_sentences(ends)
+        self._turn_tokens = list(tokens)
+        for toks, role in segments:
+            self._role = role
+            ends = []
+            for t in toks:
+                text = self.llm.detokenize([t], special=False).decode("utf-8", errors="replace")
+                ends += [base + n for n in self._stream.push(text)]
+            if role != "assistant":
+                ends += [base + n for n in self._stream.flush()]
+            self._declare_turn_ends(ends, base)
         for i in range(0, len(tokens), self.config.n_batch):
             self.eval(tokens[i : i + self.config.n_batch])
 
@@ -567,14 +714,24 @@ class Session:
     # ----------------------------------------------------------------- reporting
 
     def span_of(self, sentence_id: int) -> SpanInfo | None:
-        """What native sentence id refers to; prompt/answer sentences get spans built from the native table."""
+        """What native sentence id refers to: a document's entry, then the conversation's (turn and role)."""
         if 0 <= sentence_id < len(self.spans):
             return self.spans[sentence_id]
+        i = sentence_id - len(self.spans)
+        if 0 <= i < len(self._conv_spans):
+            return self._conv_spans[i]
         return None
 
-    def retrieved(self, steps: list[StepRetrieval], top: int = 10) -> list[dict]:
-        """Top sentences by weight: the fraction of (step, layer, head) selections that chose them."""
-        return top_sentences(self, steps, top)
+    def turn_entries(self) -> list[tuple[int, SpanInfo]]:
+        """The conversation's index entries (user and assistant sentences, not the format's text): (id, span)."""
+        n = len(self.spans)
+        return [(n + i, sp) for i, sp in enumerate(self._conv_spans) if sp.role]
+
+    def retrieved(self, steps: list[StepRetrieval], top: int = 10, turn: int | None = None) -> list[dict]:
+        """Top sentences by weight: the fraction of (step, layer, head) selections that chose them; the entries of
+        `turn` itself (default: the last turn, the one these steps usually answer) are left out."""
+        skip = turn if turn is not None else (self._turns[-1].number if self._turns else 0)
+        return top_sentences(self, steps, top, skip)
 
     def memory(self) -> dict:
         """Bytes read from the ggml buffers (SentenceKV stats) plus the full-KV figure for this context."""

@@ -21,7 +21,8 @@ DOC_FORMAT = 3  # 2: short sentences join the next; 3: control tokens as such, B
 
 @dataclass(frozen=True, slots=True)
 class SpanInfo:
-    """What one native index entry (sentence) is: a document sentence, a header, the question or the answer."""
+    """What one native index entry (sentence) is: a document sentence, a header, or a sentence of a turn (its
+    question, its answer, or the prompt format's text between them)."""
 
     doc: int  # index into Session.documents, -1 for prompt/answer text
     char_start: int
@@ -29,6 +30,8 @@ class SpanInfo:
     tok_start: int  # absolute positions in the context
     tok_end: int
     text: str
+    turn: int = 0  # a conversation turn's entry: its turn, 1-based (0: documents)
+    role: str = ""  # "user" (the question), "assistant" (the answer) or "" (the prompt format's own text)
 
 
 @dataclass(frozen=True, slots=True)

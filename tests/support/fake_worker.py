@@ -142,12 +142,15 @@ class FakeWorker:
             return ev.Finished(rid, "done")
         if isinstance(cmd, Ask):
             ids = [s[0] for s in self._sentences]
+            base = (max(ids) + 1) if ids else 0  # the conversation's entries follow the documents'
             for i, text in enumerate(self._answer):
                 if rid <= self._stop_upto:
                     return ev.Stopped(rid, "stopped by the user")
                 emit(ev.TokenEvent(rid, i, text, 100 + i))
                 if ids:
                     picks = sorted({ids[(i * 7 + k * 3) % len(ids)] for k in range(3)} | {ids[-4 % len(ids)]})
+                    if cmd.history:  # a follow-up also reads the first turn's question
+                        picks = sorted({*picks, base})
                     # gemma-3's SKV layers 5, 11 and 17 (one KV head): each takes part of the picks
                     layers = tuple((lid, tuple((p, 1.0) for k, p in enumerate(picks) if k % 3 != j or p == picks[0]))
                                    for j, lid in enumerate((5, 11, 17)))
@@ -160,6 +163,15 @@ class FakeWorker:
                 emit(self._memory(rid))
                 time.sleep(self._delay)
             emit(ev.StatsEvent(rid, 0.31, 42.5, 1850.0, len(self._answer)))
+            # the conversation so far: every earlier question and answer is one index entry after the documents
+            turn = len(cmd.history) + 1
+            entries = []
+            for t, rec in enumerate((*cmd.history, None), start=1):
+                q = cmd.question if rec is None else rec.question
+                a = "".join(self._answer) if rec is None else rec.answer
+                entries += [(base + 2 * (t - 1), t, "user", q), (base + 2 * (t - 1) + 1, t, "assistant", a.strip())]
+            emit(ev.TurnEnded(rid, turn, tuple(100 + i for i in range(len(self._answer))), "eos", tuple(entries),
+                              self._n_past, 8192))
             return ev.Finished(rid, "eos")
         if isinstance(cmd, SetParams):
             p = cmd.params

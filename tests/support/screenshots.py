@@ -1,4 +1,4 @@
-"""Offscreen screenshots of six states in the light and the dark theme (forced through the theme setting), written
+"""Offscreen screenshots of seven states in the light and the dark theme (forced through the theme setting), written
 to docs/screenshots/ for the README: a generator, not a test (`make screenshots` runs it; the suite does not). The
 engine is the scripted worker, so the pictures are the same every run."""
 
@@ -16,7 +16,7 @@ OUT = ROOT / "docs" / "screenshots"
 
 
 @pytest.mark.parametrize("theme", ["light", "dark"])
-def test_screenshots_of_six_states(qtbot, tmp_path, theme):
+def test_screenshots_of_seven_states(qtbot, tmp_path, theme):
     from fake_worker import FakeWorker
 
     from app.main_window import MainWindow
@@ -65,4 +65,12 @@ def test_screenshots_of_six_states(qtbot, tmp_path, theme):
     shot("6-settings", dialog)
     dialog.reject()
     assert "granite-1851" in text
+
+    # a follow-up: the earlier turn is in the context, and its question is among the sentences read
+    w.bridge._worker._delay = 0.002
+    w.prompt_edit.setPlainText("And where is that card kept?")
+    with qtbot.waitSignal(w.answer_finished, timeout=10_000):
+        w.send()
+    assert any(w.doc_view.top_list.item(i).text().count("you, turn 1") for i in range(w.doc_view.top_list.count()))
+    shot("7-follow-up")
     w.shutdown()
