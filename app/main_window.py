@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self._dropped: dict[int, int] = {}
         self._asked = ""  # the question of the running ask (asked again when the oldest turns are dropped)
         self._turns_before = 0  # answered turns on screen before the running ask
+        self._stopped_asks: dict[int, tuple[int, ChatItem]] = {}  # run id -> (chat, answer) stopped on screen
         self._token_times: list[float] = []
         self._settings_dialog: SettingsDialog | None = None
 
@@ -577,6 +578,17 @@ class MainWindow(QMainWindow):
 
     @Slot(object)
     def _handle_turn_ended(self, e: ev.TurnEnded) -> None:
+        late = self._stopped_asks.pop(e.run_id, None)
+        if late is not None:
+            # stopped on screen before the engine ended the turn: the saved answer gets what the context holds
+            conv_id, item = late
+            item.answer_ids, item.reason = list(e.answer_tokens), "stopped"
+            msgs = self.store.messages(conv_id)
+            if msgs and msgs[-1].role == "assistant" and msgs[-1].text == item.text:
+                meta = {**msgs[-1].meta, "answer_ids": item.answer_ids, "reason": "stopped"}
+                self._save(self.store.update_message, msgs[-1].id, item.text, meta)
+            self.doc_view.set_turn_entries(e.entries)
+            return
         if e.run_id != self._ask_run or not self.chat.items:
             return
         item = self.chat.items[-1]
@@ -608,6 +620,8 @@ class MainWindow(QMainWindow):
         self._ask_run = 0
         self._runs.pop(run_id, None)
         item = self.chat.items[-1]
+        if reason.startswith("stopped") and not item.answer_ids:
+            self._stopped_asks[run_id] = (self._conv_id, item)  # its TurnEnded may still come
         footer = item.footer
         if reason == "stopped" or reason.startswith("stopped"):
             footer = (footer + " · stopped") if footer else "stopped"

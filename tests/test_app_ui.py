@@ -368,3 +368,40 @@ def test_the_self_test_exits_cleanly(tiny_model_path, tmp_path):
                        cwd=Path(__file__).resolve().parents[1])
     assert r.returncode == 0, r.stderr[-800:]
     assert "answer:" in r.stdout and "Fatal Python error" not in r.stderr
+
+
+def test_follow_ups_carry_the_history_and_a_full_context_offers_three_choices(qtbot, make_window):
+    from engine.worker import Ask
+
+    w = make_window()
+    open_sample(qtbot, w)
+    ask(qtbot, w, "What is the pass code?")
+    ask(qtbot, w, "Where is the card?")
+    asks = [c for c in w.bridge._worker.commands if isinstance(c, Ask)]
+    assert [len(a.history) for a in asks] == [0, 1]
+    assert asks[1].history[0].question == "What is the pass code?" and asks[1].history[0].answer_tokens
+    msgs = w.store.messages(w._conv_id)
+    assert all(m.meta["answer_ids"] for m in msgs if m.role == "assistant")
+
+    # the engine refuses the next question: the banner says so and offers what to do; nothing is lost
+    w.bridge._worker.max_turns = 1
+    w.prompt_edit.setPlainText("And the ferry?")
+    with qtbot.waitSignal(w.bridge.failed, timeout=10_000):
+        w.send()
+    qtbot.waitUntil(lambda: not w._ask_run, timeout=5000)
+    assert w.banner.isVisible() and "drop the oldest turns" in w.banner.label.text()
+    assert [b.text() for b in w.banner.actions] == ["Drop the oldest turns", "New chat", "Settings…"]
+    assert [m.role for m in w.store.messages(w._conv_id)][-1] == "user"  # the question is kept
+    turns = []
+    w.bridge.turn_ended.connect(lambda e: turns.append(e))
+    with qtbot.waitSignal(w.answer_finished, timeout=10_000):
+        w.banner.actions[0].click()
+    last = [c for c in w.bridge._worker.commands if isinstance(c, Ask)][-1]
+    assert last.question == "And the ferry?" and last.drop_oldest and len(last.history) == 2
+    assert not w.banner.isVisible() and turns[-1].turn == 2  # one turn left the context
+    assert w._dropped[w._conv_id] == 1
+    assert [m.role for m in w.store.messages(w._conv_id)] == ["user", "assistant"] * 3  # every message kept
+    # the next question follows the turns still in the context
+    ask(qtbot, w, "And the bus?")
+    last = [c for c in w.bridge._worker.commands if isinstance(c, Ask)][-1]
+    assert [r.question for r in last.history] == ["Where is the card?", "And the ferry?"]

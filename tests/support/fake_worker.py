@@ -61,6 +61,7 @@ class FakeWorker:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         self.commands: list[object] = []
+        self.max_turns = 0  # > 0: an Ask with more history than this is refused as context_full (unless drop_oldest)
 
     def submit(self, command) -> int:
         rid = next(self._ids)
@@ -140,6 +141,9 @@ class FakeWorker:
             )
             emit(self._memory(rid))
             return ev.Finished(rid, "done")
+        if isinstance(cmd, Ask) and self.max_turns and len(cmd.history) > self.max_turns and not cmd.drop_oldest:
+            return ev.Failed(rid, "this turn needs 900 tokens but the conversation leaves 100 of the context: "
+                                  "drop the oldest turns, start a new chat, or raise n_ctx", "context_full")
         if isinstance(cmd, Ask):
             ids = [s[0] for s in self._sentences]
             base = (max(ids) + 1) if ids else 0  # the conversation's entries follow the documents'
@@ -164,9 +168,10 @@ class FakeWorker:
                 time.sleep(self._delay)
             emit(ev.StatsEvent(rid, 0.31, 42.5, 1850.0, len(self._answer)))
             # the conversation so far: every earlier question and answer is one index entry after the documents
-            turn = len(cmd.history) + 1
+            kept = cmd.history[-self.max_turns:] if self.max_turns and cmd.drop_oldest else cmd.history
+            turn = len(kept) + 1
             entries = []
-            for t, rec in enumerate((*cmd.history, None), start=1):
+            for t, rec in enumerate((*kept, None), start=1):
                 q = cmd.question if rec is None else rec.question
                 a = "".join(self._answer) if rec is None else rec.answer
                 entries += [(base + 2 * (t - 1), t, "user", q), (base + 2 * (t - 1) + 1, t, "assistant", a.strip())]
