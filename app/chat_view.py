@@ -69,9 +69,11 @@ def rendered_to_raw(raw: str, rendered: str, k: int) -> int:
 
 
 class ChatView(QTextBrowser):
-    """word_clicked(item index, token index): the user clicked a word of an answer."""
+    """word_clicked(item index, token index): the user clicked a word of an answer; edit_requested(item index): the
+    user chose "Edit this question" on one of their messages (right-click)."""
 
     word_clicked = Signal(int, int)
+    edit_requested = Signal(int)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -265,6 +267,14 @@ class ChatView(QTextBrowser):
         if i >= 0 and t >= 0:
             self.select_token(i, t)
             self.word_clicked.emit(i, t)
+
+    def contextMenuEvent(self, e) -> None:  # noqa: N802 - Qt override
+        menu = self.createStandardContextMenu(e.pos())
+        i = self.item_at(self.cursorForPosition(e.pos()).position())
+        if 0 <= i < len(self.items) and self.items[i].role == "user":
+            menu.addSeparator()
+            menu.addAction("Edit this question", lambda: self.edit_requested.emit(i))
+        menu.exec(e.globalPos())
 
     def mouseReleaseEvent(self, e: QMouseEvent) -> None:  # noqa: N802 - Qt override
         super().mouseReleaseEvent(e)

@@ -123,6 +123,7 @@ class MainWindow(QMainWindow):
         self._dropped: dict[int, int] = {}
         self._asked = ""  # the question of the running ask (asked again when the oldest turns are dropped)
         self._turns_before = 0  # answered turns on screen before the running ask
+        self._edit_from = -1  # chat item index of the question being edited (edit_question), -1: none
         self._stopped_asks: dict[int, tuple[int, ChatItem]] = {}  # run id -> (chat, answer) stopped on screen
         self._token_times: list[float] = []
         self._settings_dialog: SettingsDialog | None = None
@@ -168,6 +169,7 @@ class MainWindow(QMainWindow):
         self.progress.cancel_requested.connect(self.stop)
         self.chat = ChatView()
         self.chat.word_clicked.connect(self._word_clicked)
+        self.chat.edit_requested.connect(self.edit_question)
         self.prompt_edit = QPlainTextEdit()
         self.prompt_edit.setObjectName("promptEdit")
         self.prompt_edit.setAccessibleName("Question")
@@ -405,10 +407,44 @@ class MainWindow(QMainWindow):
 
     # ================================================================== asking
 
+    def edit_question(self, item_index: int) -> None:
+        """Put an earlier question back in the prompt box; sending it replaces that question and every message
+        after it (the conversation is cut there and goes on from the edited question)."""
+        if self._ask_run or not 0 <= item_index < len(self.chat.items) or self.chat.items[item_index].role != "user":
+            return
+        self._edit_from = item_index
+        self.prompt_edit.setPlainText(self.chat.items[item_index].text)
+        self.prompt_edit.setFocus()
+        later = len(self.chat.items) - item_index
+        self.banner.show_message(f"editing an earlier question: Send replaces it and the {later - 1} message(s) "
+                                 "after it", "info", actions=(("Cancel the edit", self._cancel_edit),))
+
+    def _cancel_edit(self) -> None:
+        self._edit_from = -1
+        self.prompt_edit.clear()
+
+    def _cut_at_edit(self) -> bool:
+        """Remove the edited question and everything after it, from the chat and the history."""
+        i, self._edit_from = self._edit_from, -1
+        if not 0 <= i < len(self.chat.items) or not self._flush_unsaved():
+            return False
+        msgs = self.store.messages(self._conv_id) if self._conv_id else []
+        if len(msgs) != len(self.chat.items):
+            return False  # the screen and the history disagree: ask as a new question instead
+        for m in msgs[i:]:
+            if not self._save(self.store.delete_message, m.id):
+                return False
+        while len(self.chat.items) > i:
+            self.chat.remove_last()
+        self.banner.hide()
+        return True
+
     def send(self) -> None:
         question = self.prompt_edit.toPlainText().strip()
         if not question or not self.send_button.isEnabled():
             return
+        if self._edit_from >= 0:
+            self._cut_at_edit()
         self.prompt_edit.clear()
         if not self._conv_id and not self.new_conversation():
             self.prompt_edit.setPlainText(question)  # nothing is lost: the question stays to send again
@@ -730,6 +766,7 @@ class MainWindow(QMainWindow):
         if conv is None:
             return
         self._conv_id = conv.id
+        self._edit_from = -1
         self.chat.items = []
         for m in self.store.messages(conv.id):
             self.chat.items.append(self._item_from_message(m))

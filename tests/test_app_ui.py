@@ -405,3 +405,24 @@ def test_follow_ups_carry_the_history_and_a_full_context_offers_three_choices(qt
     ask(qtbot, w, "And the bus?")
     last = [c for c in w.bridge._worker.commands if isinstance(c, Ask)][-1]
     assert [r.question for r in last.history] == ["Where is the card?", "And the ferry?"]
+
+
+def test_editing_an_earlier_question_cuts_the_conversation_there(qtbot, make_window):
+    from engine.worker import Ask
+
+    w = make_window()
+    open_sample(qtbot, w)
+    ask(qtbot, w, "What is the pass code?")
+    ask(qtbot, w, "Where is the card?")
+    ask(qtbot, w, "And the ferry?")
+    w.edit_question(2)  # the second question
+    assert w.prompt_edit.toPlainText() == "Where is the card?" and w.banner.isVisible()
+    w.prompt_edit.setPlainText("Where is the map?")
+    with qtbot.waitSignal(w.answer_finished, timeout=10_000):
+        w.send()
+    last = [c for c in w.bridge._worker.commands if isinstance(c, Ask)][-1]
+    assert last.question == "Where is the map?" and [r.question for r in last.history] == ["What is the pass code?"]
+    msgs = w.store.messages(w._conv_id)
+    assert [(m.role, m.text if m.role == "user" else "") for m in msgs] == [
+        ("user", "What is the pass code?"), ("assistant", ""), ("user", "Where is the map?"), ("assistant", "")]
+    assert [i.role for i in w.chat.items] == ["user", "assistant"] * 2

@@ -267,6 +267,8 @@ class Session:
     def extend(self, tokens: list[int], spans: list[SpanInfo]) -> None:
         """Prefill more document tokens densely after what the context holds (e.g. after rewind): the new spans'
         ends are declared and the loaded context grows by them."""
+        if self._conv_spans:
+            raise SessionError("documents cannot be added after a conversation's turns: cut them first (cut_turns(0))")
         kept = self._loaded
         self.declare_sentences([sp.tok_end for sp in spans])
         self.eval(tokens)
@@ -280,6 +282,8 @@ class Session:
         self.llm.input_ids[:n_tokens] = filler
         self.llm.n_tokens = n_tokens
         self._loaded = LoadedContext((), (), n_tokens)
+        self._turns = []
+        self._conv_spans = []
 
     # ----------------------------------------------------------------- documents
 
