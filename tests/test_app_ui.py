@@ -382,6 +382,12 @@ def test_follow_ups_carry_the_history_and_a_full_context_offers_three_choices(qt
     assert asks[1].history[0].question == "What is the pass code?" and asks[1].history[0].answer_tokens
     msgs = w.store.messages(w._conv_id)
     assert all(m.meta["answer_ids"] for m in msgs if m.role == "assistant")
+    # the follow-up read the first turn's question: listed in the retrieval panel; a click scrolls the chat to it
+    rows = [w.doc_view.top_list.item(i) for i in range(w.doc_view.top_list.count())]
+    row = next(r for r in rows if "you, turn 1" in r.text())
+    w.chat.moveCursor(w.chat.textCursor().MoveOperation.End)
+    w.doc_view.top_list.itemClicked.emit(row)
+    assert w.chat.textCursor().position() == w.chat.items[0].frame.firstPosition()
 
     # the engine refuses the next question: the banner says so and offers what to do; nothing is lost
     w.bridge._worker.max_turns = 1
