@@ -10,6 +10,8 @@ import ctypes
 from dataclasses import dataclass
 from enum import IntEnum
 
+import numpy as np
+
 ERR_NOT_ENABLED = -1
 ERR_INVALID = -2
 ERR_INTERNAL = -3
@@ -184,6 +186,8 @@ def _bind():
         # int32_t llama_skv_get_selection(ctx, int32_t skv_il, int32_t head, int32_t * ids, float * scores,
         #                                 int32_t * n_tokens, int32_t n_max);
         "llama_skv_get_selection": ([_ctx_p, i32, i32, _P(i32), _P(ctypes.c_float), _P(i32), i32], i32),
+        # int32_t llama_skv_get_selections(ctx, int32_t * ids, int32_t n_max, int32_t * offsets, int32_t n_offsets)
+        "llama_skv_get_selections": ([_ctx_p, _P(i32), i32, _P(i32), i32], i32),
         # int32_t llama_skv_close_cached(struct llama_context * ctx);
         "llama_skv_close_cached": ([_ctx_p], i32),
         # int32_t llama_skv_get_seed(struct llama_context * ctx, float * out, int32_t n_max);
@@ -267,6 +271,8 @@ class SkvContext:
                 "SentenceKV is not on for this context: request it before creating the context, "
                 "with flash attention on and an F16 cache"
             )
+        self._sel_ids = np.zeros(4096, dtype=np.int32)  # selections(): reused buffers
+        self._sel_offsets: np.ndarray | None = None
 
     @staticmethod
     def enabled(ctx) -> bool:
@@ -334,6 +340,22 @@ class SkvContext:
             "get_selection",
         )
         return [Pick(ids[i], scores[i], ntok[i]) for i in range(min(n, n_max))]
+
+    def selections(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every (SKV layer, KV head) selection of the last staged step in one call: (ids, offsets) — the ids of
+        layer l, head h (descending score) are ids[offsets[l * n_head_kv + h] : offsets[l * n_head_kv + h + 1]]."""
+        if self._sel_offsets is None:
+            st = self.stats()
+            self._sel_offsets = np.zeros(st.n_layers * st.n_head_kv + 1, dtype=np.int32)
+        offs = self._sel_offsets
+        op = offs.ctypes.data_as(_P(ctypes.c_int32))
+        while True:
+            ip = self._sel_ids.ctypes.data_as(_P(ctypes.c_int32))
+            n = _check(self._lib.llama_skv_get_selections(self._ctx, ip, len(self._sel_ids), op, len(offs)),
+                       "get_selections")
+            if n <= len(self._sel_ids):
+                return self._sel_ids[:n].copy(), offs.copy()
+            self._sel_ids = np.zeros(2 * n, dtype=np.int32)
 
     def stats(self) -> SkvStats:
         out = llama_skv_stats()

@@ -128,6 +128,11 @@ def _tokenize_sentences(
     return tokens, sentences
 
 
+# what pysbd can end an English sentence at: terminal punctuation (full-width forms too) and ")" (its list items,
+# "1) ... 2) ...")
+_TERMINAL = re.compile(r"[.!?…。！？)]")
+
+
 class SentenceStream:
     """Detects sentence ends in streamed (generated) text.
 
@@ -176,6 +181,8 @@ class SentenceStream:
         blank = text.find("\n\n")
         if 0 <= blank < len(text) - 2 and text[:blank].strip():
             return blank + 2
+        if not _TERMINAL.search(text):
+            return None  # pysbd ends a sentence only at terminal punctuation: nothing to ask it (it is slow)
         flat = text.replace("\n", " ")
         pieces = [p for p in self._seg.segment(flat) if p]
         if len(pieces) >= 2 and pieces[1].strip():

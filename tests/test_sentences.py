@@ -97,3 +97,38 @@ def test_very_short_sentences_join_the_next_one():
         "The grass is green and the sky is blue.",
         "Fine.",
     ]
+
+
+def test_the_stream_asks_pysbd_only_when_a_sentence_can_end_and_finds_the_same_ends():
+    # a reference that segments at every token (as before the terminal-punctuation check): same ends on books and
+    # on list-like text without punctuation
+    import re
+
+    from engine.bench.harness import load_book_text
+
+    class EveryToken(SentenceStream):
+        def _find_close(self):
+            text = self._text
+            if not text.strip():
+                return None
+            blank = text.find("\n\n")
+            if 0 <= blank < len(text) - 2 and text[:blank].strip():
+                return blank + 2
+            flat = text.replace("\n", " ")
+            pieces = [p for p in self._seg.segment(flat) if p]
+            if len(pieces) >= 2 and pieces[1].strip():
+                first = pieces[0].strip()
+                return flat.find(first) + len(first)
+            return None
+
+    texts = [load_book_text("alice_in_wonderland.txt")[30000:38000], load_book_text("walden.txt")[60000:66000],
+             "Steps:\n1) open the box 2) take the key 3) lock it\na) first b) second\n- item one\n- item two\n" * 4,
+             'He said "stop" and left (quietly); it was 3 p.m. on Jan. 5 at St. Paul\'s with Dr. Who! Then? Yes…']
+    for text in texts:
+        pieces = re.findall(r"\s*\S+", text)
+        got, want = [], []
+        fast, ref = SentenceStream(), EveryToken()
+        for p in pieces:
+            got += fast.push(p)
+            want += ref.push(p)
+        assert got == want and len(got) >= 2, text[:40]

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 from engine.native import Policy
 from engine.session.conversation import turn_entry
 
@@ -28,24 +30,29 @@ class StepRetrieval:
 
 
 def read_step(session: Session, step: int) -> StepRetrieval | None:
-    """The sentences the last decode step attended, merged over SKV layers and KV heads."""
+    """The sentences the last decode step attended, merged over SKV layers and KV heads: one native call for every
+    selection, counted with numpy (the per-token cost stays small next to the decode step)."""
     if session.skv is None or session.skv.get_params().policy == Policy.FULL:
         return None
-    st = session.skv.stats()
-    counts: dict[int, int] = {}
-    ranks: dict[int, float] = {}
-    per_layer = []
-    for li, layer_id in enumerate(session._skv_layers):
-        mine: dict[int, int] = {}
-        for h in range(st.n_head_kv):
-            for rank, pick in enumerate(session.skv.selection(li, h)):  # in descending score
-                mine[pick.entry] = mine.get(pick.entry, 0) + 1
-                ranks[pick.entry] = ranks.get(pick.entry, 0.0) + 1.0 / (1 + rank)
-        for sid, n in mine.items():
-            counts[sid] = counts.get(sid, 0) + n
-        per_layer.append((layer_id, tuple(sorted(mine.items()))))
-    return StepRetrieval(step, tuple(sorted(counts.items())), st.n_layers * st.n_head_kv, tuple(per_layer),
-                         st.n_head_kv, tuple(sorted(ranks.items())))
+    ids, offs = session.skv.selections()
+    n_sel = len(offs) - 1
+    n_layers = len(session._skv_layers)
+    n_head_kv = n_sel // max(n_layers, 1)
+    if len(ids) == 0:
+        return StepRetrieval(step, (), n_sel, tuple((lid, ()) for lid in session._skv_layers), n_head_kv, ())
+    seg = np.repeat(np.arange(n_sel), np.diff(offs))  # which (layer, head) each id came from
+    rank = np.arange(len(ids)) - offs[seg]  # its place in that selection (descending score)
+    uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
+    rr = np.bincount(inv, weights=1.0 / (1.0 + rank), minlength=len(uniq))
+    width = int(uniq[-1]) + 1
+    lkey, lcounts = np.unique((seg // n_head_kv) * width + ids, return_counts=True)
+    layer_of, sid_of = np.divmod(lkey, width)
+    cuts = np.searchsorted(layer_of, np.arange(n_layers + 1))
+    sids, ns = sid_of.tolist(), lcounts.tolist()
+    per_layer = tuple((lid, tuple(zip(sids[cuts[li]:cuts[li + 1]], ns[cuts[li]:cuts[li + 1]], strict=True)))
+                      for li, lid in enumerate(session._skv_layers))
+    return StepRetrieval(step, tuple(zip(uniq.tolist(), counts.tolist(), strict=True)), n_sel, per_layer, n_head_kv,
+                         tuple(zip(uniq.tolist(), rr.tolist(), strict=True)))
 
 
 def top_sentences(session: Session, steps: list[StepRetrieval], top: int = 10, skip_turn: int = 0) -> list[dict]:

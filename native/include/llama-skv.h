@@ -124,6 +124,13 @@ LLAMA_API int32_t llama_skv_get_layers(struct llama_context * ctx, int32_t * ids
 LLAMA_API int32_t llama_skv_get_selection(struct llama_context * ctx, int32_t skv_il, int32_t head,
                                           int32_t * ids, float * scores, int32_t * n_tokens, int32_t n_max);
 
+// Every selection of the last staged step at once (the UI's per-token readout in one call): the entry ids of SKV
+// layer l, KV head h follow each other in descending score in `ids`, from offsets[l*n_head_kv + h] to
+// offsets[l*n_head_kv + h + 1] (offsets has n_layers*n_head_kv + 1 values; pass n_offsets for its size). Returns
+// the number of ids (<= n_max written; call with n_max 0 for the size), -2 for offsets too small.
+LLAMA_API int32_t llama_skv_get_selections(struct llama_context * ctx, int32_t * ids, int32_t n_max,
+                                           int32_t * offsets, int32_t n_offsets);
+
 LLAMA_API int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
 
 #ifdef __cplusplus

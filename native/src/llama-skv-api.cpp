@@ -206,6 +206,37 @@ int32_t llama_skv_get_selection(llama_context * ctx, int32_t skv_il, int32_t hea
     return (int32_t) sel.size();
 }
 
+int32_t llama_skv_get_selections(llama_context * ctx, int32_t * ids, int32_t n_max, int32_t * offsets,
+                                 int32_t n_offsets) {
+    llama_skv_cache * skv = skv_of_ctx(ctx);
+    if (!skv) {
+        return LLAMA_SKV_ERR_NOT_ENABLED;
+    }
+    const int32_t n_sel = (int32_t) skv->layers.size() * skv->n_head_kv;
+    if (n_max < 0 || (offsets && n_offsets < n_sel + 1)) {
+        return LLAMA_SKV_ERR_INVALID;
+    }
+    int32_t n = 0;
+    int32_t k = 0; // l * n_head_kv + h
+    for (const auto & l : skv->layers) {
+        for (int32_t h = 0; h < skv->n_head_kv; ++h, ++k) {
+            if (offsets) {
+                offsets[k] = n;
+            }
+            for (const auto & pk : l.sel[h]) {
+                if (ids && n < n_max) {
+                    ids[n] = pk.id;
+                }
+                n++;
+            }
+        }
+    }
+    if (offsets) {
+        offsets[n_sel] = n;
+    }
+    return n;
+}
+
 int32_t llama_skv_get_stats(llama_context * ctx, llama_skv_stats * out) {
     llama_skv_cache * skv = skv_of_ctx(ctx);
     if (!skv) {
