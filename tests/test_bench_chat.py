@@ -21,3 +21,4 @@ def test_bench_chat_reopens_a_conversation_exactly(tiny_model_path, tmp_path, ca
 def test_bench_chat_refuses_bad_options(capsys):
     assert main(["bench", "chat", "--turns", "9"]) == 2
     assert "--turns" in capsys.readouterr().err
+

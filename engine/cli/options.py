@@ -160,6 +160,8 @@ def answer_stats(session, args: argparse.Namespace, report, result, ttft: float)
         "ttft_s": round(ttft, 4),
         "decode_tokens": result.decode_tokens,
         "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
+        # the answer loop's own work (selection readout, detokenizing, sentence ends, stop strings) beside llama.cpp
+        "decode_python_share": round(1 - result.decode_native_s / result.decode_s, 4) if result.decode_s > 0 else 0.0,
         "context_tokens": session.n_past,
         "doc_tokens_total": report.n_tokens_total,
         "doc_tokens_selected": report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total,

@@ -54,6 +54,8 @@ class AskResult:
     # the selection behind the first answer token (made at the last prompt step); None when that step ran dense
     first_step: StepRetrieval | None = None
     turn: int = 0  # the conversation turn this answer is (1-based); 0 when it was stopped before its answer began
+    # of decode_s, the time inside the decode call (llama.cpp); the rest is the loop's own (Python) work
+    decode_native_s: float = 0.0
 
     @property
     def decode_tokens(self) -> int:
@@ -163,6 +165,7 @@ class Session:
         self._turn_no = 0  # the running turn's number while it decodes (labels its entries)
         self._role = ""  # the role of the segment being decoded
         self._turn_tokens: list[int] = []  # the running turn's tokens so far (its entries' text)
+        self._native_s = 0.0  # time spent in the decode call, summed (AskResult.decode_native_s)
 
     # ----------------------------------------------------------------- helpers
 
@@ -237,10 +240,13 @@ class Session:
 
     def eval(self, tokens: list[int]) -> None:
         """Decode tokens as one batch (a batch of more than one is dense; one token runs under the policy)."""
+        t0 = time.perf_counter()
         try:
             self.llm.eval(tokens)
         except RuntimeError as e:
             raise SessionError(f"llama.cpp failed to decode ({e})") from None
+        finally:
+            self._native_s += time.perf_counter() - t0
 
     def teacher_force(self, tokens: list[int]) -> np.ndarray:
         """Decode tokens one at a time under the policy; the logits after each, [len(tokens), n_vocab] float32."""
@@ -590,6 +596,7 @@ class Session:
             if i == 0:
                 t_first = time.perf_counter()
                 ttft = t_first - t0
+                native0 = self._native_s
             out_tokens.append(tok)
             raw = decoder.decode(self.llm.detokenize([tok], special=False))
             dense = self._decode_one(tok, base, raw, sentence_start == "dense")
@@ -609,6 +616,7 @@ class Session:
             if on_token is not None:
                 on_token(-1, tail, None)
         decode_s = time.perf_counter() - t_first if out_tokens else 0.0
+        native_s = self._native_s - native0 if out_tokens else 0.0
         self._end_segment(base)  # the turn ends: its answer's last sentence closes
         answer = "".join(pieces)
         n_turn = len(self._turns) + 1
@@ -620,7 +628,7 @@ class Session:
             question_attention, sentence_start,
             tuple(self._turn_tokens[: len(self._turn_tokens) - n_answer]) if custom_prompt else (),
         ))
-        return AskResult(answer, out_tokens, stopped, ttft, decode_s, steps, reason, first_step, n_turn)
+        return AskResult(answer, out_tokens, stopped, ttft, decode_s, steps, reason, first_step, n_turn, native_s)
 
     def rewind(self, n: int) -> None:
         """Drop everything after the first n tokens (and the turns it cuts). The last two kept tokens are decoded
