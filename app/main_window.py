@@ -34,6 +34,7 @@ from app.document_view import DocumentView, LoadedDoc
 from app.memory_panel import MemoryPanel
 from app.settings import (
     AppSettings,
+    LocalServer,
     SettingsDialog,
     fitting_ctx,
     load_settings,
@@ -127,6 +128,7 @@ class MainWindow(QMainWindow):
         self._stopped_asks: dict[int, tuple[int, ChatItem]] = {}  # run id -> (chat, answer) stopped on screen
         self._token_times: list[float] = []
         self._settings_dialog: SettingsDialog | None = None
+        self.local_server = LocalServer(self)  # `skv serve`, started from Settings
 
         self._create_widgets()
         self._create_actions()
@@ -819,7 +821,7 @@ class MainWindow(QMainWindow):
     # ================================================================== settings
 
     def open_settings(self) -> SettingsDialog:
-        dialog = SettingsDialog(self.settings, self)
+        dialog = SettingsDialog(self.settings, self, self.local_server)
         dialog.accepted.connect(lambda: self.apply_settings(dialog.value()))
         self._settings_dialog = dialog
         dialog.open()
@@ -894,6 +896,7 @@ class MainWindow(QMainWindow):
         """Stop the engine, free the model and join its thread, then save what the chat store still owes
         (idempotent)."""
         self.bridge.shutdown(10.0)
+        self.local_server.stop()
         self._flush_unsaved()
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt override

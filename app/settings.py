@@ -7,10 +7,11 @@ reload the model (the documents are prefilled again); the theme applies at once.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from dataclasses import asdict, dataclass, fields, replace
 
-from PySide6.QtCore import QObject, QSettings, Signal
+from PySide6.QtCore import QObject, QProcess, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
     QComboBox,
     QDialog,
@@ -231,8 +232,56 @@ class ModelDownload(QObject):
             self._thread.join(timeout)
 
 
+class LocalServer(QObject):
+    """`skv serve` started from Settings: a subprocess on the app's model, context and retrieval settings,
+    listening on loopback (its own copy of the model). `changed` carries its address once it listens, "" once it
+    has stopped."""
+
+    changed = Signal(str)
+    PORT = 8765
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self.address = ""
+        self._proc: QProcess | None = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None
+
+    def start(self, s: AppSettings, port: int = PORT) -> None:
+        if self._proc is not None:
+            return
+        args = ["-m", "engine.cli", "serve", "--port", str(port), "--n-ctx", str(fitting_ctx(s.model_path, s.n_ctx)[0]),
+                "--threads", str(s.threads), "--gpu-layers", str(s.gpu_layers), "--policy", s.policy,
+                "--budget", str(s.budget), "--sink", str(s.sink), "--ring", str(s.ring),
+                "--max-tokens", str(s.max_tokens)] + (["--model", s.model_path] if s.model_path else [])
+        proc = self._proc = QProcess(self)
+        proc.readyReadStandardError.connect(self._read)
+        proc.finished.connect(self._ended)
+        proc.start(sys.executable, args)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            if not self._proc.waitForFinished(5000):
+                self._proc.kill()
+                self._proc.waitForFinished(2000)
+
+    def _read(self) -> None:
+        for line in bytes(self._proc.readAllStandardError()).decode(errors="replace").splitlines():
+            if line.startswith("skv: serving ") and " at " in line:  # engine/cli/serve.py's first line
+                self.address = line.split(" at ", 1)[1].split()[0]
+                self.changed.emit(self.address)
+
+    def _ended(self, *_: object) -> None:
+        self._proc, self.address = None, ""
+        self.changed.emit("")
+
+
 class SettingsDialog(QDialog):
-    def __init__(self, current: AppSettings, parent: QWidget | None = None) -> None:
+    def __init__(self, current: AppSettings, parent: QWidget | None = None,
+                 server: LocalServer | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
@@ -324,6 +373,25 @@ class SettingsDialog(QDialog):
         form.addRow("Answer length", self.max_tokens)
         form.addRow(self._section("Appearance"))
         form.addRow("Theme", self.theme)
+        if server is not None:  # an OpenAI-compatible server on these settings (README, "Server")
+            self.server_button = QPushButton()
+            self.server_button.setAccessibleName("Start or stop the local server")
+            self.server_label = QLabel()
+            self.server_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+
+            def show(address: str) -> None:
+                self.server_button.setText("Stop server" if server.running else "Start server")
+                self.server_label.setText(address or ("starting…" if server.running else "not running"))
+
+            self.server_button.clicked.connect(
+                lambda: (server.stop() if server.running else server.start(current), show(server.address)))
+            server.changed.connect(show)
+            show(server.address)
+            server_row = QHBoxLayout()
+            server_row.addWidget(self.server_button)
+            server_row.addWidget(self.server_label, 1)
+            form.addRow(self._section("Server"))
+            form.addRow("OpenAI API", server_row)
 
         self.error_label = QLabel()
         self.error_label.setObjectName("errorText")

@@ -93,6 +93,7 @@ class Ask:
     # the question does not fit after the history: drop its oldest turns until it does (the documents stay),
     # instead of failing with kind "context_full"
     drop_oldest: bool = False
+    seed: int | None = None  # sample this answer from a generator seeded so (None: the session's, running on)
 
 
 @dataclass(frozen=True, slots=True)
@@ -382,6 +383,8 @@ class EngineWorker:
             self._emit(self._memory(run_id, session))
 
         history = self._fit_history(session, cmd)
+        if cmd.seed is not None:
+            session.reseed(cmd.seed)
         while True:
             try:
                 self._enter_history(run_id, session, history)
@@ -405,7 +408,7 @@ class EngineWorker:
             self._emit(TurnEnded(
                 run_id, result.turn, tuple(result.tokens), result.reason,
                 tuple((sid, sp.turn, sp.role, sp.text.strip()) for sid, sp in session.turn_entries()),
-                session.n_past, session.n_ctx,
+                session.n_past, session.n_ctx, tuple(t.tok_end for t in session.turns),
             ))
         tok_s = result.decode_tokens / result.decode_s if result.decode_s > 0 else 0.0
         self._emit(StatsEvent(run_id, result.ttft_s, tok_s, self._prefill_tok_s, result.decode_tokens))

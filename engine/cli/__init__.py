@@ -21,6 +21,7 @@ from engine.cli.cache import add_cache_parser, cmd_cache
 from engine.cli.chat import add_chat_parser, cmd_chat
 from engine.cli.errors import UsageError
 from engine.cli.models import add_models_parser, cmd_models
+from engine.cli.serve import add_serve_parser, cmd_serve
 from engine.cli.version import add_version_parser, cmd_version
 from engine.versions import native_versions
 
@@ -45,6 +46,7 @@ COMMANDS: dict[
     "bench": (add_bench_parser, cmd_bench),
     "eval": (add_eval_parser, cmd_eval),
     "cache": (add_cache_parser, cmd_cache),
+    "serve": (add_serve_parser, cmd_serve),
 }
 
 

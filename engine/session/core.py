@@ -225,6 +225,10 @@ class Session:
         ptr = self._llama_cpp.llama_get_logits_ith(self.llm.ctx, -1)
         return np.ctypeslib.as_array(ptr, shape=(self.n_vocab,))
 
+    def reseed(self, seed: int) -> None:
+        """Sample from here on from a generator seeded with `seed` (temperature > 0; an API request's `seed`)."""
+        self._rng = np.random.default_rng(seed)
+
     def set_params(self, params: SkvParams) -> None:
         if self.skv is None:
             if params.policy != Policy.FULL:

@@ -3,7 +3,7 @@ layers and KV heads, and per layer), and the top sentences of an answer by weigh
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,11 +22,24 @@ class StepRetrieval:
     step: int
     counts: tuple[tuple[int, int], ...]
     n_selections: int  # layers x heads
-    # per SKV layer (model layer id): (native id, how many of its KV heads chose it)
-    layers: tuple[tuple[int, tuple[tuple[int, int], ...]], ...] = ()
     n_head_kv: int = 1
     # (native id, sum over the selections that chose it of 1 / (1 + its rank there)): how high it was chosen
     ranks: tuple[tuple[int, float], ...] = ()
+    # per SKV layer, kept as read (layer ids; per (layer, entry) pair: layer index, entry id, heads) for `layers`
+    layer_ids: tuple[int, ...] = ()
+    _per_layer: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def layers(self) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
+        """Per SKV layer (model layer id): (native id, how many of its KV heads chose it); built when asked (the
+        app's per-layer view needs it, a plain answer does not)."""
+        if self._per_layer is None:
+            return tuple((lid, ()) for lid in self.layer_ids)
+        layer_of, sid_of, lcounts = self._per_layer
+        cuts = np.searchsorted(layer_of, np.arange(len(self.layer_ids) + 1)).tolist()
+        sids, ns = sid_of.tolist(), lcounts.tolist()
+        return tuple((lid, tuple(zip(sids[cuts[li]:cuts[li + 1]], ns[cuts[li]:cuts[li + 1]], strict=True)))
+                     for li, lid in enumerate(self.layer_ids))
 
 
 def read_step(session: Session, step: int) -> StepRetrieval | None:
@@ -36,10 +49,10 @@ def read_step(session: Session, step: int) -> StepRetrieval | None:
         return None
     ids, offs = session.skv.selections()
     n_sel = len(offs) - 1
-    n_layers = len(session._skv_layers)
-    n_head_kv = n_sel // max(n_layers, 1)
+    layer_ids = tuple(session._skv_layers)
+    n_head_kv = n_sel // max(len(layer_ids), 1)
     if len(ids) == 0:
-        return StepRetrieval(step, (), n_sel, tuple((lid, ()) for lid in session._skv_layers), n_head_kv, ())
+        return StepRetrieval(step, (), n_sel, n_head_kv, (), layer_ids)
     seg = np.repeat(np.arange(n_sel), np.diff(offs))  # which (layer, head) each id came from
     rank = np.arange(len(ids)) - offs[seg]  # its place in that selection (descending score)
     uniq, inv, counts = np.unique(ids, return_inverse=True, return_counts=True)
@@ -47,12 +60,9 @@ def read_step(session: Session, step: int) -> StepRetrieval | None:
     width = int(uniq[-1]) + 1
     lkey, lcounts = np.unique((seg // n_head_kv) * width + ids, return_counts=True)
     layer_of, sid_of = np.divmod(lkey, width)
-    cuts = np.searchsorted(layer_of, np.arange(n_layers + 1))
-    sids, ns = sid_of.tolist(), lcounts.tolist()
-    per_layer = tuple((lid, tuple(zip(sids[cuts[li]:cuts[li + 1]], ns[cuts[li]:cuts[li + 1]], strict=True)))
-                      for li, lid in enumerate(session._skv_layers))
-    return StepRetrieval(step, tuple(zip(uniq.tolist(), counts.tolist(), strict=True)), n_sel, per_layer, n_head_kv,
-                         tuple(zip(uniq.tolist(), rr.tolist(), strict=True)))
+    u = uniq.tolist()
+    return StepRetrieval(step, tuple(zip(u, counts.tolist(), strict=True)), n_sel, n_head_kv,
+                         tuple(zip(u, rr.tolist(), strict=True)), layer_ids, (layer_of, sid_of, lcounts))
 
 
 def top_sentences(session: Session, steps: list[StepRetrieval], top: int = 10, skip_turn: int = 0) -> list[dict]:
