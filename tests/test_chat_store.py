@@ -149,7 +149,9 @@ def test_sigkill_during_writes_keeps_every_committed_message(tmp_path: Path, aft
     time.sleep(after_s)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
-    committed = [int(line.split()[1]) for line in out.splitlines() if line.startswith("committed")]
+    # complete lines only: the kill may cut the last one ("committed" without its id)
+    committed = [int(parts[1]) for parts in (line.split() for line in out.split("\n")[:-1])
+                 if len(parts) == 2 and parts[0] == "committed"]
     assert proc.returncode == -signal.SIGKILL and len(committed) > 10, (proc.returncode, len(committed))
     with sqlite3.connect(folder / DB_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
