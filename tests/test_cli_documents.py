@@ -108,3 +108,12 @@ def test_chat_json_reports_a_turn_that_does_not_fit_and_goes_on(tiny_model_path,
     errors = [o for o in objs if "error" in o]
     assert errors and "drop the oldest turns" in errors[0]["error"] and len(objs) == 4
     assert [o["stats"]["turn"] for o in objs if "stats" in o][:1] == [1]
+
+
+def test_ask_shows_the_prefill_progress_on_stderr_only(tiny_model_path, book, capsys):
+    data, err = _ask(capsys, tiny_model_path, book, "--n-ctx", "4096")
+    lines = [line for line in err.splitlines() if line.startswith("skv: prefill")]
+    assert len(lines) >= 2 and "tok/s" in lines[0] and "s left" in lines[0] and " in " in lines[-1], err
+    assert data["stats"]["prefill_tokens"] > 512  # stdout is still the one JSON object
+    again, err2 = _ask(capsys, tiny_model_path, book, "--n-ctx", "4096")
+    assert again["stats"]["session_restored"] and "skv: prefill" not in err2  # a restore prefills nothing

@@ -17,6 +17,7 @@ import time
 
 from engine.cli.errors import UsageError
 from engine.cli.options import (
+    PrefillProgress,
     add_session_options,
     answer_stats,
     open_cli_session,
@@ -43,7 +44,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
     try:
         reserve = question_reserve(session, "", args.answer_prefix, args.max_tokens)
         try:
-            report = session.load_documents(docs, reserve=reserve, ranges=ranges, store=store)
+            report = session.load_documents(docs, reserve=reserve, ranges=ranges, store=store,
+                                                on_progress=PrefillProgress())
         except ValueError as e:
             raise UsageError(str(e)) from None
         note = truncation_note(report, session.n_ctx)

@@ -169,3 +169,36 @@ def answer_stats(session, args: argparse.Namespace, report, result, ttft: float)
         "truncated": report.truncated,
         **session.memory(),
     }
+
+
+class PrefillProgress:
+    """The documents' prefill on stderr: tokens done, tok/s and an ETA — rewritten in place on a terminal, a line
+    every tenth of the way otherwise (stdout stays the answer's or the JSON's)."""
+
+    def __init__(self, stream=None) -> None:
+        import time
+
+        self._clock = time.perf_counter
+        self._out = stream if stream is not None else sys.stderr
+        self._tty = self._out.isatty()
+        self._t0 = self._clock()
+        self._next_tenth = 1
+        self._tty_started = False  # a progress call has been shown
+
+    def __call__(self, done: int, total: int) -> None:
+        if total <= 0 or done <= 0:
+            return
+        if done >= total and self._next_tenth == 1 and not self._tty_started:
+            return  # done at the first call: a saved session was restored, nothing was prefilled
+        self._tty_started = True
+        elapsed = max(self._clock() - self._t0, 1e-6)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else 0.0
+        line = f"skv: prefill {done}/{total} tokens, {rate:.0f} tok/s, about {eta:.0f} s left"
+        if done >= total:
+            line = f"skv: prefill {total} tokens in {elapsed:.1f} s ({rate:.0f} tok/s)"
+        if self._tty:
+            print("\r" + line + " " * 8, end="\n" if done >= total else "", file=self._out, flush=True)
+        elif done >= total or done * 10 >= self._next_tenth * total:
+            print(line, file=self._out, flush=True)
+            self._next_tenth = done * 10 // total + 1
