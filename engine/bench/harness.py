@@ -46,6 +46,22 @@ def load_book_text(book: str) -> str:
     return text
 
 
+def prefill_interleaved(sessions: list, plan, docs: list) -> list[float]:
+    """Prefill one plan into each session, chunk by chunk, alternating which goes first; the seconds each spent
+    (baseline and candidate measured in one run, under the same load)."""
+    prefills = [s.begin_prefill(plan.tokens, plan.spans, docs) for s in sessions]
+    spent = [0.0] * len(sessions)
+    ci = 0
+    while not prefills[0].done:
+        order = range(len(sessions)) if ci % 2 == 0 else reversed(range(len(sessions)))
+        for k in order:
+            t0 = time.perf_counter()
+            prefills[k].step()
+            spent[k] += time.perf_counter() - t0
+        ci += 1
+    return spent
+
+
 def int_list(s: str) -> tuple[int, ...]:
     out = []
     for part in s.split(","):

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from engine.bench import report
-from engine.bench.harness import OptionError, int_list, load_book_text
+from engine.bench.harness import OptionError, int_list, load_book_text, prefill_interleaved
 from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 QUESTION = "What does the author say about his house?"
@@ -54,20 +54,7 @@ def main_prefill(args: argparse.Namespace) -> int:
             t0 = time.perf_counter()
             plan = skv.plan([doc], reserve=n_ctx - n)
             plan_s = time.perf_counter() - t0
-            a = skv.begin_prefill(plan.tokens, plan.spans, [doc])
-            b = stock.begin_prefill(plan.tokens, plan.spans, [doc])
-            t_skv = t_stock = 0.0
-            while not (a.done and b.done):  # chunk by chunk, alternating which goes first
-                for p, is_skv in ((a, True), (b, False)) if a.n_done % (2 * args.n_batch) == 0 else ((b, False),
-                                                                                                      (a, True)):
-                    if p.done:
-                        continue
-                    t = time.perf_counter()
-                    p.step()
-                    if is_skv:
-                        t_skv += time.perf_counter() - t
-                    else:
-                        t_stock += time.perf_counter() - t
+            t_skv, t_stock = prefill_interleaved([skv, stock], plan, [doc])
             with tempfile.TemporaryDirectory() as tmp:
                 store = SessionStore(Path(tmp) / "s", max_bytes=1 << 34)
                 t = time.perf_counter()

@@ -32,6 +32,7 @@ from engine.bench.harness import (
     load_book_text,
     median,
     policy_table,
+    prefill_interleaved,
     run_options,
 )
 from engine.native import DEFAULT_PARAMS, Policy, SkvParams
@@ -107,18 +108,9 @@ def _prefill_interleaved(sessions: list, docs: list, reserve: int, log: Log) -> 
     plans = [s.plan(docs, reserve) for s in sessions]
     if any(p.tokens != plans[0].tokens for p in plans):
         raise RuntimeError("the sessions planned different tokens for the same documents")
-    tokens = plans[0].tokens
-    prefills = [s.begin_prefill(p.tokens, p.spans, docs) for s, p in zip(sessions, plans, strict=True)]
-    spent = [0.0] * len(sessions)
-    ci = 0
-    while not prefills[0].done:
-        order = range(len(sessions)) if ci % 2 == 0 else reversed(range(len(sessions)))
-        for k in order:
-            t0 = time.perf_counter()
-            prefills[k].step()
-            spent[k] += time.perf_counter() - t0
-        ci += 1
-    return [{"tokens": len(tokens), "seconds": t, "tok_s": len(tokens) / t if t > 0 else 0.0} for t in spent]
+    n = len(plans[0].tokens)
+    spent = prefill_interleaved(sessions, plans[0], docs)
+    return [{"tokens": n, "seconds": t, "tok_s": n / t if t > 0 else 0.0} for t in spent]
 
 
 def _continuation(session, text: str, steps: int) -> list[int]:

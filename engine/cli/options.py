@@ -183,14 +183,14 @@ class PrefillProgress:
         self._tty = self._out.isatty()
         self._t0 = self._clock()
         self._next_tenth = 1
-        self._tty_started = False  # a progress call has been shown
+        self._shown = False  # a progress line has been printed
 
     def __call__(self, done: int, total: int) -> None:
         if total <= 0 or done <= 0:
             return
-        if done >= total and self._next_tenth == 1 and not self._tty_started:
+        if done >= total and self._next_tenth == 1 and not self._shown:
             return  # done at the first call: a saved session was restored, nothing was prefilled
-        self._tty_started = True
+        self._shown = True
         elapsed = max(self._clock() - self._t0, 1e-6)
         rate = done / elapsed
         eta = (total - done) / rate if rate > 0 else 0.0

@@ -623,7 +623,7 @@ class Session:
         native_s = self._native_s - native0 if out_tokens else 0.0
         self._end_segment(base)  # the turn ends: its answer's last sentence closes
         answer = "".join(pieces)
-        n_turn = len(self._turns) + 1
+        n_turn = self._turn_no
         first_span = next((i for i, s in enumerate(self._conv_spans) if s.tok_start >= base), len(self._conv_spans))
         n_answer = len(out_tokens)
         self._turns.append(Turn(
