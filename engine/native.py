@@ -69,6 +69,8 @@ class llama_skv_stats(ctypes.Structure):
         ("head_dim", ctypes.c_int32),
         ("sent_cap", ctypes.c_int32),
         ("on_device", ctypes.c_int32),
+        ("t_prepare_us_last", ctypes.c_int64),
+        ("t_after_us_last", ctypes.c_int64),
     ]
 
 
@@ -126,6 +128,8 @@ class SkvStats:
     head_dim: int
     sent_cap: int
     on_device: bool
+    t_prepare_us_last: int = 0
+    t_after_us_last: int = 0
 
     @property
     def device_skv_bytes(self) -> int:

@@ -60,6 +60,8 @@ struct llama_skv_stats {
     int32_t head_dim;             // K head size of an SKV layer
     int32_t sent_cap;             // rows of the semantic-vector table now (it grows with the index)
     int32_t on_device;            // 1 if vectors + staging sit in a non-host (GPU) buffer
+    int64_t t_prepare_us_last;    // host microseconds of the last staged step before compute (selection, staging)
+    int64_t t_after_us_last;      // host microseconds of the last step after compute (scores read back, summed)
 };
 
 // Version string of the native patch, e.g. "skv 0.2.0". Static storage; never NULL.

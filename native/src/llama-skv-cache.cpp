@@ -81,7 +81,9 @@ void llama_skv_cache::forget_selection() {
         for (auto & s : l.order) {
             s.clear();
         }
-        l.order_n = 0;
+        l.tail.clear();
+        l.order_n  = 0;
+        l.scored_n = 0;
     }
 }
 

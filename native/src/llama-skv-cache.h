@@ -83,6 +83,16 @@ struct skv_pick {
     int32_t n_tok;
 };
 
+struct skv_run {
+    int32_t start; // first index in the head's wanted positions
+    int32_t n;
+};
+
+struct skv_copy {
+    int32_t slot;
+    int32_t pos;
+};
+
 struct skv_layer {
     int32_t il;
 
@@ -97,8 +107,14 @@ struct skv_layer {
     std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
     std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
 
-    std::vector<std::vector<skv_pick>> order;     // [n_head_kv] every entry in selection order (the choice)
-    int32_t                            order_n = 0; // entries [0, order_n) are in order
+    // the choice: every entry of [0, order_n) in selection order, per head: the scored ones [0, scored_n) by
+    // descending score (a sorted prefix in `order`, extended on demand from `snap`), then `tail`
+    std::vector<std::vector<skv_pick>> order;      // [n_head_kv] the sorted prefix of the scored entries
+    std::vector<float>                 snap;       // [n_head_kv][scored_n] the scores the choice was made from
+    std::vector<int32_t>               tail;       // entries closed after the choice, most recent first
+    int32_t                            order_n  = 0;
+    int32_t                            scored_n = 0;
+    int32_t                            batch    = 16; // entries the first extension of a prefix orders
     std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] entries attended in the last staged step
     std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][s_max] position held by each slot, -1 empty
 
@@ -160,6 +176,14 @@ struct llama_skv_cache {
     std::vector<int32_t> free_slots; // scratch
     std::vector<int32_t> want_scratch; // scratch: a head's selected positions
     std::vector<int32_t> list_scratch; // scratch: a head's attended positions
+    std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
+    std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
+    std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
+    // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
+    // memo_gen[pos] == step_gen
+    std::vector<uint32_t> memo_gen;
+    std::vector<int32_t>  memo_cell;
+    uint32_t              step_gen = 0;
 
     std::vector<int32_t> pos2cell;
     std::vector<ggml_fp16_t> mask_host;
@@ -198,6 +222,7 @@ struct llama_skv_cache {
     void set_chunk_mode(bool on);
     void rebuild_pos2cell();
     int32_t cell_of(int32_t pos);
+    int32_t cell_in_step(int32_t pos); // cell_of, memoised for the current staged step
     bool set_params(const llama_skv_params & p);
     int64_t host_kv_bytes() const;
 
@@ -217,6 +242,8 @@ struct llama_skv_cache {
 
     // selection and the staged step (llama-skv-select.cpp)
     void select_from(skv_layer & l, const std::vector<float> & sc);
+    // the next k entries of head h's selection order (false: every scored entry is ordered)
+    bool order_more(skv_layer & l, int32_t h, int32_t k);
     // entries closed after the selection was made join its end, most recent first, the same for every head
     void extend_order(skv_layer & l);
     // set_input of a staged step (llama-skv-select.cpp): begin_step, choose_selection, per layer and head
@@ -230,6 +257,7 @@ struct llama_skv_cache {
 
     // staging (llama-skv-stage.cpp)
     void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows);
+    void write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows);
     void flush_staging();
     void forget_staging();
     bool alloc_stage();

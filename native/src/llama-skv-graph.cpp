@@ -142,13 +142,22 @@ bool llama_skv_build_attn(
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_v, vc, inp->ring_idx));
     }
 
-    // score q against every semantic vector on the device: [n_scored, 1, n_head]
+    // score the query against every semantic vector on the device: [n_scored, 1, nkv]. A KV head's score is the
+    // sum over its query group, and sum_j (q_j . v) = (sum_j q_j) . v, so the group's queries are summed first
+    // (one dot product per KV head instead of one per query head)
     {
         ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_scored,
                 ggml_row_size(l.vec->type, hd), l.vec->nb[1], 0);
         vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_scored, nkv]
-        ggml_tensor * q = ggml_permute(ctx0, q_cur, 0, 2, 1, 3);   // [hd, 1, n_head]
-        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, n_head]
+        const int64_t n_gqa = q_cur->ne[1] / nkv;
+        ggml_tensor * q = ggml_is_contiguous(q_cur) ? q_cur : ggml_cont(ctx0, q_cur);
+        if (n_gqa > 1) {
+            q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);          // [hd, gqa, nkv]
+            q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, hd, nkv]
+            q = ggml_sum_rows(ctx0, q);                             // [1, hd, nkv]
+        }
+        q = ggml_reshape_3d(ctx0, q, hd, 1, nkv);                   // [hd, 1, nkv]
+        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, nkv]
         ggml_set_name(sc, "skv_scores");
         ggml_set_output(sc);
         ggml_build_forward_expand(g.gf, sc);
@@ -187,6 +196,8 @@ void llama_skv_after_compute(llama_memory_i * mem, llm_graph_result * res, const
 
 void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubatch) {
     expect_after = false;
+    const int64_t t0 = ggml_time_us();
+    struct timer { int64_t t0; int64_t & out; ~timer() { out = ggml_time_us() - t0; } } timer_{t0, stats.t_after_us_last};
     if (debug == 2 && inp->staged) {
         const int32_t p = ubatch.pos[0];
         int32_t n = 0;
@@ -221,7 +232,6 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
         if (closed) {
             reset_query();
         }
-        const int32_t n_gqa = n_head / n_head_kv;
         for (size_t li = 0; li < layers.size(); ++li) {
             ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
             if (!t || inp->n_scored == 0) {
@@ -231,11 +241,11 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
             auto & l = layers[li];
             const int32_t nv = std::min(inp->n_scored, n_vec);
-            for (int32_t j = 0; j < n_head; ++j) {
-                const int32_t h = j / n_gqa;
-                const float * s = buf.data() + (size_t) j * inp->n_scored;
+            for (int32_t h = 0; h < n_head_kv; ++h) {
+                const float * s = buf.data() + (size_t) h * inp->n_scored;
+                float * a = l.acc.data() + (size_t) h * sent_cap;
                 for (int32_t i = 0; i < nv; ++i) {
-                    l.acc[(size_t) h * sent_cap + i] += s[i] * inp->kq_scale;
+                    a[i] += s[i] * inp->kq_scale;
                 }
             }
         }

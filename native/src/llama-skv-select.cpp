@@ -7,28 +7,67 @@
 #include <cmath>
 #include <numeric>
 
+// the selection order is a stable descending sort of the scores (ties: the lower id first), built lazily: a
+// step reads only the first few dozen entries, so each head keeps a sorted prefix and extends it from the
+// snapshot of the scores on demand (a bounded heap over one pass, O(n log k)), never sorting all n entries
+static inline bool skv_better(const float * s, int32_t a, int32_t b) {
+    return s[a] > s[b] || (s[a] == s[b] && a < b);
+}
+
 void llama_skv_cache::select_from(skv_layer & l, const std::vector<float> & sc) {
     const int32_t n = n_vec;
-    std::vector<int32_t> order(n);
+    l.snap.resize((size_t) n_head_kv * n);
     for (int32_t h = 0; h < n_head_kv; ++h) {
-        const float * s = sc.data() + (size_t) h * sent_cap;
-        std::iota(order.begin(), order.end(), 0);
-        std::stable_sort(order.begin(), order.end(), [s](int32_t a, int32_t b) { return s[a] > s[b]; });
-        auto & ord = l.order[h];
-        ord.clear();
-        for (int32_t id : order) {
-            ord.push_back({id, s[id], 0});
+        std::copy_n(sc.data() + (size_t) h * sent_cap, n, l.snap.data() + (size_t) h * n);
+        l.order[h].clear();
+    }
+    l.tail.clear();
+    l.order_n = n;
+    l.scored_n = n;
+    // the first batch: about twice the entries that fill the budget at the mean entry length
+    const int32_t n_slot = std::max(0, budget_eff() - params.sink - params.ring);
+    const int32_t mean   = n > 0 ? std::max(1, n_cached / n) : 1;
+    l.batch = std::max(16, 2 * n_slot / mean + 8);
+}
+
+// the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered
+bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k) {
+    auto & ord = l.order[h];
+    const int32_t n = l.scored_n;
+    if ((int32_t) ord.size() >= n) {
+        return false;
+    }
+    const float * s = l.snap.data() + (size_t) h * n;
+    const bool have_last = !ord.empty();
+    const int32_t last = have_last ? ord.back().id : -1;
+    auto worse_first = [s](int32_t a, int32_t b) { return skv_better(s, a, b); }; // heap top: the worst kept
+    std::vector<int32_t> & heap = heap_scratch;
+    heap.clear();
+    k = std::min(k, n - (int32_t) ord.size());
+    for (int32_t i = 0; i < n; ++i) {
+        if (have_last && !skv_better(s, last, i)) {
+            continue; // already ordered (or the last one itself)
+        }
+        if ((int32_t) heap.size() < k) {
+            heap.push_back(i);
+            std::push_heap(heap.begin(), heap.end(), worse_first);
+        } else if (skv_better(s, i, heap.front())) {
+            std::pop_heap(heap.begin(), heap.end(), worse_first);
+            heap.back() = i;
+            std::push_heap(heap.begin(), heap.end(), worse_first);
         }
     }
-    l.order_n = n;
+    std::sort_heap(heap.begin(), heap.end(), worse_first); // best first
+    for (int32_t id : heap) {
+        ord.push_back({id, s[id], 0});
+    }
+    return !heap.empty();
 }
 
 // entries closed after the selection was made join its end, most recent first, the same for every head
 void llama_skv_cache::extend_order(skv_layer & l) {
     for (int32_t id = n_vec - 1; id >= l.order_n; --id) {
-        for (auto & ord : l.order) {
-            ord.push_back({id, 0.0f, 0});
-        }
+        l.tail.push_back(id);
     }
     l.order_n = std::max(l.order_n, n_vec);
 }
@@ -41,8 +80,10 @@ void llama_skv_cache::extend_order(skv_layer & l) {
 void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
     in_prepare = true;
     struct unflag { bool & b; ~unflag() { b = false; } } unflag_{in_prepare};
+    const int64_t t0 = ggml_time_us();
 
     begin_step(p);
+    step_gen++; // cell_in_step: cell lookups are valid for this step
     const bool use_sel = params.policy == LLAMA_SKV_POLICY_SENTENCE || params.policy == LLAMA_SKV_POLICY_CHUNK;
     if (use_sel) {
         choose_selection();
@@ -64,6 +105,7 @@ void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
     stats.rows_uploaded_last   = n_rows;
     stats.rows_uploaded_total += n_rows;
     stats.attended_last        = n_list + 1;
+    stats.t_prepare_us_last    = ggml_time_us() - t0;
 }
 
 // step 1: the state the step starts from (an unfinished step's staging forgotten, the ready entries closed)
@@ -104,7 +146,9 @@ void llama_skv_cache::choose_selection() {
             for (auto & ord : l.order) {
                 ord.clear();
             }
-            l.order_n = 0;
+            l.tail.clear();
+            l.order_n  = 0;
+            l.scored_n = 0;
         }
         has_sel = true;
     }
@@ -120,18 +164,24 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
     const int32_t n_slot     = std::max(0, budget_eff() - sink - ring);
     std::vector<int32_t> & want = want_scratch;
     // sentence tokens: the open sentence outside the ring first (it is the current context), then the
-    // selected entries in descending score, whole, the last one cut (earliest tokens kept)
+    // selected entries in descending score, whole, the last one cut (earliest tokens kept). Each take() appends
+    // one ascending run of positions; the runs are disjoint, so ordering the runs orders the tokens
     want.clear();
+    auto & runs = run_scratch;
+    runs.clear();
     auto take = [&](int32_t a, int32_t b) -> int32_t {
         a = std::max(a, sink);
         b = std::min(b, ring_start);
-        int32_t got = 0;
+        const int32_t w0 = (int32_t) want.size();
         for (int32_t q = a; q < b && (int32_t) want.size() < n_slot; ++q) {
-            if (cell_of(q) < 0) {
+            if (cell_in_step(q) < 0) {
                 continue; // removed from the cache (seq_rm in the middle)
             }
             want.push_back(q);
-            got++;
+        }
+        const int32_t got = (int32_t) want.size() - w0;
+        if (got > 0) {
+            runs.push_back({w0, got});
         }
         return got;
     };
@@ -147,28 +197,42 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
             extend_order(l);
         }
         const auto & tab = idx.active();
-        for (const auto & pk : l.order[h]) {
-            if ((int32_t) want.size() >= n_slot) {
-                break;
+        auto visit = [&](int32_t id, float score) {
+            if (id >= (int32_t) tab.size()) {
+                return;
             }
-            if (pk.id >= (int32_t) tab.size()) {
-                continue;
-            }
-            const skv_span sp = tab[pk.id];
+            const skv_span sp = tab[id];
             const int32_t got = take(sp.p0, sp.p1);
             if (got > 0) {
-                sel.push_back({pk.id, pk.score, got});
+                sel.push_back({id, score, got});
             }
+        };
+        int32_t batch = l.batch;
+        for (size_t i = 0; (int32_t) want.size() < n_slot; ++i) {
+            if (i == l.order[h].size()) {
+                if (!order_more(l, h, batch)) {
+                    break;
+                }
+                batch *= 2;
+            }
+            visit(l.order[h][i].id, l.order[h][i].score);
+        }
+        for (size_t i = 0; i < l.tail.size() && (int32_t) want.size() < n_slot; ++i) {
+            visit(l.tail[i], 0.0f);
         }
     }
-    std::sort(want.begin(), want.end());
-    GGML_ASSERT(std::adjacent_find(want.begin(), want.end()) == want.end()); // no token staged twice
+    std::sort(runs.begin(), runs.end(), [&want](const skv_run & x, const skv_run & y) {
+        return want[x.start] < want[y.start];
+    });
 
     list.clear();
     for (int32_t q = 0; q < std::min(sink, p); ++q) {
         list.push_back(q);
     }
-    list.insert(list.end(), want.begin(), want.end());
+    for (const skv_run & r : runs) {
+        GGML_ASSERT(list.empty() || list.back() < want[r.start]); // no token staged twice
+        list.insert(list.end(), want.begin() + r.start, want.begin() + r.start + r.n);
+    }
     for (int32_t q = ring_start; q < p; ++q) {
         list.push_back(q);
     }
@@ -210,14 +274,17 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, const std:
             }
         }
         size_t fi = 0;
+        auto & copies = copy_scratch;
+        copies.clear();
         for (int32_t q : list) {
             if (mark[q] == mark_gen) {
                 GGML_ASSERT(fi < free_slots.size());
                 const int32_t s = free_slots[fi++];
-                write_row(l, h, s, q, n_rows);
+                copies.push_back({s, q});
                 sp[s] = q;
             }
         }
+        write_rows(l, h, copies, n_rows);
     }
     sp[n_list] = p; // written in-graph by this step
     for (int32_t s = n_list + 1; s < (int32_t) sp.size() && sp[s] >= 0; ++s) {

@@ -7,8 +7,31 @@
 #include <cstring>
 #include <limits>
 
+static inline void skv_prefetch(const void * p) {
+#if defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p);
+#else
+    (void) p;
+#endif
+}
+
+int32_t llama_skv_cache::cell_in_step(int32_t pos) {
+    if (pos < 0 || pos >= kv_size) {
+        return -1;
+    }
+    if ((int32_t) memo_gen.size() != kv_size) {
+        memo_gen.assign(kv_size, 0);
+        memo_cell.assign(kv_size, -1);
+    }
+    if (memo_gen[pos] != step_gen) {
+        memo_gen[pos]  = step_gen;
+        memo_cell[pos] = cell_of(pos);
+    }
+    return memo_cell[pos];
+}
+
 void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
-    const int32_t c = cell_of(pos);
+    const int32_t c = cell_in_step(pos);
     const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
     const size_t  v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     if (c < 0) {
@@ -30,6 +53,30 @@ void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t 
         l.dirty1 = std::max(l.dirty1, slot + 1);
     }
     n_rows++;
+}
+
+// the rows of scattered positions: their sources are prefetched a few rows ahead (the host cache is far larger
+// than the CPU caches, and one row of one head is two cache lines)
+void llama_skv_cache::write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows) {
+    constexpr size_t ahead = 8;
+    const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
+    const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
+    for (size_t i = 0; i < copies.size(); ++i) {
+        if (i + ahead < copies.size()) {
+            const int32_t c = cell_in_step(copies[i + ahead].pos);
+            if (c >= 0) {
+                const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
+                const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
+                for (size_t o = 0; o < k_row; o += 64) {
+                    skv_prefetch(ks + o);
+                }
+                for (size_t o = 0; o < v_row; o += 64) {
+                    skv_prefetch(vs + o);
+                }
+            }
+        }
+        write_row(l, h, copies[i].slot, copies[i].pos, n_rows);
+    }
 }
 
 void llama_skv_cache::flush_staging() {

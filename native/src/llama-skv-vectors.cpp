@@ -122,19 +122,26 @@ void llama_skv_cache::update_vectors() {
 }
 
 void llama_skv_cache::score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
+    // a KV head's score sums its query group's: sum_j (q_j . v) = (sum_j q_j) . v (as the graph scores)
     const int32_t n_embd = n_head_kv * head_dim;
     const int32_t n_gqa  = n_head / n_head_kv;
     out.assign((size_t) n_head_kv * sent_cap, 0.0f);
-    for (int32_t j = 0; j < n_head; ++j) {
-        const int32_t h = j / n_gqa;
-        const float * qj = q + (size_t) j * head_dim;
+    std::vector<float> qs(head_dim);
+    for (int32_t h = 0; h < n_head_kv; ++h) {
+        std::fill(qs.begin(), qs.end(), 0.0f);
+        for (int32_t g = 0; g < n_gqa; ++g) {
+            const float * qj = q + (size_t) (h * n_gqa + g) * head_dim;
+            for (int32_t t = 0; t < head_dim; ++t) {
+                qs[t] += qj[t];
+            }
+        }
         for (int32_t i = 0; i < n_vec; ++i) {
             const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
             float d = 0.0f;
             for (int32_t t = 0; t < head_dim; ++t) {
-                d += qj[t] * vi[t];
+                d += qs[t] * vi[t];
             }
-            out[(size_t) h * sent_cap + i] += d * scale;
+            out[(size_t) h * sent_cap + i] = d * scale;
         }
     }
 }
