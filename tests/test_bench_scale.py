@@ -75,9 +75,26 @@ def test_scale_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_
         m = r["memory"]
         assert m["full_kv_bytes"] == m["host_kv_bytes"] > m["device_skv_bytes"] > 0
         assert m["n_sentences"] >= r["n_sentences_declared"] - 1 > 0
+        h = r["host_per_step"]["sentence/128"]
+        assert h["prepare_ms"] > 0 and h["after_ms"] > 0 and h["rows"] > 0, h
     assert json.loads((tmp_path / "scale.json").read_text())["results"][1]["context"] == 1024
     assert "Speed and memory only" in (tmp_path / "scale.md").read_text()
     t = scale.check_targets([dict(data["results"][0], context=1024),
                              {"context": 65536, "ms_per_token": {"stock": 900.0, "sentence/128": 100.0},
                               "memory": {"device_skv_bytes": 9, "full_kv_bytes": 100}}], "sentence/128")
     assert [x["met"] for x in t] == [True, True]
+
+
+def test_the_shipped_vocabulary_stands_in_for_the_source_tree(tmp_path, monkeypatch) -> None:
+    """With an empty cache dir (no llama.cpp source tree) the vocabulary comes from resources/vocab, unpacked once;
+    it is the source tree's file byte for byte when that is at hand."""
+    from engine.bench import synthetic
+
+    tree = synthetic.find_vocab_file()  # the set-up's source tree, or the shipped copy
+    monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.delenv("SKV_LLAMA_SOURCE", raising=False)
+    assert synthetic.source_roots() == []
+    got = synthetic.find_vocab_file()
+    assert got == tmp_path / "empty-cache" / "vocab" / synthetic.VOCAB_FILE and got.is_file()
+    assert tree is not None and got.read_bytes() == tree.read_bytes()
+    assert scale.MODEL_FILE.endswith(".gguf") and synthetic.LLAMA_1B_LIKE.n_ctx_train >= 262144

@@ -93,14 +93,17 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def decode_run(session, n_doc: int, cont: list[int]) -> list[float]:
-    """Rewind to the prefill, then time each teacher-forced single-token decode (ms)."""
+def decode_run(session, n_doc: int, cont: list[int], on_step=None) -> list[float]:
+    """Rewind to the prefill, then time each teacher-forced single-token decode (ms); `on_step()` runs after each
+    step, outside the timing."""
     session.rewind(n_doc)
     out = []
     for t in cont:
         t0 = time.perf_counter()
         session.llm.eval([t])
         out.append((time.perf_counter() - t0) * 1e3)
+        if on_step is not None:
+            on_step()
     return out
 
 

@@ -38,7 +38,7 @@ from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
 FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
-MODEL_FILE = "skv-bench-1b-like-q4_0.gguf"
+MODEL_FILE = "skv-bench-1b-like-256k-q4_0.gguf"  # trained length 262,144: nothing else switches on at 256k
 TARGETS = {"stock_over_skv_64k_min": 3.0, "device_over_full_kv_64k_max": 1 / 10}
 
 
@@ -77,7 +77,7 @@ def scale_model_path(log=print) -> Path:
         return path
     vocab = find_vocab_file()
     if vocab is None:
-        raise FileNotFoundError("the llama.cpp vocab GGUF is missing: run `make setup` first")
+        raise FileNotFoundError("the llama.cpp vocab GGUF is missing (resources/vocab): reinstall the project")
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"generating the random-weight 1B-like model into {path} (once) ...")
     t0 = time.perf_counter()
@@ -139,6 +139,15 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
         log(f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
             f"{len(ends)} sentences declared")
         times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
+        host: dict[str, dict[str, list[float]]] = {c.label: {"prepare_ms": [], "after_ms": [], "rows": []}
+                                                   for c in cands}
+
+        def host_sample(label: str) -> None:
+            st = skv.skv.stats()
+            host[label]["prepare_ms"].append(st.t_prepare_us_last / 1e3)
+            host[label]["after_ms"].append(st.t_after_us_last / 1e3)
+            host[label]["rows"].append(st.rows_uploaded_last)
+
         runs: dict[str, list[float]] = {k: [] for k in times}
         for r in range(cfg.repeats):
             order: list[Candidate | None] = [None, *cands]
@@ -149,7 +158,8 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                     ts, label = decode_run(stock, n_tokens, cont), "stock"
                 else:
                     skv.set_params(c.params)
-                    ts, label = decode_run(skv, n_tokens, cont), c.label
+                    ts = decode_run(skv, n_tokens, cont, on_step=lambda lb=c.label: host_sample(lb))
+                    label = c.label
                 times[label].extend(ts)
                 runs[label].append(median(ts))
             log(f"[{ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
@@ -166,6 +176,8 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             "repeats": cfg.repeats,
             "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
+            # host work of a staged step outside the graph (llama_skv_stats), medians over every step
+            "host_per_step": {k: {m: median(v) for m, v in d.items()} for k, d in host.items()},
             "memory": {
                 "host_kv_bytes": st.host_kv_bytes,
                 "full_kv_bytes": st.full_kv_bytes,

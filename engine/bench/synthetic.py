@@ -42,7 +42,7 @@ class LlamaShape:
 # Llama-3.2-1B's attention/FFN shape (16 layers, hidden 2048, FFN 8192, 32 heads, 8 KV heads, head_dim 64) with the
 # llama-spm vocabulary; tied output embedding as in Llama 3.2
 LLAMA_1B_LIKE = LlamaShape(n_layer=16, n_embd=2048, n_head=32, n_head_kv=8, head_dim=64, n_ff=8192,
-                           n_ctx_train=131072, rope_freq_base=500000.0, qk_std=W_STD, name="skv-bench-1b-like")
+                           n_ctx_train=262144, rope_freq_base=500000.0, qk_std=W_STD, name="skv-bench-1b-like")
 
 
 def source_roots() -> list[Path]:
@@ -57,13 +57,35 @@ def source_roots() -> list[Path]:
     return roots
 
 
+SHIPPED_VOCAB = Path(__file__).resolve().parents[2] / "resources" / "vocab" / (VOCAB_FILE + ".gz")
+
+
 def find_vocab_file() -> Path | None:
-    """The SPM vocab-only GGUF from a local llama.cpp tree, or None."""
+    """The SPM vocab-only GGUF from a local llama.cpp tree, else the copy shipped under resources/vocab (unpacked
+    once into the cache dir), or None."""
     for root in source_roots():
         p = root / "vendor" / "llama.cpp" / "models" / VOCAB_FILE
         if p.is_file():
             return p
-    return None
+    return unpack_shipped_vocab()
+
+
+def unpack_shipped_vocab() -> Path | None:
+    import gzip
+    import shutil
+
+    from engine.paths import cache_dir
+
+    if not SHIPPED_VOCAB.is_file():
+        return None
+    out = cache_dir() / "vocab" / VOCAB_FILE
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_suffix(f".tmp{os.getpid()}")
+        with gzip.open(SHIPPED_VOCAB, "rb") as src, open(tmp, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        os.replace(tmp, out)
+    return out
 
 
 def copy_tokenizer(writer, vocab_path: Path) -> int:
