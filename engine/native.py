@@ -128,8 +128,8 @@ class SkvStats:
     head_dim: int
     sent_cap: int
     on_device: bool
-    t_prepare_us_last: int = 0
-    t_after_us_last: int = 0
+    t_prepare_us_last: int
+    t_after_us_last: int
 
     @property
     def device_skv_bytes(self) -> int:

@@ -159,6 +159,22 @@ int32_t llama_skv_cache::cell_of(int32_t pos) {
     return pos2cell[pos];
 }
 
+// cell_of, memoised for one staged step (positions do not move inside prepare; step_gen changes every step)
+int32_t llama_skv_cache::cell_in_step(int32_t pos) {
+    if (pos < 0 || pos >= kv_size) {
+        return -1;
+    }
+    if ((int32_t) memo_gen.size() != kv_size) {
+        memo_gen.assign(kv_size, 0);
+        memo_cell.assign(kv_size, -1);
+    }
+    if (memo_gen[pos] != step_gen) {
+        memo_gen[pos]  = step_gen;
+        memo_cell[pos] = cell_of(pos);
+    }
+    return memo_cell[pos];
+}
+
 bool llama_skv_cache::set_params(const llama_skv_params & p) {
     if (!skv_params_valid(p)) {
         return false;

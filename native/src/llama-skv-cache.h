@@ -114,7 +114,6 @@ struct skv_layer {
     std::vector<int32_t>               tail;       // entries closed after the choice, most recent first
     int32_t                            order_n  = 0;
     int32_t                            scored_n = 0;
-    int32_t                            batch    = 16; // entries the first extension of a prefix orders
     std::vector<std::vector<skv_pick>> sel;       // [n_head_kv] entries attended in the last staged step
     std::vector<std::vector<int32_t>>  slot_pos;  // [n_head_kv][s_max] position held by each slot, -1 empty
 

@@ -5,7 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 // the selection order is a stable descending sort of the scores (ties: the lower id first), built lazily: a
 // step reads only the first few dozen entries, so each head keeps a sorted prefix and extends it from the
@@ -24,10 +23,12 @@ void llama_skv_cache::select_from(skv_layer & l, const std::vector<float> & sc) 
     l.tail.clear();
     l.order_n = n;
     l.scored_n = n;
-    // the first batch: about twice the entries that fill the budget at the mean entry length
-    const int32_t n_slot = std::max(0, budget_eff() - params.sink - params.ring);
-    const int32_t mean   = n > 0 ? std::max(1, n_cached / n) : 1;
-    l.batch = std::max(16, 2 * n_slot / mean + 8);
+}
+
+// entries the first extension of a prefix orders: about twice those that fill n_slot tokens at the mean entry length
+static int32_t skv_first_batch(int32_t n_slot, int32_t n_cached, int32_t n_entries) {
+    const int32_t mean = n_entries > 0 ? std::max(1, n_cached / n_entries) : 1;
+    return std::max(16, 2 * n_slot / mean + 8);
 }
 
 // the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered
@@ -207,7 +208,7 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
                 sel.push_back({id, score, got});
             }
         };
-        int32_t batch = l.batch;
+        int32_t batch = skv_first_batch(n_slot, n_cached, l.scored_n);
         for (size_t i = 0; (int32_t) want.size() < n_slot; ++i) {
             if (i == l.order[h].size()) {
                 if (!order_more(l, h, batch)) {

@@ -15,19 +15,9 @@ static inline void skv_prefetch(const void * p) {
 #endif
 }
 
-int32_t llama_skv_cache::cell_in_step(int32_t pos) {
-    if (pos < 0 || pos >= kv_size) {
-        return -1;
-    }
-    if ((int32_t) memo_gen.size() != kv_size) {
-        memo_gen.assign(kv_size, 0);
-        memo_cell.assign(kv_size, -1);
-    }
-    if (memo_gen[pos] != step_gen) {
-        memo_gen[pos]  = step_gen;
-        memo_cell[pos] = cell_of(pos);
-    }
-    return memo_cell[pos];
+// head h's K/V row of cell c in the host cache
+static const char * skv_row(const ggml_tensor * t, int32_t c, int32_t h, size_t row) {
+    return (const char *) t->data + (size_t) c * t->nb[1] + (size_t) h * row;
 }
 
 void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
@@ -38,8 +28,8 @@ void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t 
         LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, pos);
         return;
     }
-    const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
-    const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
+    const char * ks = skv_row(l.k, c, h, k_row);
+    const char * vs = skv_row(l.v, c, h, v_row);
     const size_t ko = (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row;
     const size_t vo = (size_t) slot * l.stage_v->nb[1] + (size_t) h * v_row;
     if (!on_device) {
@@ -65,8 +55,8 @@ void llama_skv_cache::write_rows(skv_layer & l, int32_t h, const std::vector<skv
         if (i + ahead < copies.size()) {
             const int32_t c = cell_in_step(copies[i + ahead].pos);
             if (c >= 0) {
-                const char * ks = (const char *) l.k->data + (size_t) c * l.k->nb[1] + (size_t) h * k_row;
-                const char * vs = (const char *) l.v->data + (size_t) c * l.v->nb[1] + (size_t) h * v_row;
+                const char * ks = skv_row(l.k, c, h, k_row);
+                const char * vs = skv_row(l.v, c, h, v_row);
                 for (size_t o = 0; o < k_row; o += 64) {
                     skv_prefetch(ks + o);
                 }
