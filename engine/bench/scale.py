@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,8 @@ class ScaleConfig:
     book: str = "walden.txt"
     text: str = ""
     seed: int = 0
+    n_gpu_layers: int = 0  # layers offloaded (native/tools/gpu_check.py); 0 = the CPU
+    device_used: Callable[[], int] | None = None  # bytes in use on the device, as its allocator reports (GPU runs)
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -123,8 +126,13 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
 
     cands = cfg.candidates()
     n_ctx = -(-(n_tokens + cfg.steps + 8) // 256) * 256
-    stock = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=None))
-    skv = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=cands[0].params))
+    used = cfg.device_used or (lambda: 0)
+    u0 = used()
+    stock = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=None, n_gpu_layers=cfg.n_gpu_layers))
+    u1 = used()
+    skv = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=cands[0].params,
+                                n_gpu_layers=cfg.n_gpu_layers))
+    u2 = used()
     try:
         t0 = time.perf_counter()
         filler = skv.tokenize(" the")[0]
@@ -166,6 +174,10 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                 + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()) + " ms/tok")
         skv.set_params(cands[0].params)
         st = skv.skv.stats()
+        device = None
+        if cfg.device_used is not None:  # each session holds its own copy of the weights: compare the two
+            device = {"stock_session_bytes": u1 - u0, "skv_session_bytes": u2 - u1,
+                      "both_after_decode_bytes": used() - u0}
         return {
             "context": n_tokens,
             "n_ctx": n_ctx,
@@ -188,6 +200,7 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                 "s_max": st.s_max,
                 "n_skv_layers": st.n_layers,
                 "on_device": st.on_device,
+                "device_allocator": device,
             },
         }
     finally:
@@ -253,6 +266,7 @@ def _write(cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: 
         "partial": partial,
         "config": {"model": model, "contexts": list(cfg.contexts), "threads": cfg.threads, "steps": cfg.steps,
                    "repeats": cfg.repeats, "book": cfg.book, "seed": cfg.seed, "main": main,
+                   "n_gpu_layers": cfg.n_gpu_layers,
                    "candidates": [c.to_json() for c in cfg.candidates()], **cfg.extra},
         "machine": info,
         "wall_s": wall,

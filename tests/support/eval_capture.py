@@ -4,12 +4,14 @@ that records chosen nodes (name, op, shape, sources, data) of every graph a deco
 
 The mirror copies vendor/llama.cpp/ggml/include/ggml.h of the pinned llama-cpp-python 0.3.36 field by field;
 `check_layout()` compares its size with the library's `ggml_tensor_overhead()` so a header change fails loudly.
-On the CPU backend tensor->data is host memory, so the callback reads it in place (ask = False).
+On the CPU backend tensor->data is host memory, so the callback reads it in place (ask = False); a tensor in a
+device buffer (layers offloaded: SKV_TEST_GPU_LAYERS, see `gpu_layers()`) is copied out with ggml_backend_tensor_get.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,19 +53,29 @@ _ggml = None
 
 
 def ggml_lib() -> ctypes.CDLL:
-    """libggml-base from the installed llama_cpp package (already loaded by libllama: same handle)."""
+    """libggml-base beside the libllama llama_cpp loads (LLAMA_CPP_LIB_PATH, else the package's lib/; already
+    loaded by libllama: same handle)."""
     global _ggml
     if _ggml is None:
         import llama_cpp
 
-        lib_dir = Path(llama_cpp.__file__).resolve().parent / "lib"
+        lib_dir = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).resolve().parent / "lib")
         lib = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
+        lib.ggml_backend_buffer_is_host.argtypes = [ctypes.c_void_p]
+        lib.ggml_backend_buffer_is_host.restype = ctypes.c_bool
+        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.ggml_backend_tensor_get.restype = None
         lib.ggml_op_name.argtypes = [ctypes.c_int]
         lib.ggml_op_name.restype = ctypes.c_char_p
         lib.ggml_tensor_overhead.argtypes = []
         lib.ggml_tensor_overhead.restype = ctypes.c_size_t
         _ggml = lib
     return _ggml
+
+
+def gpu_layers() -> int:
+    """Layers the native tests offload: SKV_TEST_GPU_LAYERS (native/tools/gpu_check.sh sets it), else 0 (CPU)."""
+    return int(os.environ.get("SKV_TEST_GPU_LAYERS") or 0)
 
 
 def check_layout() -> None:
@@ -122,7 +134,11 @@ def _read(t: GgmlTensor) -> np.ndarray:
     ne = [int(t.ne[i]) for i in range(GGML_MAX_DIMS)]
     nb = [int(t.nb[i]) for i in range(GGML_MAX_DIMS)]
     span = sum((ne[i] - 1) * nb[i] for i in range(GGML_MAX_DIMS)) + nb[0]
-    raw = (ctypes.c_char * span).from_address(t.data)
+    if t.buffer and not ggml_lib().ggml_backend_buffer_is_host(t.buffer):  # a device tensor: copy it out
+        raw = (ctypes.c_char * span)()
+        ggml_lib().ggml_backend_tensor_get(ctypes.addressof(t), raw, 0, span)
+    else:
+        raw = (ctypes.c_char * span).from_address(t.data)
     base = np.frombuffer(raw, dtype=np.uint8)
     arr = np.lib.stride_tricks.as_strided(
         base.view(dtype) if nb[0] == np.dtype(dtype).itemsize and span % nb[0] == 0 else base,
@@ -177,7 +193,7 @@ class Capture:
 
 class LowLevelContext:
     """A llama context opened with the low-level API so it can take cb_eval; SentenceKV requested for it when
-    `skv` is given. Flash attention on, swa_full off, CPU only."""
+    `skv` is given. Flash attention on, swa_full off; layers on the CPU unless SKV_TEST_GPU_LAYERS says."""
 
     def __init__(
         self,
@@ -199,7 +215,7 @@ class LowLevelContext:
         set_verbose(False)  # as llama_cpp.Llama(verbose=False): errors only
         self.ll = ll
         mp = ll.llama_model_default_params()
-        mp.n_gpu_layers = 0
+        mp.n_gpu_layers = gpu_layers()
         self.model = ll.llama_model_load_from_file(str(model_path).encode(), mp)
         if not self.model:
             raise RuntimeError(f"could not load {model_path}")

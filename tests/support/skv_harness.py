@@ -19,6 +19,9 @@ def book_text(name: str = "alice_in_wonderland.txt", start: int = 20_000, n_char
 
 
 def open_session(model_path: Path, n_ctx: int, budget: int, sink: int = 32, ring: int = 64, threads: int = 2):
+    """Layers on the CPU unless SKV_TEST_GPU_LAYERS says (native/tools/gpu_check.sh)."""
+    from eval_capture import gpu_layers
+
     from engine.native import SkvParams
     from engine.session import Session, SessionConfig
 
@@ -28,6 +31,7 @@ def open_session(model_path: Path, n_ctx: int, budget: int, sink: int = 32, ring
             n_ctx=n_ctx,
             n_threads=threads,
             skv=SkvParams(budget=budget, sink=sink, ring=ring),
+            n_gpu_layers=gpu_layers(),
         )
     )
 
