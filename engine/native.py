@@ -40,6 +40,21 @@ class Policy(IntEnum):
             raise ValueError(f"unknown policy {name!r}: use full, window, chunk or sentence") from None
 
 
+class Remap(IntEnum):
+    """Virtual positions for the attended tokens (enum llama_skv_remap; disk/ABI values: never renumber)."""
+
+    OFF = 0
+    ON = 1
+    AUTO = 2  # on for decode steps at or past the model's trained length
+
+    @classmethod
+    def parse(cls, name: str) -> Remap:
+        try:
+            return cls[name.upper()]
+        except KeyError:
+            raise ValueError(f"unknown remap mode {name!r}: use auto, on or off") from None
+
+
 class llama_skv_params(ctypes.Structure):
     _fields_ = [
         ("policy", ctypes.c_int32),
@@ -48,6 +63,7 @@ class llama_skv_params(ctypes.Structure):
         ("ring", ctypes.c_int32),
         ("min_query_tokens", ctypes.c_int32),
         ("max_sentence_len", ctypes.c_int32),
+        ("remap_positions", ctypes.c_int32),
     ]
 
 
@@ -71,6 +87,8 @@ class llama_skv_stats(ctypes.Structure):
         ("on_device", ctypes.c_int32),
         ("t_prepare_us_last", ctypes.c_int64),
         ("t_after_us_last", ctypes.c_int64),
+        ("positions_remapped", ctypes.c_int32),
+        ("max_position", ctypes.c_int32),
     ]
 
 
@@ -82,6 +100,7 @@ class SkvParams:
     ring: int = 64
     min_query_tokens: int = 1
     max_sentence_len: int = 128
+    remap: Remap = Remap.AUTO
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
@@ -97,12 +116,14 @@ class SkvParams:
 
     def to_c(self) -> llama_skv_params:
         return llama_skv_params(
-            int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len
+            int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
+            int(self.remap),
         )
 
     @classmethod
     def from_c(cls, p: llama_skv_params) -> SkvParams:
-        return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len)
+        return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
+                   Remap(p.remap_positions))
 
 
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native
@@ -130,6 +151,8 @@ class SkvStats:
     on_device: bool
     t_prepare_us_last: int
     t_after_us_last: int
+    positions_remapped: bool  # the last staged step gave its tokens virtual positions
+    max_position: int  # the largest position the last ubatch gave an attended token or the query
 
     @property
     def device_skv_bytes(self) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from eval_capture import Capture, LowLevelContext, attention_nodes
 
-from engine.native import Policy, SkvContext, SkvParams
+from engine.native import Policy, Remap, SkvContext, SkvParams
 
 N_CTX = 16896  # 16k + 512
 BUDGET = 1024
@@ -25,7 +25,9 @@ def _pad(n: int) -> int:
 
 
 def _decode_one(c: LowLevelContext, skv: SkvContext, token: int, policy: Policy):
-    skv.set_params(SkvParams(policy, BUDGET, SINK, RING))
+    # remapping off: 16k is past the tiny model's trained 4096, where `auto` would read the rotated copy
+    # "skv_k_rot-<il>" (budget-sized too; tests/test_native_remap.py) instead of the staging view itself
+    skv.set_params(SkvParams(policy, BUDGET, SINK, RING, remap=Remap.OFF))
     p = c.n_past
     rec = c.decode([token])
     fa = attention_nodes(rec)

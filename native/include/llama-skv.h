@@ -34,6 +34,14 @@ enum llama_skv_policy {
     LLAMA_SKV_POLICY_SENTENCE = 3, // SentenceKV
 };
 
+// disk/ABI values: never renumber. Positions past the model's trained length (native/README.md, "Positions past
+// the trained length"): the attended tokens of a staged step are given virtual positions inside the trained range
+enum llama_skv_remap {
+    LLAMA_SKV_REMAP_OFF  = 0, // every token keeps its own position (upstream behaviour)
+    LLAMA_SKV_REMAP_ON   = 1, // every staged step (a budget covering the context still gives the dense result)
+    LLAMA_SKV_REMAP_AUTO = 2, // staged steps whose position is at or past the model's trained length
+};
+
 struct llama_skv_params {
     int32_t policy;           // enum llama_skv_policy
     int32_t budget;           // tau: tokens attended per decode step in an SKV layer, sink + ring included
@@ -41,6 +49,7 @@ struct llama_skv_params {
     int32_t ring;             // most recent tokens always attended (the current token included)
     int32_t min_query_tokens; // queries of a new query sentence needed before the selection changes (>= 1)
     int32_t max_sentence_len; // longer sentences are split into pieces of at most this many tokens (>= 1)
+    int32_t remap_positions;  // enum llama_skv_remap
 };
 
 struct llama_skv_stats {
@@ -62,6 +71,8 @@ struct llama_skv_stats {
     int32_t on_device;            // 1 if vectors + staging sit in a non-host (GPU) buffer
     int64_t t_prepare_us_last;    // host microseconds of the last staged step before compute (selection, staging)
     int64_t t_after_us_last;      // host microseconds of the last step after compute (scores read back, summed)
+    int32_t positions_remapped;   // 1 if the last staged step gave its tokens virtual positions
+    int32_t max_position;         // the largest position the last ubatch gave an attended token or a query
 };
 
 // Version string of the native patch, e.g. "skv 0.2.0". Static storage; never NULL.

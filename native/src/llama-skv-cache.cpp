@@ -28,6 +28,7 @@ llama_skv_params skv_default_params() {
     p.ring             = 64;
     p.min_query_tokens = 1;
     p.max_sentence_len = 128;
+    p.remap_positions  = LLAMA_SKV_REMAP_AUTO;
     return p;
 }
 
@@ -36,6 +37,9 @@ bool skv_params_valid(const llama_skv_params & p) {
         return false;
     }
     if (p.budget < 0 || p.sink < 0 || p.ring < 1 || p.min_query_tokens < 1 || p.max_sentence_len < 1) {
+        return false;
+    }
+    if (p.remap_positions < LLAMA_SKV_REMAP_OFF || p.remap_positions > LLAMA_SKV_REMAP_AUTO) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

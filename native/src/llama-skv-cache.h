@@ -72,6 +72,10 @@ public:
 
     ggml_tensor * mask     = nullptr; // [n_att, 1] F16
     ggml_tensor * ring_idx = nullptr; // [1] I64
+    bool          remap    = false;   // staged K rotated to virtual positions (remap_for)
+
+    std::vector<ggml_tensor *> k_shift; // per SKV layer (remap): I32 [n_head_kv * n_att], RoPE delta of each
+                                        // (slot, head) row, index h + n_head_kv * slot
 
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
     std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
@@ -186,6 +190,8 @@ struct llama_skv_cache {
 
     std::vector<int32_t> pos2cell;
     std::vector<ggml_fp16_t> mask_host;
+    std::vector<int32_t> rank_scratch;               // [kv_size] remap: rank of a position in a head's list
+    std::vector<std::vector<int32_t>> k_shift_host;  // [layer][n_head_kv * n_att] remap: the deltas uploaded
 
     llama_skv_stats stats = {};
 
@@ -205,6 +211,12 @@ struct llama_skv_cache {
 
     // staging rows a decode step at position p attends, padded like upstream n_kv (so that a budget covering the
     // context reduces exactly like dense attention, chunk for chunk)
+    // a staged step at p gives its tokens virtual positions (native/README.md, "Positions past the trained length")
+    bool remap_for(int32_t p) const {
+        return params.remap_positions == LLAMA_SKV_REMAP_ON ||
+               (params.remap_positions == LLAMA_SKV_REMAP_AUTO && p >= (int32_t) hparams.n_ctx_train);
+    }
+
     int32_t n_att_for(int32_t p) const {
         const int32_t cap = params.policy == LLAMA_SKV_POLICY_WINDOW ? params.sink + params.ring : budget_eff();
         return std::min(s_max, skv_pad(std::min(p + 1, cap)));
@@ -252,6 +264,8 @@ struct llama_skv_cache {
     void choose_selection();
     void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
     void place_rows(skv_layer & l, int32_t h, int32_t p, const std::vector<int32_t> & list, int64_t & n_rows);
+    // remap: the RoPE delta of each staged row of head h, so that the query at p sees list[r] at distance n_list - r
+    void shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, int32_t n_att);
     void write_step_inputs(int32_t p, int32_t n_list, llm_graph_input_skv * inp);
 
     // staging (llama-skv-stage.cpp)

@@ -5,6 +5,7 @@
 
 #include "llama-kv-cache.h"
 #include "llama-batch.h"
+#include "llama-model.h"
 
 #include <algorithm>
 #include <cstring>
@@ -27,6 +28,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     if (staged) {
         res &= s_max == skv->s_max;
         res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
+        res &= remap == skv->remap_for(params.ubatch.pos[0]);
         res &= gen == skv->gen;
         res &= n_scored == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         res &= skv->vec_fits_step(params.ubatch.pos[0]); // else the build grows the table first
@@ -40,6 +42,35 @@ static llama_skv_cache * skv_of(const llama_kv_cache_context * mctx) {
     }
     const llama_kv_cache * kv = mctx->get_kv();
     return kv ? kv->skv.get() : nullptr;
+}
+
+// the staged K of one layer turned to its virtual positions: each (slot, head) row by its own RoPE delta, the
+// rotation llama.cpp's K-shift applies to cached keys (llama-kv-cache.cpp build_rope_shift), into a new tensor (the
+// staging rows keep their stored rotation: later steps keep rows in place and give them other deltas)
+static ggml_tensor * skv_rotate_staged(const llm_graph_context & g, const llama_skv_cache & skv, const skv_layer & l,
+                                       int il, llm_graph_input_skv * inp, int32_t li) {
+    ggml_context * ctx0 = g.ctx0;
+    const auto & hp = skv.hparams;
+    const int64_t hd     = skv.head_dim;
+    const int64_t n_rows = (int64_t) skv.n_head_kv * inp->n_att;
+
+    ggml_tensor * shift = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, n_rows);
+    ggml_set_input(shift);
+    ggml_format_name(shift, "skv_k_shift-%d", il);
+    inp->k_shift[li] = shift;
+
+    // one row per (slot, head): [hd, 1, n_head_kv * n_att], row index h + n_head_kv * slot (the staging layout)
+    const size_t row = ggml_row_size(l.stage_k->type, hd);
+    ggml_tensor * rows = ggml_view_3d(ctx0, l.stage_k, hd, 1, n_rows, row, row, 0);
+    const int rope_type = hp.rope_type == LLAMA_ROPE_TYPE_MROPE || hp.rope_type == LLAMA_ROPE_TYPE_IMROPE
+        ? LLAMA_ROPE_TYPE_NEOX // as build_rope_shift: the whole vector, in NEOX order
+        : hp.rope_type;
+    const auto & cp = g.cparams;
+    ggml_tensor * rot = ggml_rope_ext(ctx0, rows, shift, skv.model.get_rope_factors(cp, il), hp.n_rot(il), rope_type,
+            cp.n_ctx_orig_yarn, skv.model.get_rope_freq_base(cp, il), skv.model.get_rope_freq_scale(cp, il),
+            cp.yarn_ext_factor, cp.yarn_attn_factor, cp.yarn_beta_fast, cp.yarn_beta_slow);
+    ggml_format_name(rot, "skv_k_rot-%d", il);
+    return ggml_reshape_3d(ctx0, rot, hd, skv.n_head_kv, inp->n_att);
 }
 
 bool llama_skv_build_attn(
@@ -85,11 +116,13 @@ bool llama_skv_build_attn(
         p->staged   = skv->staged_regime(n_tokens);
         p->s_max    = skv->s_max;
         p->n_att    = p->staged ? skv->n_att_for(g.ubatch.pos[0]) : 0;
+        p->remap    = p->staged && skv->remap_for(g.ubatch.pos[0]);
         p->gen      = skv->gen;
         p->kq_scale = kq_scale;
         p->n_scored = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         p->scores.assign(skv->layers.size(), nullptr);
         p->q_last.assign(skv->layers.size(), nullptr);
+        p->k_shift.assign(skv->layers.size(), nullptr);
         if (p->staged) {
             p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, p->n_att, 1, 1, 1);
             ggml_set_input(p->mask);
@@ -166,6 +199,9 @@ bool llama_skv_build_attn(
 
     *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, inp->n_att,
             ggml_row_size(l.stage_k->type, hd), l.stage_k->nb[1], 0);
+    if (inp->remap && skv->hparams.has_rope(il)) {
+        *k = skv_rotate_staged(g, *skv, l, il, inp, li);
+    }
     *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, inp->n_att,
             ggml_row_size(l.stage_v->type, hdv), l.stage_v->nb[1], 0);
     ggml_set_name(*k, "skv_k_staged");
@@ -252,6 +288,8 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
         n_query++;
     } else {
         stats.n_dense_steps++;
+        stats.positions_remapped = 0;
+        stats.max_position       = p_last;
         const bool prefill = ubatch.n_tokens > 1;
         if (closed || prefill) {
             reset_query();

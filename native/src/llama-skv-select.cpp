@@ -91,13 +91,17 @@ void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
     }
     int64_t n_rows = 0;
     int32_t n_list = -1;
-    for (auto & l : layers) {
+    for (size_t li = 0; li < layers.size(); ++li) {
+        auto & l = layers[li];
         for (int32_t h = 0; h < n_head_kv; ++h) {
             attended_positions(l, h, p, use_sel, list_scratch);
             GGML_ASSERT(n_list < 0 || n_list == (int32_t) list_scratch.size());
             GGML_ASSERT((int32_t) list_scratch.size() < s_max);
             n_list = (int32_t) list_scratch.size();
             place_rows(l, h, p, list_scratch, n_rows);
+            if (inp->remap) {
+                shift_rows(li, h, p, list_scratch, inp->n_att);
+            }
         }
     }
     GGML_ASSERT(n_list >= 0);
@@ -106,6 +110,8 @@ void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
     stats.rows_uploaded_last   = n_rows;
     stats.rows_uploaded_total += n_rows;
     stats.attended_last        = n_list + 1;
+    stats.positions_remapped   = inp->remap ? 1 : 0;
+    stats.max_position         = inp->remap ? n_list : p; // the query's (virtual) position is the largest
     stats.t_prepare_us_last    = ggml_time_us() - t0;
 }
 
@@ -293,6 +299,35 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, const std:
     }
 }
 
+// step 4b (remap): virtual positions. The head's attended tokens `list` (ascending) get the positions 0..n_list-1 in
+// order and the query n_list: sink, selected sentences and ring keep their order and, inside each run, their
+// distances; the gaps between runs close. RoPE scores depend on the distance only, so the query keeps its stored
+// rotation (position p) and each staged key, stored rotated to its own position q = list[r], is turned by
+// delta = (p - (n_list - r)) - q: the query then sees it at distance n_list - r <= budget, inside the trained range
+void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, int32_t n_att) {
+    const int32_t n_list = (int32_t) list.size();
+    if ((int32_t) rank_scratch.size() != kv_size) {
+        rank_scratch.assign(kv_size, 0);
+    }
+    for (int32_t r = 0; r < n_list; ++r) {
+        rank_scratch[list[r]] = r;
+    }
+    if (k_shift_host.size() != layers.size()) {
+        k_shift_host.resize(layers.size());
+    }
+    auto & out = k_shift_host[li];
+    out.resize((size_t) n_head_kv * n_att);
+    const auto & sp = layers[li].slot_pos[h];
+    for (int32_t s = 0; s < n_att; ++s) {
+        int32_t d = 0; // the current token (slot n_list) keeps its rotation, as do the masked slots
+        if (s < n_list) {
+            const int32_t q = sp[s];
+            d = (p - n_list + rank_scratch[q]) - q;
+        }
+        out[(size_t) h + (size_t) n_head_kv * s] = d;
+    }
+}
+
 // step 5: the mask (one plane for every head), the upload of the staged rows, the current token's ring slot
 void llama_skv_cache::write_step_inputs(int32_t p, int32_t n_list, llm_graph_input_skv * inp) {
     // the mask: identical for every head (one plane)
@@ -309,6 +344,11 @@ void llama_skv_cache::write_step_inputs(int32_t p, int32_t n_list, llm_graph_inp
 
     flush_staging();
     ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, inp->n_att * sizeof(ggml_fp16_t));
+    for (size_t li = 0; inp->remap && li < inp->k_shift.size(); ++li) {
+        if (inp->k_shift[li]) {
+            ggml_backend_tensor_set(inp->k_shift[li], k_shift_host[li].data(), 0, ggml_nbytes(inp->k_shift[li]));
+        }
+    }
     const int64_t slot = n_list;
     ggml_backend_tensor_set(inp->ring_idx, &slot, 0, sizeof(slot));
 

@@ -11,17 +11,20 @@
 # pytest-timeout (the CUDA image has them), nvcc for the CUDA build. Nothing is downloaded. Results go to $OUT
 # (the device tool's folder) or /tmp/skv-gpu/out: gpu_check.log, gpu_check.json, gpu_check.md, checks.xml, scale.json.
 # Options: --cpu (CPU backend, 0 layers offloaded), --quick (small shapes and contexts: the suite's rehearsal),
+#          --build-only (stop after the build: times the CUDA build on a machine without a GPU),
 #          --python PY (default python3; $SKV_GPU_PYTHON), --work DIR (default /tmp/skv-gpu; $SKV_GPU_WORK);
-#          $SKV_GPU_PACK: the pack folder (default .gpu).
+#          $SKV_GPU_PACK: the pack folder (default .gpu); $SKV_GPU_CMAKE: extra CMake flags (here, without a driver:
+#          -DGGML_CUDA_NO_VMM=ON).
 # Exit codes: 0 every check passed; 1 a check failed; 2 bad input (no .gpu pack, a missing tool).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
-MODE=cuda QUICK=0 PY=${SKV_GPU_PYTHON:-python3} WORK=${SKV_GPU_WORK:-/tmp/skv-gpu}
+MODE=cuda QUICK=0 BUILD_ONLY=0 PY=${SKV_GPU_PYTHON:-python3} WORK=${SKV_GPU_WORK:-/tmp/skv-gpu}
 while [ $# -gt 0 ]; do
   case "$1" in
     --cpu) MODE=cpu ;;
     --quick) QUICK=1 ;;
+    --build-only) BUILD_ONLY=1 ;;
     --python) PY=$2; shift ;;
     --work) WORK=$2; shift ;;
     *) echo "gpu_check: unknown option $1 (see the header of $0)" >&2; exit 2 ;;
@@ -37,7 +40,7 @@ mkdir -p "$WORK" "$RESULTS"
 exec > >(tee "$RESULTS/gpu_check.log") 2>&1
 t_start=$(date +%s)
 echo "gpu_check: mode $MODE, quick $QUICK, $(nproc) cores, python $($PY -c 'import sys; print(sys.version.split()[0])')"
-[ "$MODE" = cuda ] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+[ "$MODE" = cuda ] && command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
 
 # 1. the source: unpacked once per pack (the manifest's key names it)
 key=$($PY -c 'import json,sys; print(json.load(open(sys.argv[1]))["key"][:16])' "$PACK/MANIFEST.json")
@@ -64,6 +67,7 @@ if [ "$MODE" = cuda ]; then
             -DCMAKE_CXX_FLAGS="-I$cb/include" -DCMAKE_C_FLAGS="-I$cb/include")
   fi
 fi
+[ -n "${SKV_GPU_CMAKE:-}" ] && read -ra extra <<<"$SKV_GPU_CMAKE" && flags+=("${extra[@]}")
 t0=$(date +%s)
 cmake -S "$SRC/llama.cpp" -B "$BUILD" "${gen[@]}" "${flags[@]}" >"$WORK/configure-$MODE.log" 2>&1 \
   || { tail -30 "$WORK/configure-$MODE.log"; echo "gpu_check: cmake configure failed" >&2; exit 1; }
@@ -71,6 +75,7 @@ cmake --build "$BUILD" --target llama -j "$(nproc)" >"$WORK/build-$MODE.log" 2>&
   || { tail -40 "$WORK/build-$MODE.log"; echo "gpu_check: the build failed" >&2; exit 1; }
 build_s=$(( $(date +%s) - t0 ))
 echo "gpu_check: built $BUILD/bin/libllama.so in ${build_s} s"
+[ "$BUILD_ONLY" = 1 ] && exit 0
 
 # 3. the checks and the table, through the engine's own Python over ctypes
 export LLAMA_CPP_LIB_PATH=$BUILD/bin

@@ -26,6 +26,7 @@ GGML_OBJECT_SIZE = 32  # struct ggml_object: offs, size, next, type + padding[4]
 
 GGML_TYPE_F32 = 0
 GGML_TYPE_F16 = 1
+GGML_TYPE_I32 = 26
 
 
 class GgmlTensor(ctypes.Structure):
@@ -130,7 +131,7 @@ def _info(p, depth: int = 0) -> TensorInfo | None:
 
 def _read(t: GgmlTensor) -> np.ndarray:
     """Copy a F32/F16 tensor (any strides) into a NumPy array shaped like ggml's ne reversed ([ne3, ne2, ne1, ne0])."""
-    dtype = {GGML_TYPE_F32: np.float32, GGML_TYPE_F16: np.float16}[t.type]
+    dtype = {GGML_TYPE_F32: np.float32, GGML_TYPE_F16: np.float16, GGML_TYPE_I32: np.int32}[t.type]
     ne = [int(t.ne[i]) for i in range(GGML_MAX_DIMS)]
     nb = [int(t.nb[i]) for i in range(GGML_MAX_DIMS)]
     span = sum((ne[i] - 1) * nb[i] for i in range(GGML_MAX_DIMS)) + nb[0]
@@ -145,19 +146,21 @@ def _read(t: GgmlTensor) -> np.ndarray:
         shape=ne[::-1],
         strides=nb[::-1],
     )
-    return np.array(arr, dtype=np.float32)
+    return np.array(arr, dtype=np.int32 if t.type == GGML_TYPE_I32 else np.float32)
 
 
 @dataclass
 class Capture:
     """Eval callback recording the nodes `want(name)` selects, in graph order, for one decode call (`mark()` before
     it, `finish()` after: LowLevelContext.decode does both). Data is read for the nodes `read_data(name, op)` selects;
-    for a name seen several times the last node wins (e.g. "Qcur-0": the RoPE output comes after the reshape)."""
+    for a name seen several times the last node wins (e.g. "Qcur-0": the RoPE output comes after the reshape) in
+    `data`, the first in `first` (e.g. "Kcur-0" before RoPE)."""
 
     want: Callable[[str], bool]
     read_data: Callable[[str, str], bool] = lambda name, op: False  # (node name, op name)
     nodes: list[TensorInfo] = field(default_factory=list)
     data: dict[str, np.ndarray] = field(default_factory=dict)
+    first: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         from llama_cpp import llama_cpp as ll
@@ -171,6 +174,7 @@ class Capture:
                 self.nodes.append(_info(ctypes.cast(t_ptr, ctypes.POINTER(GgmlTensor))))
                 if self.read_data(name, op_name(t.op)):
                     self.data[name] = _read(t)
+                    self.first.setdefault(name, self.data[name])
                 return True
             except Exception as e:  # never raise through C
                 self.errors.append(repr(e))
@@ -183,11 +187,11 @@ class Capture:
         """Start a new decode call."""
         self.nodes = []
         self.data = {}
+        self.first = {}
 
     def finish(self) -> dict:
-        rec = {"nodes": self.nodes, "data": self.data}
-        self.nodes = []
-        self.data = {}
+        rec = {"nodes": self.nodes, "data": self.data, "first": self.first}
+        self.mark()
         return rec
 
 

@@ -1,0 +1,215 @@
+"""Issue 15: positions past the trained length. A remapped staged step gives the attended tokens of each head the
+virtual positions 0..n-1 in order and the query n (native/README.md, "Positions past the trained length"); the cache
+stores post-RoPE keys, so each staged row is turned by its RoPE delta in-graph ("skv_k_rot-<il>").
+
+Checked on the tiny model (trained to 512 tokens here, so `auto` switches on inside a small context):
+- every staged K row after its delta rotation equals the model's own pre-RoPE K of that token rotated in NumPy to
+  the token's virtual position, each attended token in exactly one slot (the NumPy RoPE itself checked against the
+  model's RoPE at the original positions);
+- the step's attention output equals NumPy attention over the selected tokens at their virtual positions, and
+  differs from the same tokens at their original positions (so the check can fail);
+- `auto` switches at the trained length, `off` never remaps, and `on` with a budget covering the context gives the
+  dense logits (every delta is 0);
+- stats: positions_remapped, max_position (<= the budget when remapped).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from eval_capture import Capture, LowLevelContext
+from test_native_sparse_output import _attend, _attended
+from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
+
+from engine.native import Policy, Remap, SkvContext, SkvParams
+
+CFG = TinyConfig(n_head=8, n_head_kv=2, head_dim=32, n_ctx_train=512, seed=91)
+BUDGET, SINK, RING = 160, 8, 16
+N_CTX = 1024
+TOL = 5e-3
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    vocab = find_vocab_file()
+    if vocab is None:
+        pytest.skip("the llama.cpp vocab GGUF is missing; run native/build.py first")
+    return write_tiny_gguf(tmp_path_factory.mktemp("remap") / "tiny-512.gguf", vocab, CFG)
+
+
+def rope(x: np.ndarray, pos: np.ndarray, base: float = CFG.rope_freq_base) -> np.ndarray:
+    """llama's RoPE (adjacent pairs, LLAMA_ROPE_TYPE_NORM) of rows x [n, hd] at positions pos [n], in F64."""
+    hd = x.shape[-1]
+    theta = np.asarray(pos, np.float64)[:, None] * base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
+    c, s = np.cos(theta), np.sin(theta)
+    x0, x1 = x[:, 0::2].astype(np.float64), x[:, 1::2].astype(np.float64)
+    out = np.empty(x.shape, np.float64)
+    out[:, 0::2] = x0 * c - x1 * s
+    out[:, 1::2] = x0 * s + x1 * c
+    return out
+
+
+def _ends(rng, n: int) -> list[int]:
+    ends, e = [], 0
+    while True:
+        e += int(rng.integers(3, 40))
+        if e >= n:
+            return ends
+        ends.append(e)
+
+
+class Run:
+    """A tiny-model context with every layer's Q/K/V (pre-RoPE K too), the staged rotation and the output captured."""
+
+    def __init__(self, path, remap: Remap, n_prefill: int, budget: int = BUDGET):
+        names = {f"{x}-{il}" for x in ("Qcur", "Kcur", "Vcur", "kqv_out", "skv_k_rot", "skv_k_shift")
+                 for il in range(CFG.n_layer)}
+        self.cap = Capture(want=lambda n: n in names, read_data=lambda n, op: n in names)
+        self.budget = budget
+        self.ctx = LowLevelContext(path, N_CTX, self.cap, skv=SkvParams(Policy.FULL, budget, SINK, RING), n_threads=1)
+        self.skv = SkvContext(self.ctx.ctx)
+        rng = np.random.default_rng(3)
+        self.tokens = rng.integers(100, 30000, N_CTX).tolist()
+        self.skv.add_boundaries(_ends(rng, N_CTX))
+        shape = (CFG.n_layer, N_CTX, CFG.n_head_kv, CFG.head_dim)
+        self.K, self.Kpre, self.V = np.zeros(shape), np.zeros(shape), np.zeros(shape)
+        for p0 in range(0, n_prefill, 256):
+            self.store(self.ctx.decode(self.tokens[p0 : min(p0 + 256, n_prefill)]), p0)
+        self.p = n_prefill
+        self.skv.set_params(SkvParams(Policy.SENTENCE, budget, SINK, RING, remap=remap))
+
+    def store(self, rec: dict, p0: int) -> np.ndarray:
+        d, f = rec["data"], rec["first"]
+        for il in range(CFG.n_layer):
+            k = d[f"Kcur-{il}"][0]  # [n_tok, n_kv, hd] after RoPE, rounded to F16 as the cache stores it
+            n = k.shape[0]
+            self.K[il, p0 : p0 + n] = k.astype(np.float16)
+            self.Kpre[il, p0 : p0 + n] = f[f"Kcur-{il}"].reshape(n, CFG.n_head_kv, CFG.head_dim)
+            self.V[il, p0 : p0 + n] = d[f"Vcur-{il}"][0].reshape(k.shape).astype(np.float16)
+        return np.stack([d[f"Qcur-{il}"][0] for il in range(CFG.n_layer)])  # [n_layer, n_tok, n_head, hd]
+
+    def step(self) -> tuple[dict, np.ndarray]:
+        rec = self.ctx.decode([self.tokens[self.p]])
+        q = self.store(rec, self.p)[:, 0]
+        self.p += 1
+        return rec, q
+
+    def attended(self, il: int, p: int) -> list[np.ndarray]:
+        sents = self.skv.sentences()
+        open_start = max([b for _, b in sents if b <= p], default=0)
+        return [_attended(self.skv, sents, il, h, p, self.budget, SINK, RING, open_start)[0]
+                for h in range(CFG.n_head_kv)]
+
+    def close(self) -> None:
+        self.ctx.close()
+
+
+def test_numpy_rope_is_the_models_rope(model):
+    r = Run(model, Remap.OFF, 300)
+    try:
+        for il in range(CFG.n_layer):
+            for h in range(CFG.n_head_kv):
+                want = rope(r.Kpre[il, :300, h], np.arange(300))
+                assert np.abs(r.K[il, :300, h] - want).max() <= 2e-3 * max(1.0, np.abs(want).max())
+    finally:
+        r.close()
+
+
+def test_a_staged_row_after_its_delta_equals_k_at_the_virtual_position(model):
+    r = Run(model, Remap.ON, 700)
+    checked = 0
+    try:
+        for _ in range(6):
+            p = r.p
+            rec, _ = r.step()
+            st = r.skv.stats()
+            assert st.positions_remapped and st.max_position == st.attended_last - 1 < BUDGET
+            for il in range(CFG.n_layer):
+                rot = rec["data"][f"skv_k_rot-{il}"].reshape(-1, CFG.n_head_kv, CFG.head_dim)
+                for h, pos in enumerate(r.attended(il, p)):
+                    n = len(pos) - 1  # slots [0, n) hold pos[:n] in some order, slot n the current token p
+                    virt = p - n + np.arange(n + 1)  # pos[r] is seen at distance n - r from the query (at p)
+                    want = rope(r.Kpre[il, pos, h], virt)  # K of each attended token at its virtual position
+                    scale = max(1.0, float(np.abs(want).max()))
+                    # each slot's rotated row is one attended token's K at its virtual position, each token once
+                    err = np.abs(rot[: n + 1, h][:, None, :] - want[None, :, :]).max(axis=2)  # [slot, token]
+                    j = err.argmin(axis=1)
+                    assert sorted(j.tolist()) == list(range(n + 1)), (p, il, h)
+                    assert err[np.arange(n + 1), j].max() <= 4e-3 * scale, (p, il, h)
+                    assert j[n] == n  # the current token in slot n, at its own position (delta 0)
+                    # and the rotation moved them: at their stored positions the rows are far off
+                    sink = j < min(SINK, n)
+                    assert np.abs(rot[: n + 1, h][sink] - r.K[il, pos[j[sink]], h]).max() > 50 * 4e-3 * scale
+                    checked += n + 1
+    finally:
+        r.close()
+    assert checked > 6 * CFG.n_layer * CFG.n_head_kv * (SINK + RING)
+
+
+def test_remapped_attention_output_is_attention_at_the_virtual_positions(model):
+    r = Run(model, Remap.ON, 700)
+    gqa = CFG.n_head // CFG.n_head_kv
+    worst, margin = 0.0, np.inf
+    try:
+        for _ in range(8):
+            p = r.p
+            rec, q = r.step()
+            for il in range(CFG.n_layer):
+                got = rec["data"][f"kqv_out-{il}"][0, 0].reshape(CFG.n_head, -1).astype(np.float64)
+                pos = r.attended(il, p)  # ascending, the current token p last
+                n = len(pos[0]) - 1
+                Kv = np.zeros_like(r.K[il])  # keys at their virtual positions, per head
+                for h in range(CFG.n_head_kv):
+                    Kv[pos[h], h] = rope(r.Kpre[il, pos[h], h], p - n + np.arange(n + 1)).astype(np.float16)
+                want = _attend(q[il], Kv, r.V[il], pos, gqa)
+                err = float(np.abs(got - want).max())
+                worst = max(worst, err)
+                assert err <= TOL * max(1.0, float(np.abs(want).max())), (p, il, err)
+                # the same tokens at their own positions give another output
+                margin = min(margin, float(np.abs(got - _attend(q[il], r.K[il], r.V[il], pos, gqa)).max()))
+    finally:
+        r.close()
+    assert margin > 5 * max(worst, 1e-6), (margin, worst)
+
+
+def test_auto_remaps_from_the_trained_length_and_off_never(model):
+    r = Run(model, Remap.AUTO, 300)
+    try:
+        r.step()
+        st = r.skv.stats()
+        assert not st.positions_remapped and st.max_position == 300
+        r.ctx.decode(r.tokens[r.p : 520])  # dense (policy sentence decodes one token at a time only)
+        r.p = 520
+        r.step()
+        st = r.skv.stats()
+        assert st.positions_remapped and st.max_position == st.attended_last - 1 < CFG.n_ctx_train
+        r.skv.set_params(SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, remap=Remap.OFF))
+        r.step()
+        st = r.skv.stats()
+        assert not st.positions_remapped and st.max_position == 521
+    finally:
+        r.close()
+
+
+def test_remap_on_with_a_budget_covering_the_context_is_dense(model):
+    outs = {}
+    for remap in (Remap.OFF, Remap.ON):
+        r = Run(model, remap, 400, budget=1024)
+        try:
+            r.skv.set_params(SkvParams(Policy.FULL, 1024, SINK, RING))
+            r.ctx.decode([r.tokens[400]])
+            dense = r.ctx.logits()
+            r.ctx.close()
+        finally:
+            r.close()
+        r = Run(model, remap, 400, budget=1024)
+        try:
+            rec, _ = r.step()
+            assert r.skv.stats().positions_remapped == (remap == Remap.ON)
+            assert ("skv_k_rot-0" in rec["data"]) == (remap == Remap.ON)
+            outs[remap] = (dense, r.ctx.logits())
+        finally:
+            r.close()
+    for dense, staged in outs.values():
+        assert np.abs(dense - staged).max() <= 0.02
+    assert np.array_equal(outs[Remap.OFF][1], outs[Remap.ON][1])
