@@ -77,7 +77,7 @@ def test_decode_graph_attends_s_max_rows_at_1k_and_16k(tiny_model_path):
         tiny_model_path,
         N_CTX,
         cap,
-        skv=SkvParams(Policy.SENTENCE, BUDGET, SINK, RING),
+        skv=SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, remap=Remap.OFF),  # see _decode_one
         n_batch=n_batch,
         n_threads=1,
     ) as c:

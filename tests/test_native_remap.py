@@ -213,3 +213,75 @@ def test_remap_on_with_a_budget_covering_the_context_is_dense(model):
     for dense, staged in outs.values():
         assert np.abs(dense - staged).max() <= 0.02
     assert np.array_equal(outs[Remap.OFF][1], outs[Remap.ON][1])
+
+
+def _expect(r: Run, q: np.ndarray, il: int, ctx_pos: list[np.ndarray], p0: int, own: np.ndarray) -> np.ndarray:
+    """NumPy attention of one query (q [n_head, hd]) over each head's context ctx_pos (ascending, at virtual positions:
+    the key of ctx_pos[r] turned to p0 - n + r) and the ubatch's own tokens `own` (at their stored positions)."""
+    gqa = CFG.n_head // CFG.n_head_kv
+    Kv = r.K[il].copy()
+    pos = []
+    for h, cp in enumerate(ctx_pos):
+        n = len(cp)
+        Kv[cp, h] = rope(r.Kpre[il, cp, h], p0 - n + np.arange(n)).astype(np.float16)
+        pos.append(np.concatenate([cp, own]))
+    return _attend(q, Kv, r.V[il], pos, gqa)
+
+
+def test_sparse_prefill_chunk_past_the_trained_length_is_attention_over_the_selected_tokens(model):
+    """A prefill chunk reaching past the trained length attends sink + its sentences + the ring before it, then its
+    own tokens causally, at virtual positions; the decode steps after it as well."""
+    r = Run(model, Remap.AUTO, 512)  # [0, 512): dense (it ends at the trained length)
+    m = 96
+    worst, margin = 0.0, np.inf
+    try:
+        before = r.skv.stats()
+        p0 = r.p
+        rec = r.ctx.decode(r.tokens[p0 : p0 + m])
+        q = r.store(rec, p0)
+        r.p += m
+        st = r.skv.stats()
+        assert st.n_skv_steps == before.n_skv_steps + 1 and st.n_dense_steps == before.n_dense_steps
+        assert st.positions_remapped and st.max_position == st.attended_last - 1 < BUDGET + m
+        for il in range(CFG.n_layer):
+            ctx_pos = [x[:-1] for x in r.attended(il, p0)]  # the context of a step at p0 (p0 itself is the chunk's)
+            assert len(ctx_pos[0]) + m == st.attended_last
+            out = rec["data"][f"kqv_out-{il}"][0, 0].reshape(m, CFG.n_head, -1).astype(np.float64)
+            for j in range(0, m, 7):
+                own = np.arange(p0, p0 + j + 1)
+                want = _expect(r, q[il, j], il, ctx_pos, p0, own)
+                err = float(np.abs(out[j] - want).max())
+                worst = max(worst, err)
+                assert err <= TOL * max(1.0, float(np.abs(want).max())), (il, j, err)
+                dense = _attend(q[il, j], r.K[il], r.V[il], [np.arange(p0 + j + 1)] * CFG.n_head_kv,
+                                CFG.n_head // CFG.n_head_kv)
+                margin = min(margin, float(np.abs(out[j] - dense).max()))
+        # the decode steps after the sparse chunk
+        for _ in range(3):
+            p = r.p
+            rec, qd = r.step()
+            for il in range(CFG.n_layer):
+                ctx_pos = [x[:-1] for x in r.attended(il, p)]
+                got = rec["data"][f"kqv_out-{il}"][0, 0].reshape(CFG.n_head, -1).astype(np.float64)
+                want = _expect(r, qd[il], il, ctx_pos, p, np.array([p]))
+                err = float(np.abs(got - want).max())
+                worst = max(worst, err)
+                assert err <= TOL * max(1.0, float(np.abs(want).max())), (p, il, err)
+    finally:
+        r.close()
+    assert margin > 5 * max(worst, 1e-6), (margin, worst)
+
+
+def test_prefill_stays_dense_below_the_trained_length_and_with_remap_off(model):
+    for remap, p0, dense in ((Remap.AUTO, 256, True), (Remap.OFF, 512, True), (Remap.AUTO, 512, False)):
+        r = Run(model, Remap.AUTO, p0)
+        try:
+            r.skv.set_params(SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, remap=remap))
+            before = r.skv.stats()
+            r.ctx.decode(r.tokens[p0 : p0 + 200])
+            st = r.skv.stats()
+            assert (st.n_dense_steps - before.n_dense_steps, st.n_skv_steps - before.n_skv_steps) == (
+                (1, 0) if dense else (0, 1)), (remap, p0)
+            assert st.max_position == (p0 + 199 if dense else st.attended_last - 1)
+        finally:
+            r.close()

@@ -42,6 +42,8 @@ class llama_kv_cache;
 #define LLAMA_SKV_VERSION "0.2.0"
 
 static constexpr int32_t SKV_PAD = 256;
+// the largest prefill ubatch the sparse chunked prefill takes (past the trained length); larger ones run dense
+static constexpr int32_t SKV_CHUNK_MAX = 512;
 
 static inline int32_t skv_pad(int32_t n) {
     return ((n + SKV_PAD - 1) / SKV_PAD) * SKV_PAD;
@@ -63,15 +65,16 @@ public:
 
     llama_skv_cache * skv;
 
-    bool     staged   = false; // decode regime: attention over the staging rows
+    bool     staged   = false; // attention over the staging rows: a decode step, or a sparse prefill chunk
+    int32_t  n_tok    = 1;     // tokens of the ubatch (> 1: a sparse prefill chunk)
     int32_t  s_max    = 0;
     int32_t  n_att    = 0;     // staging rows the graph attends (padded to 256, <= s_max)
     int32_t  n_scored = 0;     // semantic vectors scored in-graph (n_vec padded, <= sent_cap)
     uint64_t gen      = 0;     // staging buffer generation
     float    kq_scale = 1.0f;
 
-    ggml_tensor * mask     = nullptr; // [n_att, 1] F16
-    ggml_tensor * ring_idx = nullptr; // [1] I64
+    ggml_tensor * mask     = nullptr; // [n_att, n_tok] F16
+    ggml_tensor * ring_idx = nullptr; // [n_tok] I64: the staging slots of the ubatch's own tokens
     bool          remap    = false;   // staged K rotated to virtual positions (remap_for)
 
     std::vector<ggml_tensor *> k_shift; // per SKV layer (remap): I32 [n_head_kv * n_att], RoPE delta of each
@@ -172,7 +175,8 @@ struct llama_skv_cache {
 
     int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
     bool    expect_after = false; // a staged step was prepared and has not finished yet
-    int32_t cur_slot     = -1;    // slot the last staged step wrote in-graph
+    int32_t cur_slot     = -1;    // first slot the last staged step wrote in-graph
+    int32_t cur_n        = 0;     // slots it wrote (its tokens)
 
     std::vector<int32_t> mark;       // scratch [kv_size]: positions wanted by the current head
     int32_t              mark_gen = 0;
@@ -182,6 +186,7 @@ struct llama_skv_cache {
     std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
+    std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
     // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
     // memo_gen[pos] == step_gen
     std::vector<uint32_t> memo_gen;
@@ -201,8 +206,27 @@ struct llama_skv_cache {
     llama_skv_cache(const llama_model & model, const llama_hparams & hparams, const llama_kv_cache & kv)
         : model(model), hparams(hparams), kv(kv) {}
 
-    bool staged_regime(uint32_t n_tokens) const {
-        return n_tokens == 1 && params.policy != LLAMA_SKV_POLICY_FULL;
+    // a ubatch of n_tokens at positions [p0, p0 + n_tokens) attends staging rows: every decode step (policy != full),
+    // and a prefill chunk that reaches past the trained length when remapping is not off (sparse chunked prefill)
+    bool staged_regime(uint32_t n_tokens, int32_t p0) const {
+        if (params.policy == LLAMA_SKV_POLICY_FULL || n_tokens == 0) {
+            return false;
+        }
+        if (n_tokens == 1) {
+            return true;
+        }
+        return params.remap_positions != LLAMA_SKV_REMAP_OFF && p0 + (int32_t) n_tokens > (int32_t) hparams.n_ctx_train &&
+               (int32_t) n_tokens <= chunk_room();
+    }
+
+    // staging rows left for a chunk's own tokens beyond the step's attended context (0: no sparse prefill)
+    int32_t chunk_room() const {
+        return std::max(0, s_max - (att_cap() - 1));
+    }
+
+    // attended tokens of a decode step at most (sink, ring and sentences; the current token included)
+    int32_t att_cap() const {
+        return params.policy == LLAMA_SKV_POLICY_WINDOW ? params.sink + params.ring : budget_eff();
     }
 
     int32_t budget_eff() const {
@@ -217,9 +241,9 @@ struct llama_skv_cache {
                (params.remap_positions == LLAMA_SKV_REMAP_AUTO && p >= (int32_t) hparams.n_ctx_train);
     }
 
-    int32_t n_att_for(int32_t p) const {
-        const int32_t cap = params.policy == LLAMA_SKV_POLICY_WINDOW ? params.sink + params.ring : budget_eff();
-        return std::min(s_max, skv_pad(std::min(p + 1, cap)));
+    // (a chunk of m tokens at p attends the context of a step at p, up to att_cap() - 1 rows, then its own m)
+    int32_t n_att_for(int32_t p, int32_t m = 1) const {
+        return std::min(s_max, skv_pad(std::min(p + m, att_cap() - 1 + m)));
     }
 
     // the cache (llama-skv-cache.cpp): state, positions -> cells, parameters
@@ -259,14 +283,15 @@ struct llama_skv_cache {
     void extend_order(skv_layer & l);
     // set_input of a staged step (llama-skv-select.cpp): begin_step, choose_selection, per layer and head
     // attended_positions and place_rows, write_step_inputs
-    void prepare(int32_t p, llm_graph_input_skv * inp);
+    // (a sparse prefill chunk: p its first position, m its tokens; a decode step: m = 1)
+    void prepare(int32_t p, int32_t m, llm_graph_input_skv * inp);
     void begin_step(int32_t p);
     void choose_selection();
     void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
-    void place_rows(skv_layer & l, int32_t h, int32_t p, const std::vector<int32_t> & list, int64_t & n_rows);
+    void place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list, int64_t & n_rows);
     // remap: the RoPE delta of each staged row of head h, so that the query at p sees list[r] at distance n_list - r
     void shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, int32_t n_att);
-    void write_step_inputs(int32_t p, int32_t n_list, llm_graph_input_skv * inp);
+    void write_step_inputs(int32_t p, int32_t m, int32_t n_list, llm_graph_input_skv * inp);
 
     // staging (llama-skv-stage.cpp)
     void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows);

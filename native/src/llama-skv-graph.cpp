@@ -18,17 +18,23 @@ void llm_graph_input_skv::set_input(const llama_ubatch * ubatch) {
     if (!staged) {
         return;
     }
-    GGML_ASSERT(ubatch->n_tokens == 1);
-    skv->prepare(ubatch->pos[0], this);
+    GGML_ASSERT((int32_t) ubatch->n_tokens == n_tok);
+    for (uint32_t j = 1; j < ubatch->n_tokens; ++j) {
+        GGML_ASSERT(ubatch->pos[j] == ubatch->pos[0] + (llama_pos) j); // one sequence, in order
+    }
+    skv->prepare(ubatch->pos[0], n_tok, this);
 }
 
 bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     bool res = true;
-    res &= skv->staged_regime(params.ubatch.n_tokens) == staged;
+    const int32_t m  = (int32_t) params.ubatch.n_tokens;
+    const int32_t p0 = m > 0 ? params.ubatch.pos[0] : 0;
+    res &= skv->staged_regime(m, p0) == staged;
     if (staged) {
+        res &= n_tok == m;
         res &= s_max == skv->s_max;
-        res &= n_att == skv->n_att_for(params.ubatch.pos[0]);
-        res &= remap == skv->remap_for(params.ubatch.pos[0]);
+        res &= n_att == skv->n_att_for(p0, m);
+        res &= remap == skv->remap_for(p0 + m - 1);
         res &= gen == skv->gen;
         res &= n_scored == std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
         res &= skv->vec_fits_step(params.ubatch.pos[0]); // else the build grows the table first
@@ -105,7 +111,9 @@ bool llama_skv_build_attn(
     // one input object per graph, created by the first SKV layer
     llm_graph_input_skv * inp = nullptr;
     if (li == 0) {
-        if (skv->staged_regime(n_tokens)) {
+        const int32_t p0 = g.ubatch.pos[0];
+        const bool staged = skv->staged_regime(n_tokens, p0);
+        if (staged) {
             try {
                 skv->reserve_for_step(g.ubatch.pos[0]); // before the graph takes the vector tensors
             } catch (const std::exception & e) {
@@ -113,10 +121,11 @@ bool llama_skv_build_attn(
             }
         }
         auto p = std::make_unique<llm_graph_input_skv>(skv);
-        p->staged   = skv->staged_regime(n_tokens);
+        p->staged   = staged;
+        p->n_tok    = (int32_t) n_tokens;
         p->s_max    = skv->s_max;
-        p->n_att    = p->staged ? skv->n_att_for(g.ubatch.pos[0]) : 0;
-        p->remap    = p->staged && skv->remap_for(g.ubatch.pos[0]);
+        p->n_att    = staged ? skv->n_att_for(p0, (int32_t) n_tokens) : 0;
+        p->remap    = staged && skv->remap_for(p0 + (int32_t) n_tokens - 1);
         p->gen      = skv->gen;
         p->kq_scale = kq_scale;
         p->n_scored = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
@@ -124,10 +133,10 @@ bool llama_skv_build_attn(
         p->q_last.assign(skv->layers.size(), nullptr);
         p->k_shift.assign(skv->layers.size(), nullptr);
         if (p->staged) {
-            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, p->n_att, 1, 1, 1);
+            p->mask = ggml_new_tensor_4d(ctx0, GGML_TYPE_F16, p->n_att, n_tokens, 1, 1);
             ggml_set_input(p->mask);
             ggml_set_name(p->mask, "skv_mask");
-            p->ring_idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, 1);
+            p->ring_idx = ggml_new_tensor_1d(ctx0, GGML_TYPE_I64, n_tokens);
             ggml_set_input(p->ring_idx);
             ggml_set_name(p->ring_idx, "skv_ring_idx");
         }
@@ -163,14 +172,14 @@ bool llama_skv_build_attn(
         return false;
     }
 
-    GGML_ASSERT(n_tokens == 1);
+    GGML_ASSERT((int32_t) n_tokens == inp->n_tok);
 
-    // the current token goes into its ring slot of the staging rows
+    // the ubatch's own tokens (the current token; a chunk's tokens) go into their slots of the staging rows
     {
         GGML_ASSERT(ggml_row_size(k_cur->type, k_cur->ne[0]) == k_cur->nb[1]);
         GGML_ASSERT(ggml_row_size(v_cur->type, v_cur->ne[0]) == v_cur->nb[1]);
-        ggml_tensor * kc = ggml_view_2d(ctx0, k_cur, k_cur->ne[0]*k_cur->ne[1], 1, k_cur->nb[2], 0);
-        ggml_tensor * vc = ggml_view_2d(ctx0, v_cur, v_cur->ne[0]*v_cur->ne[1], 1, v_cur->nb[2], 0);
+        ggml_tensor * kc = ggml_view_2d(ctx0, k_cur, k_cur->ne[0]*k_cur->ne[1], n_tokens, k_cur->nb[2], 0);
+        ggml_tensor * vc = ggml_view_2d(ctx0, v_cur, v_cur->ne[0]*v_cur->ne[1], n_tokens, v_cur->nb[2], 0);
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_k, kc, inp->ring_idx));
         ggml_build_forward_expand(g.gf, ggml_set_rows(ctx0, l.stage_v, vc, inp->ring_idx));
     }
@@ -184,6 +193,12 @@ bool llama_skv_build_attn(
         vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_scored, nkv]
         const int64_t n_gqa = q_cur->ne[1] / nkv;
         ggml_tensor * q = ggml_is_contiguous(q_cur) ? q_cur : ggml_cont(ctx0, q_cur);
+        if (n_tokens > 1) {
+            // a prefill chunk scores with its mean query (InfLLM's chunk query), for the next chunk's selection
+            q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 2, 0, 3));  // [n_tokens, hd, n_head]
+            q = ggml_scale(ctx0, ggml_sum_rows(ctx0, q), 1.0f / n_tokens); // [1, hd, n_head]
+            q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
+        }
         if (n_gqa > 1) {
             q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);          // [hd, gqa, nkv]
             q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, hd, nkv]
@@ -234,7 +249,7 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
     expect_after = false;
     const int64_t t0 = ggml_time_us();
     struct timer { int64_t t0; int64_t & out; ~timer() { out = ggml_time_us() - t0; } } timer_{t0, stats.t_after_us_last};
-    if (debug == 2 && inp->staged) {
+    if (debug == 2 && inp->staged && inp->n_tok == 1) {
         const int32_t p = ubatch.pos[0];
         int32_t n = 0;
         while (n < (int32_t) layers[0].slot_pos[0].size() && layers[0].slot_pos[0][n] >= 0) n++;
@@ -252,21 +267,25 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
     if (inp->staged) {
         stats.n_skv_steps++;
         if (on_device && cur_slot >= 0) {
-            // the current token's row went to the device in-graph: mirror it so a later upload keeps it
-            const int32_t c = cell_of(p_last);
+            // the ubatch's own rows went to the device in-graph: mirror them so a later upload keeps them
             const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
             const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
-            for (auto & l : layers) {
-                for (int32_t h = 0; c >= 0 && h < n_head_kv; ++h) {
-                    memcpy(l.shadow_k.data() + (size_t) cur_slot * l.stage_k->nb[1] + h * k_row,
-                           (const char *) l.k->data + (size_t) c * l.k->nb[1] + h * k_row, k_row);
-                    memcpy(l.shadow_v.data() + (size_t) cur_slot * l.stage_v->nb[1] + h * v_row,
-                           (const char *) l.v->data + (size_t) c * l.v->nb[1] + h * v_row, v_row);
+            for (int32_t j = 0; j < cur_n; ++j) {
+                const int32_t c = cell_of(ubatch.pos[j]);
+                const size_t slot = (size_t) (cur_slot + j);
+                for (auto & l : layers) {
+                    for (int32_t h = 0; c >= 0 && h < n_head_kv; ++h) {
+                        memcpy(l.shadow_k.data() + slot * l.stage_k->nb[1] + h * k_row,
+                               (const char *) l.k->data + (size_t) c * l.k->nb[1] + h * k_row, k_row);
+                        memcpy(l.shadow_v.data() + slot * l.stage_v->nb[1] + h * v_row,
+                               (const char *) l.v->data + (size_t) c * l.v->nb[1] + h * v_row, v_row);
+                    }
                 }
             }
         }
-        if (closed) {
-            reset_query();
+        const bool chunk = ubatch.n_tokens > 1;
+        if (closed || chunk) {
+            reset_query(); // a chunk's mean query alone chooses the next chunk's sentences
         }
         for (size_t li = 0; li < layers.size(); ++li) {
             ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
@@ -285,7 +304,7 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                 }
             }
         }
-        n_query++;
+        n_query = chunk ? std::max(n_query + 1, params.min_query_tokens) : n_query + 1;
     } else {
         stats.n_dense_steps++;
         stats.positions_remapped = 0;

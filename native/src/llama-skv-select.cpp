@@ -78,7 +78,10 @@ void llama_skv_cache::extend_order(skv_layer & l) {
 // tokens, ring), then the current token (written in-graph) in the next slot. Position order makes the staged
 // attention reduce in the same order as dense attention, so budget >= context reproduces it; only the slots
 // from the first one that changed are rewritten.
-void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
+// A sparse prefill chunk of m tokens at [p, p + m) is staged as a step at p (the same context: sink, sentences, the
+// ring before p), its own tokens in the m slots after the context, each attending the context and the chunk's
+// tokens up to itself (the mask is causal there).
+void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     in_prepare = true;
     struct unflag { bool & b; ~unflag() { b = false; } } unflag_{in_prepare};
     const int64_t t0 = ggml_time_us();
@@ -96,22 +99,22 @@ void llama_skv_cache::prepare(int32_t p, llm_graph_input_skv * inp) {
         for (int32_t h = 0; h < n_head_kv; ++h) {
             attended_positions(l, h, p, use_sel, list_scratch);
             GGML_ASSERT(n_list < 0 || n_list == (int32_t) list_scratch.size());
-            GGML_ASSERT((int32_t) list_scratch.size() < s_max);
+            GGML_ASSERT((int32_t) list_scratch.size() + m <= inp->n_att);
             n_list = (int32_t) list_scratch.size();
-            place_rows(l, h, p, list_scratch, n_rows);
+            place_rows(l, h, p, m, list_scratch, n_rows);
             if (inp->remap) {
                 shift_rows(li, h, p, list_scratch, inp->n_att);
             }
         }
     }
     GGML_ASSERT(n_list >= 0);
-    write_step_inputs(p, n_list, inp);
+    write_step_inputs(p, m, n_list, inp);
 
     stats.rows_uploaded_last   = n_rows;
     stats.rows_uploaded_total += n_rows;
-    stats.attended_last        = n_list + 1;
+    stats.attended_last        = n_list + m; // by the (last) query
     stats.positions_remapped   = inp->remap ? 1 : 0;
-    stats.max_position         = inp->remap ? n_list : p; // the query's (virtual) position is the largest
+    stats.max_position         = inp->remap ? n_list + m - 1 : p + m - 1; // the (last) query's is the largest
     stats.t_prepare_us_last    = ggml_time_us() - t0;
 }
 
@@ -246,8 +249,9 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
 }
 
 // step 4: the rows of `list` into the head's staging slots (rows that stay selected keep their slot, only new
-// positions are copied), the current token's slot right after them
-void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, const std::vector<int32_t> & list, int64_t & n_rows) {
+// positions are copied), the slots of the ubatch's own m tokens [p, p + m) right after them
+void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list,
+                                 int64_t & n_rows) {
     const int32_t n_list = (int32_t) list.size();
     auto & sp = l.slot_pos[h];
     if (n_list == p) {
@@ -293,8 +297,10 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, const std:
         }
         write_rows(l, h, copies, n_rows);
     }
-    sp[n_list] = p; // written in-graph by this step
-    for (int32_t s = n_list + 1; s < (int32_t) sp.size() && sp[s] >= 0; ++s) {
+    for (int32_t j = 0; j < m; ++j) {
+        sp[n_list + j] = p + j; // written in-graph by this step
+    }
+    for (int32_t s = n_list + m; s < (int32_t) sp.size() && sp[s] >= 0; ++s) {
         sp[s] = -1;
     }
 }
@@ -319,7 +325,7 @@ void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vec
     out.resize((size_t) n_head_kv * n_att);
     const auto & sp = layers[li].slot_pos[h];
     for (int32_t s = 0; s < n_att; ++s) {
-        int32_t d = 0; // the current token (slot n_list) keeps its rotation, as do the masked slots
+        int32_t d = 0; // the ubatch's own tokens (slots from n_list) keep their rotation, as do the masked slots
         if (s < n_list) {
             const int32_t q = sp[s];
             d = (p - n_list + rank_scratch[q]) - q;
@@ -328,30 +334,35 @@ void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vec
     }
 }
 
-// step 5: the mask (one plane for every head), the upload of the staged rows, the current token's ring slot
-void llama_skv_cache::write_step_inputs(int32_t p, int32_t n_list, llm_graph_input_skv * inp) {
-    // the mask: identical for every head (one plane)
+// step 5: the mask (one plane for every head; row j: the context and the ubatch's tokens up to j), the upload of
+// the staged rows, the slots of the ubatch's own tokens
+void llama_skv_cache::write_step_inputs(int32_t p, int32_t m, int32_t n_list, llm_graph_input_skv * inp) {
     const ggml_fp16_t zero = ggml_fp32_to_fp16(0.0f);
     const ggml_fp16_t ninf = ggml_fp32_to_fp16(-INFINITY);
-    GGML_ASSERT(n_list < inp->n_att);
-    mask_host.assign(inp->n_att, ninf);
-    for (int32_t s = 0; s <= n_list; ++s) {
-        mask_host[s] = zero;
+    const int32_t n_att = inp->n_att;
+    GGML_ASSERT(n_list + m <= n_att);
+    mask_host.assign((size_t) n_att * m, ninf);
+    for (int32_t j = 0; j < m; ++j) {
+        std::fill_n(mask_host.begin() + (size_t) j * n_att, n_list + j + 1, zero);
     }
-    if (debug == 2) {
+    if (debug == 2 && m == 1) {
         verify(p, n_list);
     }
 
     flush_staging();
-    ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, inp->n_att * sizeof(ggml_fp16_t));
+    ggml_backend_tensor_set(inp->mask, mask_host.data(), 0, mask_host.size() * sizeof(ggml_fp16_t));
     for (size_t li = 0; inp->remap && li < inp->k_shift.size(); ++li) {
         if (inp->k_shift[li]) {
             ggml_backend_tensor_set(inp->k_shift[li], k_shift_host[li].data(), 0, ggml_nbytes(inp->k_shift[li]));
         }
     }
-    const int64_t slot = n_list;
-    ggml_backend_tensor_set(inp->ring_idx, &slot, 0, sizeof(slot));
+    slot_scratch.resize(m);
+    for (int32_t j = 0; j < m; ++j) {
+        slot_scratch[j] = n_list + j;
+    }
+    ggml_backend_tensor_set(inp->ring_idx, slot_scratch.data(), 0, m * sizeof(int64_t));
 
     expect_after = true;
     cur_slot     = n_list;
+    cur_n        = m;
 }

@@ -95,7 +95,9 @@ void llama_skv_cache::forget_staging() {
 
 bool llama_skv_cache::alloc_stage() {
     const int32_t tau = budget_eff();
-    const int32_t s_new = std::min(skv_pad(tau), skv_pad(kv_size));
+    // room for a sparse prefill chunk's own tokens when one can happen (a context past the trained length)
+    const bool chunks = params.remap_positions != LLAMA_SKV_REMAP_OFF && kv_size > (int32_t) hparams.n_ctx_train;
+    const int32_t s_new = std::min(skv_pad(tau + (chunks ? SKV_CHUNK_MAX : 0)), skv_pad(kv_size));
     if (s_new == s_max && buf_stage) {
         return true;
     }
