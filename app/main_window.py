@@ -566,6 +566,11 @@ class MainWindow(QMainWindow):
                 f"opened {', '.join(e.names)} from its saved session in {e.prefill_s:.1f} s: no reading needed",
                 "info",
             )
+        trained = self.model_info.n_ctx_train if self.model_info else 0
+        if not e.restored and not e.truncated and 0 < trained < e.n_tokens_loaded:
+            self.banner.show_message(
+                f"{e.n_tokens_loaded:,} tokens loaded — beyond the model's {trained:,}: positions remapped", "info"
+            )
         model = self.model_info.path if self.model_info else ""
         self._docs_key = f"{model}|{e.names}|{e.n_tokens_loaded}|{[d.offset for d in self._docs]}"
 

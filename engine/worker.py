@@ -17,6 +17,7 @@ Concurrency rules:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import queue
@@ -289,27 +290,54 @@ class EngineWorker:
         for warning in session.warnings:
             self._emit(ErrorEvent(run_id, warning))
         self._emit(ProgressEvent(run_id, "load", 1, 1, 0.0))
-        self._emit(
-            ModelLoaded(
-                run_id,
-                path.name,
-                str(path),
-                session.n_ctx,
-                session.info.n_layer,
-                session.n_vocab,
-                session.info.context_length,
-                session.skv is not None,
-                time.perf_counter() - t0,
-            )
-        )
+        self._emit(self._model_loaded(run_id, session, time.perf_counter() - t0))
         self._emit(self._memory(run_id, session))
         return Finished(run_id, "done")
+
+    @staticmethod
+    def _model_loaded(run_id: int, session: Session, load_s: float) -> ModelLoaded:
+        path = Path(session.config.model_path)
+        return ModelLoaded(run_id, path.name, str(path), session.n_ctx, session.info.n_layer, session.n_vocab,
+                           session.info.context_length, session.skv is not None, load_s)
+
+    def _grow_for_whole(self, run_id: int, session: Session, docs: list[Document], cmd: OpenDocuments) -> Session:
+        """Documents longer than the context load whole when SentenceKV remaps positions (past the model's trained
+        length too) and the host memory holds their K/V: the context is opened again at their size (the model
+        reloads; a second ModelLoaded says so). Else, and with chosen ranges, the context stays (loaded from the
+        start, the range chooser for the rest), and a note says what the whole would need."""
+        if cmd.ranges or not session.config.remaps_positions:
+            return session
+        n_total = session.plan(docs, cmd.reserve).n_total
+        need = n_total + cmd.reserve
+        if need <= session.n_ctx:
+            return session
+        from engine.models import available_memory_bytes, estimate_memory
+
+        n_ctx = -(-need // 256) * 256
+        est = estimate_memory(session.info, n_ctx)
+        avail = available_memory_bytes()
+        freed = estimate_memory(session.info, session.n_ctx).total_bytes_max  # the context it replaces
+        if avail is not None and est.total_bytes_max > avail + freed:
+            self._emit(ErrorEvent(run_id, f"the whole of {n_total:,} tokens needs up to "
+                                          f"{est.total_bytes_max / 2**30:.1f} GiB ({est.describe()}), more than the "
+                                          f"free memory: loading what fits in {session.n_ctx:,} tokens"))
+            return session
+        self._emit(ProgressEvent(run_id, "load", 0, 1, -1.0))
+        t0 = time.perf_counter()
+        config = dataclasses.replace(session.config, n_ctx=n_ctx)
+        self._close_session()
+        session = Session(config)
+        self._session = session
+        self._emit(ProgressEvent(run_id, "load", 1, 1, 0.0))
+        self._emit(self._model_loaded(run_id, session, time.perf_counter() - t0))
+        return session
 
     def _open_documents(self, run_id: int, cmd: OpenDocuments) -> Finished:
         session = self._need_session()
         docs = [d if isinstance(d, Document) else load_document(d) for d in cmd.documents]
         if not docs:
             raise DocumentError("no documents were given: open at least one file")
+        session = self._grow_for_whole(run_id, session, docs, cmd)
         t0 = time.perf_counter()
 
         def progress(done: int, total: int) -> None:

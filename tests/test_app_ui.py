@@ -116,6 +116,34 @@ def test_truncated_document_shows_the_banner_and_loads_a_chosen_range(qtbot, mak
     assert first >= w.doc_view.map.bases[0] + w._docs[0].offset
 
 
+def test_a_book_past_the_trained_length_loads_whole_with_a_banner(qtbot, tmp_path):
+    from fake_worker import FakeWorker
+
+    from app.main_window import MainWindow
+    from app.settings import AppSettings
+
+    def factory(on_event):
+        f = FakeWorker(on_event, token_delay=0.002)
+        f.whole_books = True
+        return f
+
+    book = tmp_path / "book.txt"
+    book.write_text(" ".join(f"Line {i} of the long book tells a story." for i in range(4000)), encoding="utf-8")
+    w = MainWindow(model_path="/models/fake-model.gguf", bridge_factory=factory, settings=AppSettings(),
+                   data_dir=tmp_path / "data")
+    qtbot.addWidget(w)
+    w.show()
+    qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
+    with qtbot.waitSignal(w.documents_finished, timeout=10_000):
+        w.open_paths([str(book)])
+    # loaded whole: no range chooser; the window's banner says it went past the trained length
+    assert not w.doc_view.banner.isVisible()
+    assert w.banner.isVisible() and "beyond the model's 32,768: positions remapped" in w.banner.text()
+    assert "tokens loaded" in w.banner.text()
+    assert w.model_info.n_ctx > 40_000
+    w.shutdown()
+
+
 def test_conversation_survives_a_restart(qtbot, make_window, tmp_path):
     data = tmp_path / "shared-data"
     w = make_window(data_dir=data)

@@ -34,6 +34,10 @@ from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
+# --needles N: one haystack per length with N named needles (one prefill per length, a question per needle)
+NEEDLE_BOX = "The pass key for box {i} is {K}. Remember it. {K} is the pass key for box {i}."
+QUESTION_BOX = "What is the pass key for box {i}?"
+ANSWER_PREFIX_BOX = "The pass key for box {i} is"
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
@@ -68,6 +72,7 @@ class PasskeyConfig:
     # the paper's protocol options (Session.ask): sentence candidates also run with each non-default value given
     question_attention: tuple[str, ...] = ("policy",)
     sentence_start: tuple[str, ...] = ("keep",)
+    needles: int = 0  # > 0: one haystack per length holding this many needles, at `depths`
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
         out = []
@@ -103,11 +108,46 @@ def build_haystack(n_filler: int, depth: float, key: int, fmt: str) -> Haystack:
     return Haystack(text, (start, start + len(needle)), key, depth)
 
 
-def question_suffix(fmt: str) -> str:
+@dataclass(slots=True)
+class Needle:
+    chars: tuple[int, int]
+    key: int
+    depth: float
+    box: int
+
+
+@dataclass(slots=True)
+class MultiHaystack:
+    text: str
+    needles: list[Needle]
+
+
+def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str) -> MultiHaystack:
+    """Filler repeated n_filler times with needle i ("box i+1") inserted at round(depths[i] * n_filler)."""
+    head = (TASK + " ") if fmt.startswith("landmark") or fmt == "chat" else ""
+    at = {min(n_filler, max(0, round(d * n_filler))): i for i, d in enumerate(depths)}
+    if len(at) != len(depths):
+        raise ValueError("two needles at the same depth: use fewer needles or a longer haystack")
+    text, needles = head, []
+    for k in range(n_filler + 1):
+        if k in at:
+            i = at[k]
+            sep = " " if text and not text.endswith(" ") else ""
+            start = len(text) + len(sep)
+            needle = NEEDLE_BOX.format(i=i + 1, K=keys[i])
+            text += sep + needle
+            needles.append(Needle((start, start + len(needle)), keys[i], depths[i], i + 1))
+        if k < n_filler:
+            text += (" " if text and not text.endswith(" ") else "") + FILLER
+    needles.sort(key=lambda n: n.box)
+    return MultiHaystack(text, needles)
+
+
+def question_suffix(fmt: str, question: str = QUESTION, prefix: str = ANSWER_PREFIX) -> str:
     """What follows the haystack, decoded under the policy (the prompt plus the answer prefix)."""
     if fmt in ("session", "landmark-qa"):
-        return f"\n\nQuestion: {QUESTION}\nAnswer: {ANSWER_PREFIX}"
-    return f"\n{QUESTION} {ANSWER_PREFIX}"
+        return f"\n\nQuestion: {question}\nAnswer: {prefix}"
+    return f"\n{question} {prefix}"
 
 
 def first_int(text: str) -> int | None:
@@ -142,6 +182,18 @@ class PasskeyRunner:
     def close(self) -> None:
         self.session.close()
 
+    def suffix_for(self, box: int) -> list[int]:
+        q, a = QUESTION_BOX.format(i=box), ANSWER_PREFIX_BOX.format(i=box)
+        if self.cfg.fmt == "chat":
+            return self.session.prompt_tokens(q, a)
+        return self.session.tokenize(question_suffix(self.cfg.fmt, q, a))
+
+    def make_multi(self, length: int, depths: tuple[float, ...], keys: list[int]) -> MultiHaystack:
+        """A haystack of about `length` prefilled tokens holding one needle per depth."""
+        fixed = sum(len(self.session.tokenize(NEEDLE_BOX.format(i=i + 1, K=k))) for i, k in enumerate(keys)) + 40
+        n = max(len(depths), int((length - fixed - len(self.suffix_for(len(keys)))) / self.rep_tokens))
+        return build_haystack_multi(n, depths, keys, self.cfg.fmt)
+
     def make(self, length: int, depth: float, key: int) -> Haystack:
         """A haystack whose prefilled tokens (BOS + header + text) come to about `length`."""
         fixed = len(self.session.tokenize(NEEDLE.format(K=key))) + 40
@@ -149,13 +201,20 @@ class PasskeyRunner:
         return build_haystack(n, depth, key, self.cfg.fmt)
 
     def prefill(self, hs: Haystack) -> tuple[list[int], float]:
-        """Dense prefill of the haystack with its sentence boundaries; returns (needle sentence ids, seconds)."""
+        """Prefill of the haystack with its sentence boundaries; returns (needle sentence ids, seconds)."""
+        ids, seconds, _ = self.prefill_text(hs.text, [hs.needle_chars])
+        return ids[0], seconds
+
+    def prefill_text(self, text: str, needle_chars: list[tuple[int, int]]
+                     ) -> tuple[list[list[int]], float, list[tuple[int, float]]]:
+        """Prefill `text` (past the trained length: the sparse chunked prefill); returns the sentence ids of each
+        needle, the seconds, and (tokens done, seconds) after each chunk."""
         from engine.documents import Document
         from engine.sentences import tokenize_sentences
 
         s = self.session
         t0 = time.perf_counter()
-        doc = Document.from_text("passkey", hs.text)
+        doc = Document.from_text("passkey", text)
         tokens: list[int] = s.bos_tokens()
         from engine.session import SpanInfo
 
@@ -169,31 +228,36 @@ class PasskeyRunner:
             spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h), "Document: passkey\n\n"))
             tokens += h
         max_len = s.config.skv.max_sentence_len if s.config.skv else 128
-        d_toks, sents = tokenize_sentences(hs.text, s.tokenize, max_tokens=max_len)
+        d_toks, sents = tokenize_sentences(text, s.tokenize, max_tokens=max_len)
         base = len(tokens)
-        needle_ids = []
+        needle_ids: list[list[int]] = [[] for _ in needle_chars]
         for sent in sents:
-            if sent.char_end > hs.needle_chars[0] and sent.char_start < hs.needle_chars[1]:
-                needle_ids.append(len(spans))
+            for i, (a, b) in enumerate(needle_chars):
+                if sent.char_end > a and sent.char_start < b:
+                    needle_ids[i].append(len(spans))
             spans.append(SpanInfo(0, sent.char_start, sent.char_end, base + sent.tok_start, base + sent.tok_end,
-                                  hs.text[sent.char_start : sent.char_end]))
+                                  text[sent.char_start : sent.char_end]))
         tokens += d_toks
-        if len(tokens) + len(self.suffix_tokens) + self.cfg.max_tokens > s.n_ctx:
+        if len(tokens) + len(self.suffix_tokens) + 24 + self.cfg.max_tokens > s.n_ctx:
             raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
-        s.prefill(tokens, spans, [doc])
+        curve: list[tuple[int, float]] = []
+        s.begin_prefill(tokens, spans, [doc]).run(
+            on_progress=lambda n, _total: curve.append((n, time.perf_counter() - t0)))
         # every policy starts from this snapshot: Session.rewind after decode steps is not exact on an iSWA
         # model (the sliding-window layers have evicted the cells the rewound steps pushed out)
         self.snap = s.snapshot()
-        return needle_ids, time.perf_counter() - t0
+        return needle_ids, time.perf_counter() - t0, curve
 
     def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int],
-               question_attention: str = "policy", sentence_start: str = "keep") -> dict:
+               question_attention: str = "policy", sentence_start: str = "keep",
+               suffix_tokens: list[int] | None = None) -> dict:
         """Rewind to the haystack, decode the question + prefix under `params` (or prefill them densely), then
         greedy tokens (sentence_start dense: the first token of each new sentence attends the whole cache)."""
         s = self.session
         s.set_params(params)
         s.restore(self.snap)
-        r = s.ask("", prompt_tokens=self.suffix_tokens, max_tokens=self.cfg.max_tokens,
+        suffix = self.suffix_tokens if suffix_tokens is None else suffix_tokens
+        r = s.ask("", prompt_tokens=suffix, max_tokens=self.cfg.max_tokens,
                   question_attention=question_attention, sentence_start=sentence_start)
         # the selection behind each answer token: the last prompt step's (none when the question ran dense: its
         # logits came from the dense batch), then each answer token's but the last (it chooses nothing read here)
@@ -214,8 +278,11 @@ class PasskeyRunner:
             res["needle_selected_first"] = None
             res["needle_selected_any"] = None
             res["needle_weight"] = None
-        p = s.n_doc_tokens + len(self.suffix_tokens)
+        p = s.n_doc_tokens + len(suffix)
         ring_start = p - params.ring
+        st = s.skv.stats() if s.skv is not None and params.policy != Policy.FULL else None
+        res["positions_remapped"] = bool(st.positions_remapped) if st else False
+        res["max_position"] = st.max_position if st else p + len(r.tokens)
         res["needle_in_sink_or_ring"] = needle_toks[1] <= params.sink or needle_toks[0] >= ring_start
         return res
 
@@ -224,10 +291,16 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
     info = report.machine_info()
     runner = PasskeyRunner(cfg)
     rng = np.random.default_rng(cfg.seed)
-    cells = []
+    cells: list[dict] = []
+    prefills: list[dict] = []
     t0 = time.perf_counter()
     try:
-        for length in cfg.lengths:
+        if cfg.needles:
+            for length in cfg.lengths:
+                _run_multi(cfg, runner, rng, length, cells, prefills, log)
+                if cfg.out is not None:
+                    _write(cfg, info, cells, time.perf_counter() - t0, partial=True, prefills=prefills)
+        for length in (cfg.lengths if not cfg.needles else ()):
             for depth in cfg.depths:
                 for trial in range(cfg.trials):
                     key = int(rng.integers(10000, 100000))
@@ -251,7 +324,47 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
     finally:
         runner.close()
     info["uptime_end"] = report.uptime()
-    return _write(cfg, info, cells, time.perf_counter() - t0, partial=False)
+    return _write(cfg, info, cells, time.perf_counter() - t0, partial=False, prefills=prefills)
+
+
+def tok_s_between(curve: list[tuple[int, float]], a: int, b: int) -> float | None:
+    """Prefill tok/s over the chunks that ended in (a, b] tokens (the chunk ending at or before a gives the start)."""
+    pts = [(0, 0.0), *curve]
+    start = max((x for x in pts if x[0] <= a), key=lambda x: x[0], default=None)
+    end = max((x for x in pts if x[0] <= b), key=lambda x: x[0], default=None)
+    if start is None or end is None or end[0] <= start[0] or end[1] <= start[1]:
+        return None
+    return (end[0] - start[0]) / (end[1] - start[1])
+
+
+def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cells: list[dict],
+               prefills: list[dict], log: Log) -> None:
+    """One haystack of `length` with a needle per depth: one prefill, then every needle asked under every policy."""
+    keys = [int(rng.integers(10000, 100000)) for _ in cfg.depths]
+    hs = runner.make_multi(length, tuple(cfg.depths), keys)
+    ids, pre_s, curve = runner.prefill_text(hs.text, [n.chars for n in hs.needles])
+    n_tok = runner.session.n_doc_tokens
+    n_train = runner.session.n_ctx_train
+    at8k, last4k = tok_s_between(curve, 6144, 10240), tok_s_between(curve, n_tok - 4096, n_tok)
+    prefills.append({"length": length, "tokens": n_tok, "n_ctx_train": n_train, "prefill_s": pre_s,
+                     "tok_s_around_8k": at8k, "tok_s_last_4k": last4k,
+                     "last4k_over_8k": last4k / at8k if at8k and last4k else None, "curve": curve})
+    log(f"[{length}] prefilled {n_tok} tokens in {pre_s:.0f} s (trained {n_train}); tok/s around 8k "
+        f"{at8k or 0:.1f}, last 4k {last4k or 0:.1f}")
+    for needle, needle_ids in zip(hs.needles, ids, strict=True):
+        sp = [runner.session.spans[i] for i in needle_ids]
+        needle_toks = (min(x.tok_start for x in sp), max(x.tok_end for x in sp)) if sp else (0, 0)
+        cell = {"length": length, "depth": needle.depth, "trial": 0, "key": needle.key, "box": needle.box,
+                "tokens": n_tok, "prefill_s": pre_s, "needle_sentences": needle_ids,
+                "needle_tokens": list(needle_toks), "policies": {}}
+        suffix = runner.suffix_for(needle.box)
+        for label, params in cfg.candidates():
+            r = runner.answer(params, needle_ids, needle_toks, *protocol.of(label), suffix_tokens=suffix)
+            r["correct"] = r["parsed"] == needle.key
+            cell["policies"][label] = r
+        cells.append(cell)
+        log(f"[{length} box {needle.box} d={needle.depth} key={needle.key}] " + ", ".join(
+            f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()))
 
 
 def accuracy_grid(cells: list[dict], label: str, lengths: tuple[int, ...], depths: tuple[float, ...]):
@@ -286,7 +399,8 @@ def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -
     return out
 
 
-def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, partial: bool) -> dict:
+def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, partial: bool,
+           prefills: list[dict] | None = None) -> dict:
     data = {
         "benchmark": "passkey",
         "partial": partial,
@@ -294,10 +408,11 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt) if cfg.fmt != "chat" else f"{QUESTION} / {ANSWER_PREFIX}",
-                   **cfg.extra},
+                   "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None, **cfg.extra},
         "machine": info,
         "wall_s": wall,
         "cells": cells,
+        "prefills": prefills or [],
         "verdict": verdict(cells) if cells else {},
     }
     if cfg.out is not None:
@@ -344,6 +459,12 @@ def render_markdown(data: dict) -> str:
                                                               [[L, *r] for L, r in zip(lens, g, strict=True)]), ""]
         v = data["verdict"]
         lines += ["Verdict: " + ", ".join(f"{k} = {v[k]}" for k in v), ""]
+    if data.get("prefills"):
+        lines += ["Prefills (one per length; past the trained length the chunks are sparse):", "",
+                  report.markdown_table(
+                      ["length", "tokens", "trained", "prefill s", "tok/s around 8k", "tok/s last 4k", "last/8k"],
+                      [[x["length"], x["tokens"], x["n_ctx_train"], x["prefill_s"], x["tok_s_around_8k"],
+                        x["tok_s_last_4k"], x["last4k_over_8k"]] for x in data["prefills"]]), ""]
     return "\n".join(lines)
 
 
@@ -378,6 +499,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
+    p.add_argument("--needles", action="store_true",
+                   help="one haystack per length holding a needle at each depth (one prefill per length)")
     p.add_argument("--seed", type=int, default=0)
     protocol.add_arguments(p)
     p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
@@ -409,7 +532,8 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
     cfg = PasskeyConfig(model=str(resolve_model(args.model or "")), lengths=tuple(sorted(lengths)),
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
-                        trials=args.trials, seed=args.seed, out=Path(args.out))
+                        trials=args.trials, seed=args.seed, out=Path(args.out),
+                        needles=len(depths) if args.needles else 0)
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg

@@ -32,11 +32,11 @@ class SessionInputError(SessionError):
     """The session cannot start with this model or these settings (bad input: the CLI exits with 2)."""
 
 
-def check_model(model_path: str | Path, n_ctx: int) -> tuple[ModelInfo, list[str]]:
+def check_model(model_path: str | Path, n_ctx: int, remap: bool = False) -> tuple[ModelInfo, list[str]]:
     """Before llama.cpp loads anything: refuse a file that is not a GGUF model, an architecture this build of
     llama.cpp does not know and a context that cannot fit in memory; return the model's header (ModelInfo, the one
-    reader of GGUF metadata) and warnings (a context above the model's trained maximum: llama.cpp runs it, but
-    answers past that length degrade)."""
+    reader of GGUF metadata) and warnings (a context above the model's trained maximum: with `remap` (SentenceKV
+    remapping positions) a note that it does; without, that answers past that length degrade)."""
     from engine.models import ModelError, read_model_info
 
     try:
@@ -59,6 +59,11 @@ def check_model(model_path: str | Path, n_ctx: int) -> tuple[ModelInfo, list[str
             f"{Path(model_path).name} ({need.describe()}), but {avail / 2**30:.1f} GiB is free: "
             + (f"choose --n-ctx {fit} or less" if fit >= 256 else "free memory or choose a smaller model")
         )
+    if info.context_length > 0 and n_ctx > info.context_length and remap:
+        return info, [
+            f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
+            "positions remapped (text past it is prefilled sparsely and attended at positions the model knows)"
+        ]
     if info.context_length > 0 and n_ctx > info.context_length:
         return info, [
             f"a context of {n_ctx} tokens is above this model's trained maximum of {info.context_length}: "
@@ -98,6 +103,11 @@ class SessionConfig:
     # the paper's protocol beside ours (RESEARCH.md): how the question is read and how a generated sentence starts
     question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
     sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
+
+    @property
+    def remaps_positions(self) -> bool:
+        """SentenceKV gives tokens past the trained length positions inside it (native remap_positions)."""
+        return self.skv is not None and self.skv.policy != native.Policy.FULL and self.skv.remap != native.Remap.OFF
 
     def __post_init__(self) -> None:
         if self.prompt_format not in FORMATS:

@@ -116,7 +116,7 @@ class Session:
 
         self.config = config
         self._llama_cpp = llama_cpp
-        self.info, self.warnings = check_model(config.model_path, config.n_ctx)
+        self.info, self.warnings = check_model(config.model_path, config.n_ctx, remap=config.remaps_positions)
         if config.skv is not None:
             native.request(config.skv, config.sent_cap)
         try:

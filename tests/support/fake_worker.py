@@ -62,6 +62,7 @@ class FakeWorker:
         self._thread.start()
         self.commands: list[object] = []
         self.max_turns = 0  # > 0: an Ask with more history than this is refused as context_full (unless drop_oldest)
+        self.whole_books = False  # True: documents past the context load whole (the engine reopens a bigger context)
 
     def submit(self, command) -> int:
         rid = next(self._ids)
@@ -125,6 +126,10 @@ class FakeWorker:
                         self._sentences.append((sid, di, m.start(), m.end()))
                         sid += 1
                 total += len(d.text) // 4
+            if self.whole_books and total > self._n_ctx - 512:  # as EngineWorker._grow_for_whole
+                self._n_ctx = -(-(total + 512) // 256) * 256
+                emit(ev.ModelLoaded(rid, "fake-model.gguf", "/models/fake-model.gguf", self._n_ctx, 18, 262144,
+                                    32768, True, 0.1))
             loaded = min(total, self._n_ctx - 512)
             keep = [s for s in self._sentences if s[2] // 4 < loaded] if total > loaded else self._sentences
             for done in range(0, loaded + 1, max(1, loaded // 4)):
