@@ -32,7 +32,17 @@ from engine.session.config import (
 )
 from engine.session.conversation import Turn, TurnRecord
 from engine.session.layout import DocRange, DocumentPlan, LoadedContext, LoadReport, SpanInfo, plan_documents
-from engine.session.persistence import SessionSnapshot, restore_stored, save_stored, store_key
+from engine.session.persistence import (
+    CHECKPOINT_MIN_TOKENS,
+    CHECKPOINT_S,
+    SessionSnapshot,
+    partial_key,
+    restore_stored,
+    resume_partial,
+    save_partial,
+    save_stored,
+    store_key,
+)
 from engine.session.retrieval import StepRetrieval, read_step, top_sentences
 from engine.stopping import StopStrings
 
@@ -95,16 +105,26 @@ class Prefill:
             s._loaded = self._loaded
         return self._next
 
+    def resume_at(self, n_done: int) -> None:
+        """The context already holds the first n_done tokens (a restored partial prefill)."""
+        self._next = n_done
+
     def run(self, on_progress: Callable[[int, int], None] | None = None,
-            should_stop: ShouldStop | None = None) -> None:
-        """Every chunk, with progress; a stop (Cancelled) or a failure leaves an empty session."""
+            should_stop: ShouldStop | None = None,
+            checkpoint: Callable[[int, bool], None] | None = None) -> None:
+        """Every chunk, with progress; a stop (Cancelled) or a failure leaves an empty session. `checkpoint(n_done,
+        stopping)` runs after each chunk and, on a stop, before the session empties (it may save what is done)."""
         try:
             while not self.done:
                 if should_stop is not None and should_stop():
+                    if checkpoint is not None and self._next > 0:
+                        checkpoint(self._next, True)
                     raise Cancelled()
                 n = self.step()
                 if on_progress is not None:
                     on_progress(n, len(self._tokens))
+                if checkpoint is not None and not self.done:
+                    checkpoint(n, False)
         except BaseException:
             self._session.reset()
             raise
@@ -327,14 +347,27 @@ class Session:
                         on_progress(self.n_doc_tokens, self.n_doc_tokens)
                     return report
         plan = self.plan(documents, reserve, ranges)
-        # nothing half-loaded stays behind: a stopped or failed prefill leaves an empty session
-        self.begin_prefill(plan.tokens, plan.spans, documents).run(on_progress, should_stop)
+        # nothing half-loaded stays in the session: a stopped or failed prefill leaves it empty; a long one keeps
+        # what it finished in the store (a partial session) and the next load resumes from there
+        pre = self.begin_prefill(plan.tokens, plan.spans, documents)
+        checkpoint = None
+        if store is not None and len(plan.tokens) >= CHECKPOINT_MIN_TOKENS:
+            pre.resume_at(resume_partial(self, store, key, plan))
+            last = [time.perf_counter()]
+
+            def checkpoint(n_done: int, stopping: bool) -> None:
+                if stopping or time.perf_counter() - last[0] >= CHECKPOINT_S:
+                    save_partial(self, store, key, documents, plan, n_done)
+                    last[0] = time.perf_counter()
+
+        pre.run(on_progress, should_stop, checkpoint)
         n_loaded = plan.n_loaded
         prefill_s = time.perf_counter() - t0
         save_s = 0.0
         if store is not None:
             t1 = time.perf_counter()
             save_stored(self, store, key, documents, plan)
+            store.delete(partial_key(key))
             save_s = time.perf_counter() - t1
         return LoadReport(plan.n_total, n_loaded, n_loaded < plan.n_selected, prefill_s, False,
                           plan.n_selected, save_s)
@@ -371,18 +404,9 @@ class Session:
         restored K) and the selection seed set again, so the next step is exactly the one after the original
         prefill. A snapshot without a seed (taken when none was pending) decodes its last two tokens again to make
         one. On failure the session is empty and SessionError says why."""
-        ids = np.frombuffer(snap.input_ids, dtype=np.int32)
-        if len(ids) > self.n_ctx:
-            raise SessionError(f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})")
-        lib, ctx = self._llama_cpp, self.llm.ctx
-        src = ctypes.cast(ctypes.c_char_p(snap.state), ctypes.POINTER(ctypes.c_uint8))
         try:
-            n = int(lib.llama_state_set_data(ctx, src, len(snap.state)))
-            if n != len(snap.state):
-                raise SessionError(f"llama.cpp rejected the saved session state ({n} of {len(snap.state)} bytes read)")
-            self.llm.input_ids[: len(ids)] = ids
-            self.llm.n_tokens = len(ids)
-            self._doc_snap = snap if snap.n_doc_tokens == len(ids) else None
+            self.set_state(snap.state, snap.input_ids)
+            self._doc_snap = snap if snap.n_doc_tokens == len(snap.input_ids) // 4 else None
             self._loaded = LoadedContext(tuple(snap.documents), tuple(snap.spans), snap.n_doc_tokens)
             self._stream = None
             self._turns = []  # a snapshot holds documents only; turns are decoded again (replay)
@@ -401,6 +425,18 @@ class Session:
         except BaseException:
             self.reset()
             raise
+
+    def set_state(self, state: bytes, input_ids: bytes) -> None:
+        """The raw llama state and the tokens it holds (restore, a resumed prefill); SessionError if refused."""
+        ids = np.frombuffer(input_ids, dtype=np.int32)
+        if len(ids) > self.n_ctx:
+            raise SessionError(f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})")
+        src = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
+        n = int(self._llama_cpp.llama_state_set_data(self.llm.ctx, src, len(state)))
+        if n != len(state):
+            raise SessionError(f"llama.cpp rejected the saved session state ({n} of {len(state)} bytes read)")
+        self.llm.input_ids[: len(ids)] = ids
+        self.llm.n_tokens = len(ids)
 
     # ----------------------------------------------------------------- saved sessions
 

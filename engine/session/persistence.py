@@ -95,3 +95,70 @@ def restore_stored(session: Session, store: SessionStore, stored: StoredSession,
     n_loaded = int(meta.get("n_tokens_loaded", 0))
     return LoadReport(int(meta.get("n_tokens_total", 0)), n_loaded, n_loaded < n_sel,
                       time.perf_counter() - t0, True, n_sel)
+
+
+# A long prefill saves what it finished (a partial session, under its own key) every CHECKPOINT_S seconds and when
+# it is stopped; the next load of the same documents restores it and prefills the rest. Only prefills of at least
+# CHECKPOINT_MIN_TOKENS tokens checkpoint (a short one is cheaper to redo than to save).
+CHECKPOINT_S = 300.0
+CHECKPOINT_MIN_TOKENS = 8192
+
+
+def partial_key(key: str) -> str:
+    from engine.session_store import make_key
+
+    return make_key({"partial_of": key})
+
+
+def save_partial(session: Session, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan,
+                 n_done: int) -> None:
+    """The context after n_done of the plan's tokens, with the plan's spans (the rest declared on resume)."""
+    from pathlib import Path
+
+    from engine.session_store import text_sha256
+
+    snap = session.snapshot()
+    if len(snap.input_ids) // 4 != n_done:
+        raise SessionError(f"the context holds {len(snap.input_ids) // 4} tokens, not the {n_done} prefilled")
+    meta = {
+        "model": str(session.config.model_path),
+        "model_name": Path(session.config.model_path).name + " (partial)",
+        "n_ctx": session.n_ctx,
+        "n_doc_tokens": n_done,
+        "partial": n_done,
+        "n_plan_tokens": len(plan.tokens),
+        "documents": [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
+                      for d in documents],
+        "query_seed": base64.b64encode(snap.query_seed).decode("ascii"),
+    }
+    store.save(partial_key(key), meta, snap.input_ids, snap.state)
+
+
+def resume_partial(session: Session, store: SessionStore, key: str, plan: DocumentPlan) -> int:
+    """Restore the partial session of `key` into a context that begin_prefill has just emptied (the plan's
+    sentence ends declared); returns the tokens it holds (0: none, or unusable: then deleted)."""
+    import numpy as np
+
+    pkey = partial_key(key)
+    stored = store.load(pkey)
+    if stored is None:
+        return 0
+    try:
+        n_done = int(stored.meta["partial"])
+        ids = np.frombuffer(stored.input_ids, dtype=np.int32)
+        if not 0 < n_done < len(plan.tokens) or len(ids) != n_done or ids.tolist() != plan.tokens[:n_done]:
+            raise ValueError("it holds other tokens than this prefill's")
+        session.set_state(stored.state, stored.input_ids)
+        session.declare_sentences([sp.tok_end for sp in plan.spans])
+        if session.skv is not None:
+            session.skv.close_cached()
+            seed = base64.b64decode(stored.meta.get("query_seed", ""), validate=True)
+            if seed:
+                session.skv.set_query_seed(seed)
+    except (SessionError, KeyError, ValueError, TypeError, binascii.Error) as e:
+        store.delete(pkey)
+        store._warn(f"the partly prefilled session could not be restored ({e}): deleted; prefilling from the start")
+        session.reset()
+        session.declare_sentences([sp.tok_end for sp in plan.spans])
+        return 0
+    return n_done
