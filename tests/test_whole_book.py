@@ -79,3 +79,16 @@ def test_a_book_that_does_not_fit_in_memory_is_cut_and_says_why(model, monkeypat
         assert any("more than the free memory" in m and "GiB" in m for m in notes), notes
     finally:
         assert worker.shutdown(10.0)
+
+
+def test_skv_bench_whole_measures_the_apps_whole_load(model, tmp_path):
+    from engine.bench.whole import render_markdown, run_whole
+
+    book = tmp_path / "river.txt"
+    book.write_text(TEXT, encoding="utf-8")
+    d = run_whole(str(model), str(book), n_ctx=768, threads=1, max_tokens=4, limit=None, log=lambda s: None)
+    assert d["n_tokens_loaded"] == d["n_tokens_total"] > 2000 and not d["truncated"]
+    assert d["n_ctx"] >= d["n_tokens_total"] + 512 and d["n_ctx_train"] == 512
+    assert d["prefill_curve"] and d["prefill_curve"][-1][0] >= d["n_tokens_loaded"]  # + BOS and the header
+    assert d["load_s"] > 0 and d["answers"] == [] and d["accuracy"] is None  # no questions for this book
+    assert "tokens loaded" in render_markdown(d)

@@ -11,7 +11,7 @@ from engine.cli.errors import UsageError
 
 # group -> (help, {name: (help, module under engine.bench, its entry point)}); modules are imported when used
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str, str]]]] = {
-    "bench": ("benchmarks (speed, scale, chat, tax, prefill)", {
+    "bench": ("benchmarks (speed, scale, chat, tax, prefill, whole)", {
         "speed": ("decode ms/token and prefill tok/s vs context: SentenceKV vs stock", "speed", "main_speed"),
         "scale": ("speed and memory up to 64k on a random 1B-like model (synthetic fill)", "scale", "main_scale"),
         "chat": ("reopening a conversation: documents restored + turns replayed vs the original, exactness", "chat",
@@ -20,6 +20,8 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str, str]]]] = {
                 "tax", "main_tax"),
         "prefill": ("time to first token of skv ask row by row (read, prefill vs stock, save, question)", "prefill",
                     "main_prefill"),
+        "whole": ("a whole book loaded as the app loads it (past the trained length), then its questions", "whole",
+                  "main_whole"),
     }),
     "eval": ("accuracy evaluations (passkey, niah, kl, qa)", {
         "passkey": ("passkey retrieval grid: length x depth x policy", "passkey", "main_passkey"),
