@@ -34,10 +34,19 @@ from engine.native import DEFAULT_PARAMS, Policy, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
-# --needles N: one haystack per length with N named needles (one prefill per length, a question per needle)
-NEEDLE_BOX = "The pass key for box {i} is {K}. Remember it. {K} is the pass key for box {i}."
-QUESTION_BOX = "What is the pass key for box {i}?"
-ANSWER_PREFIX_BOX = "The pass key for box {i} is"
+# --needles: one haystack per length with a needle per depth (one prefill per length, a question per needle). The
+# needles name different things: with "the pass key for box 1 / box 2 ...", which read alike, the 0.5B model answers
+# the most recent box's key whatever the box asked (docs/BENCHMARKS.md, round 6)
+NEEDLE_THINGS = ("the red door", "the blue boat", "the old clock", "the green lamp", "the stone bridge",
+                 "the silver key", "the night train", "the tall tower", "the small garden")
+NEEDLE_BOX = "The secret number of {thing} is {K}. Remember it. {K} is the secret number of {thing}."
+QUESTION_BOX = "What is the secret number of {thing}?"
+ANSWER_PREFIX_BOX = "The secret number of {thing} is"
+
+
+def thing(i: int) -> str:
+    """The thing needle i (1-based) names."""
+    return NEEDLE_THINGS[(i - 1) % len(NEEDLE_THINGS)]
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
@@ -123,7 +132,7 @@ class MultiHaystack:
 
 
 def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str) -> MultiHaystack:
-    """Filler repeated n_filler times with needle i ("box i+1") inserted at round(depths[i] * n_filler)."""
+    """Filler repeated n_filler times with needle i (about thing(i + 1)) inserted at round(depths[i] * n_filler)."""
     head = (TASK + " ") if fmt.startswith("landmark") or fmt == "chat" else ""
     at = {min(n_filler, max(0, round(d * n_filler))): i for i, d in enumerate(depths)}
     if len(at) != len(depths):
@@ -134,7 +143,7 @@ def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[in
             i = at[k]
             sep = " " if text and not text.endswith(" ") else ""
             start = len(text) + len(sep)
-            needle = NEEDLE_BOX.format(i=i + 1, K=keys[i])
+            needle = NEEDLE_BOX.format(thing=thing(i + 1), K=keys[i])
             text += sep + needle
             needles.append(Needle((start, start + len(needle)), keys[i], depths[i], i + 1))
         if k < n_filler:
@@ -183,14 +192,15 @@ class PasskeyRunner:
         self.session.close()
 
     def suffix_for(self, box: int) -> list[int]:
-        q, a = QUESTION_BOX.format(i=box), ANSWER_PREFIX_BOX.format(i=box)
+        q, a = QUESTION_BOX.format(thing=thing(box)), ANSWER_PREFIX_BOX.format(thing=thing(box))
         if self.cfg.fmt == "chat":
             return self.session.prompt_tokens(q, a)
         return self.session.tokenize(question_suffix(self.cfg.fmt, q, a))
 
     def make_multi(self, length: int, depths: tuple[float, ...], keys: list[int]) -> MultiHaystack:
         """A haystack of about `length` prefilled tokens holding one needle per depth."""
-        fixed = sum(len(self.session.tokenize(NEEDLE_BOX.format(i=i + 1, K=k))) for i, k in enumerate(keys)) + 40
+        fixed = sum(len(self.session.tokenize(NEEDLE_BOX.format(thing=thing(i + 1), K=k)))
+                    for i, k in enumerate(keys)) + 40
         n = max(len(depths), int((length - fixed - len(self.suffix_for(len(keys)))) / self.rep_tokens))
         return build_haystack_multi(n, depths, keys, self.cfg.fmt)
 
@@ -363,7 +373,7 @@ def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cell
             r["correct"] = r["parsed"] == needle.key
             cell["policies"][label] = r
         cells.append(cell)
-        log(f"[{length} box {needle.box} d={needle.depth} key={needle.key}] " + ", ".join(
+        log(f"[{length} {thing(needle.box)} d={needle.depth} key={needle.key}] " + ", ".join(
             f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()))
 
 
