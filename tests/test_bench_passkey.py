@@ -86,3 +86,18 @@ def test_chat_format_and_protocol_variants_run_on_the_tiny_model(tiny_model_path
     cell = data["cells"][0]
     assert set(cell["policies"]) == set(labels)
     assert all(isinstance(p["answer"], str) and "correct" in p for p in cell["policies"].values())
+
+
+def test_multi_needle_haystack_places_each_needle_once_at_its_depth():
+    from engine.bench import passkey
+
+    hs = passkey.build_haystack_multi(100, (0.1, 0.5, 0.9), [11111, 22222, 33333], "landmark-qa")
+    assert [n.box for n in hs.needles] == [1, 2, 3]
+    for n, key in zip(hs.needles, (11111, 22222, 33333), strict=True):
+        a, b = n.chars
+        assert hs.text[a:b] == passkey.NEEDLE_BOX.format(thing=passkey.thing(n.box), K=key)
+        assert hs.text.count(str(key)) == 2
+    starts = [n.chars[0] / len(hs.text) for n in hs.needles]
+    assert starts == sorted(starts) and abs(starts[1] - 0.5) < 0.05
+    assert len({passkey.thing(n.box) for n in hs.needles}) == 3  # each needle names another thing
+    assert hs.text.startswith(passkey.TASK)
