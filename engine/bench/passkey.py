@@ -30,7 +30,7 @@ import numpy as np
 
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
@@ -82,6 +82,7 @@ class PasskeyConfig:
     question_attention: tuple[str, ...] = ("policy",)
     sentence_start: tuple[str, ...] = ("keep",)
     needles: int = 0  # > 0: one haystack per length holding this many needles, at `depths`
+    remap: Remap = Remap.AUTO  # the SentenceKV candidates' remap_positions
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
         out = []
@@ -90,7 +91,7 @@ class PasskeyConfig:
             budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
                 if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
             for b in budgets:
-                label, params = f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring)
+                label, params = f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring, remap=self.remap)
                 labels = protocol.variants(label, self.question_attention, self.sentence_start) \
                     if pol == Policy.SENTENCE else [label]
                 out += [(k, params) for k in labels]
@@ -418,7 +419,8 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt) if cfg.fmt != "chat" else f"{QUESTION} / {ANSWER_PREFIX}",
-                   "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None, **cfg.extra},
+                   "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None,
+                   "remap_positions": cfg.remap.name.lower(), **cfg.extra},
         "machine": info,
         "wall_s": wall,
         "cells": cells,
@@ -509,6 +511,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
+    p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],
+                   help="the SentenceKV candidates' position remapping (default auto: past the trained length)")
     p.add_argument("--needles", action="store_true",
                    help="one haystack per length holding a needle at each depth (one prefill per length)")
     p.add_argument("--seed", type=int, default=0)
@@ -543,7 +547,7 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
                         trials=args.trials, seed=args.seed, out=Path(args.out),
-                        needles=len(depths) if args.needles else 0)
+                        needles=len(depths) if args.needles else 0, remap=Remap.parse(args.remap_positions))
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg
