@@ -404,7 +404,7 @@ class MainWindow(QMainWindow):
         docs = tuple(slice_document(d.document, d.offset) for d in self._docs)
         self.doc_view.clear_heat()
         self.progress.show_progress("Reading the document…", 0, 1, -1.0)
-        self._track(self.bridge.submit(OpenDocuments(docs)), "docs")
+        self._track(self.bridge.submit(OpenDocuments(docs, whole=True)), "docs")
         self._update_buttons()
 
     # ================================================================== asking

@@ -76,6 +76,9 @@ class OpenDocuments:
     documents: tuple[str | Path | Document, ...]
     reserve: int = 512
     ranges: Mapping[int, DocRange] | None = None  # document index -> the part to load (default: from the start)
+    # documents longer than the context load whole when SentenceKV remaps positions and memory allows: the context
+    # is opened again at their size (the app; not the server, whose context is fixed at its start)
+    whole: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -301,11 +304,11 @@ class EngineWorker:
                            session.info.context_length, session.skv is not None, load_s)
 
     def _grow_for_whole(self, run_id: int, session: Session, docs: list[Document], cmd: OpenDocuments) -> Session:
-        """Documents longer than the context load whole when SentenceKV remaps positions (past the model's trained
-        length too) and the host memory holds their K/V: the context is opened again at their size (the model
+        """With `whole`, documents longer than the context load whole when SentenceKV remaps positions (past the
+        model's trained length too) and the host memory holds their K/V: the context is opened again at their size (the model
         reloads; a second ModelLoaded says so). Else, and with chosen ranges, the context stays (loaded from the
         start, the range chooser for the rest), and a note says what the whole would need."""
-        if cmd.ranges or not session.config.remaps_positions:
+        if not cmd.whole or cmd.ranges or not session.config.remaps_positions:
             return session
         n_total = session.plan(docs, cmd.reserve).n_total
         need = n_total + cmd.reserve

@@ -15,7 +15,7 @@ from worker_helpers import TEXT, assert_one_terminal_per_run, make_worker, tiny_
 from engine import events as ev
 from engine.cli import main as cli_main
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.native import Remap, SkvParams
 from engine.session import Session, SessionConfig, SessionInputError, check_model
 from engine.session_store import SessionStore
 from engine.worker import Ask, EngineWorker, LoadModel, OpenDocuments
@@ -69,9 +69,12 @@ def test_context_above_the_model_maximum_is_a_warning(tiny_model_path, tmp_path,
     assert check_model(tiny_model_path, 4096)[1] == []
     _, (warning,) = check_model(tiny_model_path, 8192)
     assert "above this model's trained maximum of 4096" in warning and "choose 4096 or less" in warning
+    # with SentenceKV remapping positions (the default) it is a note that it does, not a warning
+    _, (note,) = check_model(tiny_model_path, 8192, remap=True)
+    assert "above this model's trained maximum of 4096" in note and "positions remapped" in note
 
     worker, rec = make_worker()
-    cfg = SessionConfig(str(tiny_model_path), n_ctx=8192, n_threads=1, skv=SkvParams(budget=256))
+    cfg = SessionConfig(str(tiny_model_path), n_ctx=8192, n_threads=1, skv=SkvParams(budget=256, remap=Remap.OFF))
     rid = worker.submit(LoadModel(cfg))
     assert isinstance(rec.terminal(rid), ev.Finished)
     errors = [e for e in rec.of(rid) if isinstance(e, ev.ErrorEvent)]
@@ -83,7 +86,10 @@ def test_context_above_the_model_maximum_is_a_warning(tiny_model_path, tmp_path,
     code = cli_main(["ask", "--model", str(tiny_model_path), "--n-ctx", "8192", "--threads", "1", "--doc", str(doc),
                      "--max-tokens", "2", "--no-session-cache", "What?"])
     err = capsys.readouterr().err
-    assert code == 0 and f"skv: warning: {warning}" in err
+    assert code == 0 and f"skv: warning: {warning}" not in err and note in err
+    code = cli_main(["ask", "--model", str(tiny_model_path), "--n-ctx", "8192", "--threads", "1", "--doc", str(doc),
+                     "--max-tokens", "2", "--no-session-cache", "--remap-positions", "off", "What?"])
+    assert code == 0 and f"skv: warning: {warning}" in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -33,7 +33,7 @@ def _open(model, remap: Remap, monkeypatch=None, avail: int | None = None):
     assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
     if avail is not None:
         monkeypatch.setattr("engine.models.available_memory_bytes", lambda: avail)
-    rid = worker.submit(OpenDocuments((Document.from_text("book.txt", TEXT),), reserve=64))
+    rid = worker.submit(OpenDocuments((Document.from_text("book.txt", TEXT),), reserve=64, whole=True))
     rec.terminal(rid)
     return worker, rec, rid
 
@@ -92,3 +92,16 @@ def test_skv_bench_whole_measures_the_apps_whole_load(model, tmp_path):
     assert d["prefill_curve"] and d["prefill_curve"][-1][0] >= d["n_tokens_loaded"]  # + BOS and the header
     assert d["load_s"] > 0 and d["answers"] == [] and d["accuracy"] is None  # no questions for this book
     assert "tokens loaded" in render_markdown(d)
+
+
+def test_without_whole_the_context_stays_as_the_server_wants(model):
+    worker, rec = make_worker()
+    try:
+        cfg = SessionConfig(str(model), n_ctx=768, n_threads=1, n_batch=256, skv=SkvParams(budget=256, sink=16, ring=32))
+        assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
+        rid = worker.submit(OpenDocuments((Document.from_text("book.txt", TEXT),), reserve=64))
+        rec.terminal(rid)
+        docs = next(e for e in rec.of(rid) if isinstance(e, ev.DocumentsLoaded))
+        assert docs.truncated and not [e for e in rec.of(rid) if isinstance(e, ev.ModelLoaded)]
+    finally:
+        assert worker.shutdown(10.0)

@@ -62,7 +62,7 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
             raise RuntimeError(f"the model did not load: {wait(rid)}")
         load_model_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        rid = worker.submit(OpenDocuments((Document.from_text(Path(book).name, text),), reserve=512))
+        rid = worker.submit(OpenDocuments((Document.from_text(Path(book).name, text),), reserve=512, whole=True))
         end = wait(rid)
         load_s = time.perf_counter() - t1
         if not isinstance(end, ev.Finished):
