@@ -357,7 +357,10 @@ class Session:
 
             def checkpoint(n_done: int, stopping: bool) -> None:
                 if stopping or time.perf_counter() - last[0] >= CHECKPOINT_S:
-                    save_partial(self, store, key, documents, plan, n_done)
+                    try:
+                        save_partial(self, store, key, documents, plan, n_done)
+                    except SessionError as e:  # a checkpoint never stops the prefill
+                        store._warn(f"the partly prefilled session was not saved ({e})")
                     last[0] = time.perf_counter()
 
         pre.run(on_progress, should_stop, checkpoint)
