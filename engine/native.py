@@ -25,6 +25,14 @@ class SkvNotEnabledError(NativeError):
     """The context has no SentenceKV cache."""
 
 
+def _member(cls, name: str, what: str, choices: str):
+    """The member of an enum by its (case-insensitive) name; ValueError naming the choices."""
+    try:
+        return cls[name.upper()]
+    except KeyError:
+        raise ValueError(f"unknown {what} {name!r}: use {choices}") from None
+
+
 class Policy(IntEnum):
     # disk/ABI values: never renumber (enum llama_skv_policy)
     FULL = 0
@@ -34,10 +42,7 @@ class Policy(IntEnum):
 
     @classmethod
     def parse(cls, name: str) -> Policy:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown policy {name!r}: use full, window, chunk or sentence") from None
+        return _member(cls, name, "policy", "full, window, chunk or sentence")
 
 
 class Remap(IntEnum):
@@ -49,10 +54,7 @@ class Remap(IntEnum):
 
     @classmethod
     def parse(cls, name: str) -> Remap:
-        try:
-            return cls[name.upper()]
-        except KeyError:
-            raise ValueError(f"unknown remap mode {name!r}: use auto, on or off") from None
+        return _member(cls, name, "remap mode", "auto, on or off")
 
 
 class llama_skv_params(ctypes.Structure):

@@ -21,12 +21,7 @@ from typing import Any
 
 from engine.bench import report
 from engine.bench.harness import OptionError, load_book_text
-
-
-def _tok_s(points: list[tuple[int, float]], a: int, b: int) -> float | None:
-    from engine.bench.passkey import tok_s_between
-
-    return tok_s_between(points, a, b)
+from engine.bench.passkey import tok_s_between
 
 
 def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, limit: int | None,
@@ -88,7 +83,7 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
                          "expected": [list(s) for s in q.expected], "seconds": time.perf_counter() - t2,
                          "ended": type(fin).__name__})
             log(f"  {q.id}: {answer.strip()[:70]!r}{' OK' if ok else ''}")
-        at8k, last4k = _tok_s(curve, 6144, 10240), _tok_s(curve, n - 4096, n)
+        at8k, last4k = tok_s_between(curve, 6144, 10240), tok_s_between(curve, n - 4096, n)
         return {
             "benchmark": "whole",
             "config": {"model": model, "book": book, "n_ctx_start": n_ctx, "threads": threads,

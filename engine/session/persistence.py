@@ -49,10 +49,16 @@ def store_key(session: Session, documents: list[Document], ranges: Mapping[int, 
         "native": native.check_native() if skv is not None else "off",
     })
 
+def documents_meta(documents: list[Document]) -> list[dict]:
+    """What a saved session records of its documents (the store lists them; the key holds their hashes)."""
+    from engine.session_store import text_sha256
+
+    return [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)} for d in documents]
+
+
 def save_stored(session: Session, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan) -> None:
     from pathlib import Path
 
-    from engine.session_store import text_sha256
 
     snap = session.snapshot()
     meta = {
@@ -63,8 +69,7 @@ def save_stored(session: Session, store: SessionStore, key: str, documents: list
         "n_tokens_total": plan.n_total,
         "n_tokens_selected": plan.n_selected,
         "n_tokens_loaded": plan.n_loaded,
-        "documents": [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
-                      for d in documents],
+        "documents": documents_meta(documents),
         "spans": [[s.doc, s.char_start, s.char_end, s.tok_start, s.tok_end] for s in session.spans],
         "headers": {str(i): s.text for i, s in enumerate(session.spans) if s.doc < 0 and s.text},
         "query_seed": base64.b64encode(snap.query_seed).decode("ascii"),
@@ -115,7 +120,6 @@ def save_partial(session: Session, store: SessionStore, key: str, documents: lis
     """The context after n_done of the plan's tokens, with the plan's spans (the rest declared on resume)."""
     from pathlib import Path
 
-    from engine.session_store import text_sha256
 
     snap = session.snapshot()
     if len(snap.input_ids) // 4 != n_done:
@@ -127,8 +131,7 @@ def save_partial(session: Session, store: SessionStore, key: str, documents: lis
         "n_doc_tokens": n_done,
         "partial": n_done,
         "n_plan_tokens": len(plan.tokens),
-        "documents": [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
-                      for d in documents],
+        "documents": documents_meta(documents),
         "query_seed": base64.b64encode(snap.query_seed).decode("ascii"),
     }
     store.save(partial_key(key), meta, snap.input_ids, snap.state)
