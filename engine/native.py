@@ -57,6 +57,25 @@ class Remap(IntEnum):
         return _member(cls, name, "remap mode", "auto, on or off")
 
 
+# score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from
+SCORE_AUTO = -1  # a fixed distance of budget / 2 where positions can be remapped, else each sentence's own
+SCORE_REAL = 0  # each sentence at its own distance (the paper's: the mean of its post-RoPE keys)
+
+
+def parse_score_distance(text: str) -> int:
+    """`auto`, `real` or a positive distance in tokens (the CLI's --score-distance)."""
+    t = text.strip().lower()
+    if t in ("auto", "real"):
+        return SCORE_AUTO if t == "auto" else SCORE_REAL
+    if not t.isdigit() or int(t) <= 0:
+        raise ValueError(f"unknown score distance {text!r}: use auto, real or a positive number of tokens")
+    return int(t)
+
+
+def score_distance_name(d: int) -> str:
+    return "auto" if d == SCORE_AUTO else "real" if d == SCORE_REAL else str(d)
+
+
 class llama_skv_params(ctypes.Structure):
     _fields_ = [
         ("policy", ctypes.c_int32),
@@ -66,6 +85,7 @@ class llama_skv_params(ctypes.Structure):
         ("min_query_tokens", ctypes.c_int32),
         ("max_sentence_len", ctypes.c_int32),
         ("remap_positions", ctypes.c_int32),
+        ("score_distance", ctypes.c_int32),
     ]
 
 
@@ -91,6 +111,7 @@ class llama_skv_stats(ctypes.Structure):
         ("t_after_us_last", ctypes.c_int64),
         ("positions_remapped", ctypes.c_int32),
         ("max_position", ctypes.c_int32),
+        ("score_distance", ctypes.c_int32),
     ]
 
 
@@ -103,6 +124,7 @@ class SkvParams:
     min_query_tokens: int = 1
     max_sentence_len: int = 128
     remap: Remap = Remap.AUTO
+    score_distance: int = SCORE_AUTO  # native/README.md, "Scores at a fixed distance"
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
@@ -110,6 +132,8 @@ class SkvParams:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.ring < 1:
             raise ValueError(f"ring must be at least 1, got {self.ring}")
+        if self.score_distance < SCORE_AUTO:
+            raise ValueError(f"score_distance must be auto (-1), real (0) or a distance > 0, got {self.score_distance}")
         if self.budget <= self.sink + self.ring:
             raise ValueError(
                 f"budget {self.budget} must be larger than sink + ring ({self.sink} + {self.ring}): "
@@ -119,13 +143,13 @@ class SkvParams:
     def to_c(self) -> llama_skv_params:
         return llama_skv_params(
             int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
-            int(self.remap),
+            int(self.remap), self.score_distance,
         )
 
     @classmethod
     def from_c(cls, p: llama_skv_params) -> SkvParams:
         return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-                   Remap(p.remap_positions))
+                   Remap(p.remap_positions), p.score_distance)
 
 
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native
@@ -155,6 +179,7 @@ class SkvStats:
     t_after_us_last: int
     positions_remapped: bool  # the last staged step gave its tokens virtual positions
     max_position: int  # the largest position the last ubatch gave an attended token or the query
+    score_distance: int  # the distance the vectors are scored at now (0: each sentence's own)
 
     @property
     def device_skv_bytes(self) -> int:

@@ -101,3 +101,24 @@ def test_multi_needle_haystack_places_each_needle_once_at_its_depth():
     assert starts == sorted(starts) and abs(starts[1] - 0.5) < 0.05
     assert len({passkey.thing(n.box) for n in hs.needles}) == 3  # each needle names another thing
     assert hs.text.startswith(passkey.TASK)
+
+
+def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_path):
+    from engine.native import SCORE_AUTO, SCORE_REAL
+
+    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
+                                ring=16, score_distances=(SCORE_AUTO, SCORE_REAL, 64))
+    cands = dict(cfg.candidates())
+    assert set(cands) == {"sentence/128", "sentence/128@real", "sentence/128@64", "full/128"}
+    assert [cands[k].score_distance for k in ("sentence/128", "sentence/128@real", "sentence/128@64")] == \
+        [SCORE_AUTO, SCORE_REAL, 64]
+    common = ["--model", str(tiny_model_path), "--budget", "128", "--sink", "8", "--ring", "16",
+              "--max-tokens", "2", "--lengths", "256", "--depths", "0.5", "--policies", "sentence", "--out",
+              str(tmp_path)]
+    proc = run_skv("eval", "passkey", "--score-distances", "auto,real", *common)
+    assert proc.returncode == 0, proc.stderr
+    data = json.loads((tmp_path / "passkey.json").read_text())
+    assert set(data["cells"][0]["policies"]) == {"sentence/128", "sentence/128@real"}
+    assert data["config"]["score_distances"] == ["auto", "real"]
+    bad = run_skv("eval", "passkey", "--score-distances", "near", *common)
+    assert bad.returncode == 2 and "score distance" in bad.stderr and "Traceback" not in bad.stderr

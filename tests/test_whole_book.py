@@ -56,6 +56,7 @@ def test_a_book_past_the_trained_length_loads_whole(model):
         assert isinstance(rec.terminal(a), ev.Finished)
         st = session.skv.stats()
         assert st.positions_remapped and st.max_position < 512
+        assert st.score_distance == 128  # sentences scored at budget / 2, not at their real distances
     finally:
         assert worker.shutdown(10.0)
 

@@ -30,7 +30,15 @@ import numpy as np
 
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError
-from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams
+from engine.native import (
+    DEFAULT_PARAMS,
+    SCORE_AUTO,
+    Policy,
+    Remap,
+    SkvParams,
+    parse_score_distance,
+    score_distance_name,
+)
 
 FILLER = "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
@@ -83,6 +91,8 @@ class PasskeyConfig:
     sentence_start: tuple[str, ...] = ("keep",)
     needles: int = 0  # > 0: one haystack per length holding this many needles, at `depths`
     remap: Remap = Remap.AUTO  # the SentenceKV candidates' remap_positions
+    # the sentence candidates' score_distance: the first for the plain label, each other one as "<label>@<name>"
+    score_distances: tuple[int, ...] = (SCORE_AUTO,)
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
         out = []
@@ -90,11 +100,14 @@ class PasskeyConfig:
             pol = Policy.parse(name)
             budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
                 if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
+            dists = self.score_distances if pol in (Policy.SENTENCE, Policy.CHUNK) else self.score_distances[:1]
             for b in budgets:
-                label, params = f"{pol.name.lower()}/{b}", SkvParams(pol, b, self.sink, self.ring, remap=self.remap)
-                labels = protocol.variants(label, self.question_attention, self.sentence_start) \
-                    if pol == Policy.SENTENCE else [label]
-                out += [(k, params) for k in labels]
+                for i, d in enumerate(dists):
+                    label = f"{pol.name.lower()}/{b}" + (f"@{score_distance_name(d)}" if i else "")
+                    params = SkvParams(pol, b, self.sink, self.ring, remap=self.remap, score_distance=d)
+                    labels = protocol.variants(label, self.question_attention, self.sentence_start) \
+                        if pol == Policy.SENTENCE else [label]
+                    out += [(k, params) for k in labels]
         return out
 
 
@@ -293,6 +306,7 @@ class PasskeyRunner:
         ring_start = p - params.ring
         st = s.skv.stats() if s.skv is not None and params.policy != Policy.FULL else None
         res["positions_remapped"] = bool(st.positions_remapped) if st else False
+        res["score_distance"] = st.score_distance if st else None
         res["max_position"] = st.max_position if st else p + len(r.tokens)
         res["needle_in_sink_or_ring"] = needle_toks[1] <= params.sink or needle_toks[0] >= ring_start
         return res
@@ -420,7 +434,8 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt) if cfg.fmt != "chat" else f"{QUESTION} / {ANSWER_PREFIX}",
                    "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None,
-                   "remap_positions": cfg.remap.name.lower(), **cfg.extra},
+                   "remap_positions": cfg.remap.name.lower(),
+                   "score_distances": [score_distance_name(d) for d in cfg.score_distances], **cfg.extra},
         "machine": info,
         "wall_s": wall,
         "cells": cells,
@@ -513,6 +528,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
     p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],
                    help="the SentenceKV candidates' position remapping (default auto: past the trained length)")
+    p.add_argument("--score-distances", default="auto", metavar="auto|real|N,...",
+                   help="the sentence candidates' score distance; more than one: a candidate each, the first under "
+                        "the plain label, the others as sentence/<budget>@<value> (default auto)")
     p.add_argument("--needles", action="store_true",
                    help="one haystack per length holding a needle at each depth (one prefill per length)")
     p.add_argument("--seed", type=int, default=0)
@@ -547,7 +565,9 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
                         trials=args.trials, seed=args.seed, out=Path(args.out),
-                        needles=len(depths) if args.needles else 0, remap=Remap.parse(args.remap_positions))
+                        needles=len(depths) if args.needles else 0, remap=Remap.parse(args.remap_positions),
+                        score_distances=tuple(dict.fromkeys(parse_score_distance(x)
+                                                            for x in args.score_distances.split(",") if x.strip())))
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg

@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from engine.cli.errors import UsageError
-from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams
+from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams, parse_score_distance
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
@@ -27,6 +27,9 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],
                    help="give the attended tokens positions inside the model's trained length (auto: past it, the "
                         "default; --n-ctx may then exceed the trained length: a whole book loads)")
+    p.add_argument("--score-distance", default="auto", metavar="auto|real|N",
+                   help="score every sentence as if it sat N tokens before the question (auto: budget/2 where "
+                        "positions are remapped, else real: each at its own distance)")
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -49,7 +52,8 @@ def session_config(args: argparse.Namespace):
     from engine.session import SessionConfig
 
     params = SkvParams(Policy.parse(args.policy), args.budget, args.sink, args.ring,
-                       remap=Remap.parse(getattr(args, "remap_positions", "auto")))
+                       remap=Remap.parse(getattr(args, "remap_positions", "auto")),
+                       score_distance=parse_score_distance(getattr(args, "score_distance", "auto")))
     if args.max_tokens < 0:
         raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
     if args.n_ctx < 64:

@@ -1,10 +1,11 @@
 // SentenceKV: sentence-level semantic KV cache for llama.cpp (Zhu et al., arXiv 2504.00970).
 //
 // The K/V of the full-attention layers ("SKV layers") live in host RAM. Every closed sentence keeps one semantic
-// vector per SKV layer and KV head (the mean of its post-RoPE keys) in a tensor on the layer's compute device, and a
+// vector per SKV layer and KV head (the mean of its post-RoPE keys; where positions can be remapped, of its keys
+// turned back to position 0, scored at a fixed distance) in a tensor on the layer's compute device, and a
 // fixed-size staging K/V (S_max rows = budget padded to 256) sits beside it. A decode step (one token) of an SKV
 // layer attends only the staged rows: sink + ring of recent tokens + the selected sentences' tokens, under a
-// per-slot mask. Prefill (more than one token per ubatch) is dense, as upstream.
+// per-slot mask. Prefill (more than one token per ubatch) is dense, as upstream, below the trained length.
 //
 // Flat C API; every symbol is prefixed llama_skv_. Status codes returned by the int32_t functions:
 //    0 (or a count >= 0) success
@@ -50,6 +51,15 @@ struct llama_skv_params {
     int32_t min_query_tokens; // queries of a new query sentence needed before the selection changes (>= 1)
     int32_t max_sentence_len; // longer sentences are split into pieces of at most this many tokens (>= 1)
     int32_t remap_positions;  // enum llama_skv_remap
+    int32_t score_distance;   // LLAMA_SKV_SCORE_*, or > 0: score each sentence as if it sat this many positions
+                              // before the query (native/README.md, "Scores at a fixed distance")
+};
+
+// score_distance values (disk/ABI: never renumber); a value > 0 is the distance itself
+enum llama_skv_score {
+    LLAMA_SKV_SCORE_AUTO = -1, // a fixed distance of budget / 2 where positions can be remapped (remap_positions
+                               // on, or auto in a context longer than the trained length), else the real one
+    LLAMA_SKV_SCORE_REAL =  0, // each sentence at its own distance: the mean of its post-RoPE keys (the paper)
 };
 
 struct llama_skv_stats {
@@ -73,6 +83,7 @@ struct llama_skv_stats {
     int64_t t_after_us_last;      // host microseconds of the last step after compute (scores read back, summed)
     int32_t positions_remapped;   // 1 if the last staged step gave its tokens virtual positions
     int32_t max_position;         // the largest position the last ubatch gave an attended token or a query
+    int32_t score_distance;       // the distance the vectors are scored at now (0: each sentence's own)
 };
 
 // Version string of the native patch, e.g. "skv 0.2.0". Static storage; never NULL.

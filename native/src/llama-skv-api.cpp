@@ -2,6 +2,7 @@
 
 #include "llama-skv-cache.h"
 
+#include "llama-context.h"
 #include "llama-kv-cache.h"
 #include "llama-kv-cache-iswa.h"
 #include "llama-model.h"
@@ -52,6 +53,7 @@ int32_t llama_skv_set_params(llama_context * ctx, const llama_skv_params * param
         return LLAMA_SKV_ERR_INVALID;
     }
     try {
+        skv->set_rope(ctx->get_cparams());
         return skv->set_params(*params) ? 0 : LLAMA_SKV_ERR_INVALID;
     } catch (const std::exception & e) {
         LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
@@ -88,6 +90,7 @@ int32_t llama_skv_add_sentence_boundaries(llama_context * ctx, const int32_t * e
     }
     try {
         skv->idx.ends.insert(skv->idx.ends.end(), ends, ends + n);
+        skv->set_rope(ctx->get_cparams());
         if (skv->close_ready(skv->n_cached)) {
             // the query sentence closed: the next one accumulates from zero
             skv->reset_query();
@@ -122,6 +125,7 @@ int32_t llama_skv_close_cached(llama_context * ctx) {
     const int32_t n = (int32_t) llama_memory_seq_pos_max(llama_get_memory(ctx), 0) + 1;
     skv->n_cached = std::max(skv->n_cached, n);
     try {
+        skv->set_rope(ctx->get_cparams());
         if (skv->close_ready(skv->n_cached)) {
             skv->reset_query();
         }
@@ -262,6 +266,7 @@ int32_t llama_skv_get_stats(llama_context * ctx, llama_skv_stats * out) {
     s.head_dim    = skv->head_dim;
     s.sent_cap    = skv->sent_cap;
     s.on_device   = skv->on_device ? 1 : 0;
+    s.score_distance = skv->score_dist();
     *out = s;
     return 0;
 }

@@ -29,6 +29,7 @@ llama_skv_params skv_default_params() {
     p.min_query_tokens = 1;
     p.max_sentence_len = 128;
     p.remap_positions  = LLAMA_SKV_REMAP_AUTO;
+    p.score_distance   = LLAMA_SKV_SCORE_AUTO;
     return p;
 }
 
@@ -40,6 +41,9 @@ bool skv_params_valid(const llama_skv_params & p) {
         return false;
     }
     if (p.remap_positions < LLAMA_SKV_REMAP_OFF || p.remap_positions > LLAMA_SKV_REMAP_AUTO) {
+        return false;
+    }
+    if (p.score_distance < LLAMA_SKV_SCORE_AUTO) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

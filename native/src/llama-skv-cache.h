@@ -76,6 +76,8 @@ public:
     ggml_tensor * mask     = nullptr; // [n_att, n_tok] F16
     ggml_tensor * ring_idx = nullptr; // [n_tok] I64: the staging slots of the ubatch's own tokens
     bool          remap    = false;   // staged K rotated to virtual positions (remap_for)
+    int32_t       score_d  = 0;       // score_dist() the graph was built for (> 0: q turned to that distance)
+    ggml_tensor * q_shift  = nullptr; // score_d > 0: I32 [n_tok staged, 1 dense], score_d - the query's position
 
     std::vector<ggml_tensor *> k_shift; // per SKV layer (remap): I32 [n_head_kv * n_att], RoPE delta of each
                                         // (slot, head) row, index h + n_head_kv * slot
@@ -102,6 +104,13 @@ struct skv_copy {
 
 struct skv_layer {
     int32_t il;
+
+    // the layer's RoPE as the graph applies it (set_rope): content vectors are means of keys turned back to
+    // position 0 on the host
+    bool               rope      = false;
+    bool               rope_neox = false;
+    int32_t            n_rot     = 0;
+    std::vector<float> rope_freq; // [n_rot / 2] radians per position of each rotated pair
 
     ggml_tensor * k; // host cache
     ggml_tensor * v;
@@ -167,6 +176,10 @@ struct llama_skv_cache {
     skv_index idx;
     int32_t n_vec      = 0;     // vectors computed for the active index
     bool    vec_dirty  = false; // every vector must be recomputed (positions moved)
+    bool    vec_content = false; // the vectors are content vectors (means of keys at position 0: score_dist() > 0)
+    bool    rope_known  = false; // set_rope ran (the graph's or the context's parameters)
+    bool    rope_plain  = false; // every SKV layer's RoPE is a plain rotation the host can undo (no YaRN ramp,
+                                 // no frequency factors): fixed-distance scores are possible
 
     // query state
     int32_t n_query   = 0;     // queries accumulated for the current query sentence
@@ -246,6 +259,19 @@ struct llama_skv_cache {
         return std::min(s_max, skv_pad(std::min(p + m, att_cap() - 1 + m)));
     }
 
+    // the distance every sentence is scored at (native/README.md, "Scores at a fixed distance"); 0: its own
+    int32_t score_dist() const {
+        if (!rope_known || !rope_plain) {
+            return 0;
+        }
+        if (params.score_distance != LLAMA_SKV_SCORE_AUTO) {
+            return params.score_distance;
+        }
+        const bool can_remap = params.remap_positions == LLAMA_SKV_REMAP_ON ||
+            (params.remap_positions == LLAMA_SKV_REMAP_AUTO && kv_size > (int32_t) hparams.n_ctx_train);
+        return can_remap ? std::max(1, att_cap() / 2) : 0;
+    }
+
     // the cache (llama-skv-cache.cpp): state, positions -> cells, parameters
     void reset();
     // the choice and the reported selection of every layer and head
@@ -271,6 +297,11 @@ struct llama_skv_cache {
     // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
     // built graph keeps the old tensors (gen changes, so it is not reused).
     void reserve_vec(int32_t n);
+    // the RoPE of every SKV layer under the context's parameters (the graph's hook and the API calls that close
+    // sentences call it; the rotation the host undoes for content vectors)
+    void set_rope(const llama_cparams & cp);
+    // a post-RoPE K row [n_head_kv * head_dim] of the token at pos turned back to position 0 (its pre-RoPE key)
+    void unrope_row(const skv_layer & l, float * row, int32_t pos) const;
     void compute_vector(skv_layer & l, int32_t idx, skv_span s);
     void update_vectors();
     void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;

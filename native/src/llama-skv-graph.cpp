@@ -15,6 +15,15 @@
 //
 
 void llm_graph_input_skv::set_input(const llama_ubatch * ubatch) {
+    if (q_shift) {
+        // each scored query turned from its own position to score_d (the last one's alone in the dense regime)
+        const int32_t n = (int32_t) ggml_nelements(q_shift);
+        std::vector<int32_t> d(n);
+        for (int32_t j = 0; j < n; ++j) {
+            d[j] = score_d - (int32_t) ubatch->pos[ubatch->n_tokens - n + j];
+        }
+        ggml_backend_tensor_set(q_shift, d.data(), 0, d.size() * sizeof(int32_t));
+    }
     if (!staged) {
         return;
     }
@@ -30,6 +39,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     const int32_t m  = (int32_t) params.ubatch.n_tokens;
     const int32_t p0 = m > 0 ? params.ubatch.pos[0] : 0;
     res &= skv->staged_regime(m, p0) == staged;
+    res &= score_d == skv->score_dist();
     if (staged) {
         res &= n_tok == m;
         res &= s_max == skv->s_max;
@@ -79,6 +89,23 @@ static ggml_tensor * skv_rotate_staged(const llm_graph_context & g, const llama_
     return ggml_reshape_3d(ctx0, rot, hd, skv.n_head_kv, inp->n_att);
 }
 
+// queries [hd, n_head, n] (contiguous, F32) turned from their positions to the scoring distance (score_dist): the
+// same rotation, so that a content vector (keys at position 0) is scored as if it sat score_d positions before
+static ggml_tensor * skv_rope_query(const llm_graph_context & g, const llama_skv_cache & skv, int il,
+                                    ggml_tensor * q, ggml_tensor * shift) {
+    const auto & hp = skv.hparams;
+    if (!hp.has_rope(il)) {
+        return q;
+    }
+    const int rope_type = hp.rope_type == LLAMA_ROPE_TYPE_MROPE || hp.rope_type == LLAMA_ROPE_TYPE_IMROPE
+        ? LLAMA_ROPE_TYPE_NEOX
+        : hp.rope_type;
+    const auto & cp = g.cparams;
+    return ggml_rope_ext(g.ctx0, q, shift, nullptr, hp.n_rot(il), rope_type, cp.n_ctx_orig_yarn,
+            skv.model.get_rope_freq_base(cp, il), skv.model.get_rope_freq_scale(cp, il),
+            0.0f, 1.0f, cp.yarn_beta_fast, cp.yarn_beta_slow);
+}
+
 bool llama_skv_build_attn(
         const llm_graph_context & g,
    const llama_kv_cache_context * mctx,
@@ -111,6 +138,7 @@ bool llama_skv_build_attn(
     // one input object per graph, created by the first SKV layer
     llm_graph_input_skv * inp = nullptr;
     if (li == 0) {
+        skv->set_rope(g.cparams);
         const int32_t p0 = g.ubatch.pos[0];
         const bool staged = skv->staged_regime(n_tokens, p0);
         if (staged) {
@@ -126,6 +154,12 @@ bool llama_skv_build_attn(
         p->s_max    = skv->s_max;
         p->n_att    = staged ? skv->n_att_for(p0, (int32_t) n_tokens) : 0;
         p->remap    = staged && skv->remap_for(p0 + (int32_t) n_tokens - 1);
+        p->score_d  = skv->score_dist();
+        if (p->score_d > 0) {
+            p->q_shift = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, staged ? n_tokens : 1);
+            ggml_set_input(p->q_shift);
+            ggml_set_name(p->q_shift, "skv_q_shift");
+        }
         p->gen      = skv->gen;
         p->kq_scale = kq_scale;
         p->n_scored = std::min(skv_pad(std::max(skv->n_vec, 1)), skv->sent_cap);
@@ -165,7 +199,11 @@ bool llama_skv_build_attn(
         if (ql->type != GGML_TYPE_F32) {
             ql = ggml_cast(ctx0, ql, GGML_TYPE_F32);
         }
-        ggml_set_name(ql, "skv_q_last");
+        if (inp->q_shift) {
+            ql = ggml_reshape_3d(ctx0, ql, q_cur->ne[0], q_cur->ne[1], 1);
+            ql = ggml_reshape_2d(ctx0, skv_rope_query(g, *skv, il, ql, inp->q_shift), q_cur->ne[0], q_cur->ne[1]);
+        }
+        ggml_format_name(ql, "skv_q_last-%d", il);
         ggml_set_output(ql);
         ggml_build_forward_expand(g.gf, ql);
         inp->q_last[li] = ql;
@@ -193,6 +231,12 @@ bool llama_skv_build_attn(
         vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_scored, nkv]
         const int64_t n_gqa = q_cur->ne[1] / nkv;
         ggml_tensor * q = ggml_is_contiguous(q_cur) ? q_cur : ggml_cont(ctx0, q_cur);
+        if (inp->q_shift) {
+            if (q->type != GGML_TYPE_F32) {
+                q = ggml_cast(ctx0, q, GGML_TYPE_F32);
+            }
+            q = skv_rope_query(g, *skv, il, q, inp->q_shift);
+        }
         if (n_tokens > 1) {
             // a prefill chunk scores with its mean query (InfLLM's chunk query), for the next chunk's selection
             q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 2, 0, 3));  // [n_tokens, hd, n_head]
@@ -206,7 +250,7 @@ bool llama_skv_build_attn(
         }
         q = ggml_reshape_3d(ctx0, q, hd, 1, nkv);                   // [hd, 1, nkv]
         ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, nkv]
-        ggml_set_name(sc, "skv_scores");
+        ggml_format_name(sc, "skv_scores-%d", il);
         ggml_set_output(sc);
         ggml_build_forward_expand(g.gf, sc);
         inp->scores[li] = sc;

@@ -3,7 +3,10 @@
 
 #include "llama-skv-cache.h"
 
+#include "llama-model.h"
+
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 
@@ -77,10 +80,49 @@ void llama_skv_cache::reserve_vec(int32_t n) {
     gen++;
 }
 
+void llama_skv_cache::set_rope(const llama_cparams & cp) {
+    bool plain = cp.yarn_ext_factor == 0.0f;
+    for (auto & l : layers) {
+        l.rope = hparams.has_rope(l.il) && hparams.rope_type != LLAMA_ROPE_TYPE_NONE;
+        // MROPE turns the whole vector in NEOX order for one position, as K-shift does (skv_rotate_staged)
+        l.rope_neox = hparams.rope_type != LLAMA_ROPE_TYPE_NORM;
+        l.n_rot     = l.rope ? std::min<int32_t>((int32_t) hparams.n_rot(l.il), head_dim) : 0;
+        plain = plain && model.get_rope_factors(cp, l.il) == nullptr;
+        const double base  = model.get_rope_freq_base(cp, l.il);
+        const double scale = model.get_rope_freq_scale(cp, l.il);
+        l.rope_freq.resize(l.n_rot / 2);
+        for (int32_t i = 0; i < l.n_rot / 2; ++i) {
+            l.rope_freq[i] = (float) (scale * std::pow(base, -2.0 * i / l.n_rot));
+        }
+    }
+    rope_known = true;
+    rope_plain = plain;
+}
+
+void llama_skv_cache::unrope_row(const skv_layer & l, float * row, int32_t pos) const {
+    const int32_t half = l.n_rot / 2;
+    for (int32_t i = 0; i < half; ++i) {
+        const float th = (float) pos * l.rope_freq[i];
+        const float c  = std::cos(th);
+        const float s  = std::sin(th);
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            float * x = row + (size_t) h * head_dim;
+            float & a = l.rope_neox ? x[i] : x[2*i];
+            float & b = l.rope_neox ? x[i + half] : x[2*i + 1];
+            const float a1 = a, b1 = b; // (a1, b1) = R(pos) (a, b): undo it
+            a =  a1 * c + b1 * s;
+            b = -a1 * s + b1 * c;
+        }
+    }
+}
+
+// an entry's vector: the mean of its tokens' keys as cached (post-RoPE), or, for content vectors
+// (score_dist() > 0), of the keys turned back to position 0
 void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
     const int32_t n_embd = n_head_kv * head_dim;
     std::vector<float> sum(n_embd, 0.0f);
     std::vector<float> row(n_embd);
+    const bool unrope = vec_content && l.rope;
     int32_t n = 0;
     for (int32_t p = s.p0; p < s.p1; ++p) {
         const int32_t c = cell_of(p);
@@ -92,6 +134,9 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
             ggml_fp16_to_fp32_row((const ggml_fp16_t *) src, row.data(), n_embd);
         } else {
             memcpy(row.data(), src, n_embd * sizeof(float));
+        }
+        if (unrope) {
+            unrope_row(l, row.data(), p);
         }
         for (int32_t i = 0; i < n_embd; ++i) {
             sum[i] += row[i];
@@ -109,6 +154,15 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
 
 void llama_skv_cache::update_vectors() {
     const auto & tab = idx.active();
+    const bool content = score_dist() > 0;
+    if (content != vec_content) {
+        // the scoring changed between real and fixed distances: every vector in the other form, fresh scores
+        vec_content = content;
+        vec_dirty   = true;
+        reset_query();
+        has_sel     = false;
+        has_seed    = false;
+    }
     if (vec_dirty) {
         n_vec     = 0;
         vec_dirty = false;

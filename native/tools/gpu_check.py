@@ -1,9 +1,9 @@
 """The checks and the table of native/tools/gpu_check.sh (run by it, with LLAMA_CPP_LIB_PATH at the fresh build and
 PYTHONPATH at .gpu/site): plain python3 + numpy + pytest, no packages of ours installed.
 
-1. the native exactness, sparse-output and remapping tests (tests/test_native_exactness.py on the tiny model,
-   tests/test_native_sparse_output.py, tests/test_native_remap.py) under pytest with every layer offloaded
-   (SKV_TEST_GPU_LAYERS);
+1. the native exactness, sparse-output, remapping and score tests (tests/test_native_exactness.py on the tiny model,
+   tests/test_native_sparse_output.py, tests/test_native_remap.py, tests/test_native_scores.py) under pytest with
+   every layer offloaded (SKV_TEST_GPU_LAYERS);
 2. exactness on a synthetic model of the built-in default's attention shape (24 layers, 14 query / 2 KV heads,
    head_dim 64): SentenceKV with a budget covering the context vs dense attention on the same library;
 3. `skv bench scale` (engine/bench/scale.py) at 4k/32k/64k on the synthetic 1B-shaped model, stock vs SentenceKV,
@@ -30,6 +30,7 @@ NATIVE_TESTS = [
     "tests/test_native_exactness.py::test_small_budget_differs_from_dense",
     "tests/test_native_sparse_output.py",
     "tests/test_native_remap.py",  # positions past the trained length: the in-graph RoPE delta, the sparse prefill
+    "tests/test_native_scores.py",  # scores at a fixed distance: the in-graph query rotation, content vectors
 ]
 
 
