@@ -115,10 +115,11 @@ def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_pat
     common = ["--model", str(tiny_model_path), "--budget", "128", "--sink", "8", "--ring", "16",
               "--max-tokens", "2", "--lengths", "256", "--depths", "0.5", "--policies", "sentence", "--out",
               str(tmp_path)]
-    proc = run_skv("eval", "passkey", "--score-distances", "auto,real", *common)
+    proc = run_skv("eval", "passkey", "--score-distances", "auto,real", "--budgets", "192", *common)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "passkey.json").read_text())
-    assert set(data["cells"][0]["policies"]) == {"sentence/128", "sentence/128@real"}
+    assert set(data["cells"][0]["policies"]) == {"sentence/128", "sentence/128@real", "sentence/192",
+                                                 "sentence/192@real"}
     assert data["config"]["score_distances"] == ["auto", "real"]
     bad = run_skv("eval", "passkey", "--score-distances", "near", *common)
     assert bad.returncode == 2 and "score distance" in bad.stderr and "Traceback" not in bad.stderr

@@ -520,6 +520,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048")
     p.add_argument("--policies", default="full,sentence,window", help="policies (default full,sentence,window)")
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="budget tau (default %(default)s)")
+    p.add_argument("--budgets", help="more budgets for the sentence and chunk candidates, e.g. 2048,4096 (the "
+                                     "prefill runs under --budget)")
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--format", dest="fmt", default="landmark-qa", choices=FORMATS, help="prompt format")
@@ -554,7 +556,7 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
     if args.max_tokens < 1 or args.trials < 1:
         raise ValueError("--max-tokens and --trials must be at least 1")
     policies = tuple(x.strip() for x in args.policies.split(",") if x.strip())
-    budgets: tuple[int, ...] = ()
+    budgets: tuple[int, ...] = int_list(args.budgets) if args.budgets else ()
     if args.full:
         budgets = (512, 1024, 2048)
         if "chunk" not in policies:
