@@ -424,6 +424,13 @@ def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -
     return out
 
 
+def _question_shown(cfg: PasskeyConfig) -> str:
+    """The question as the report shows it: the pass-key one, or (--needles) the template asked per needle."""
+    q, a = (QUESTION_BOX.format(thing="{thing}"), ANSWER_PREFIX_BOX.format(thing="{thing}")) if cfg.needles \
+        else (QUESTION, ANSWER_PREFIX)
+    return f"{q} / {a}" if cfg.fmt == "chat" else question_suffix(cfg.fmt, q, a)
+
+
 def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, partial: bool,
            prefills: list[dict] | None = None) -> dict:
     data = {
@@ -432,7 +439,7 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
         "config": {"model": cfg.model, "lengths": list(cfg.lengths), "depths": list(cfg.depths),
                    "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
-                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": question_suffix(cfg.fmt) if cfg.fmt != "chat" else f"{QUESTION} / {ANSWER_PREFIX}",
+                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": _question_shown(cfg),
                    "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None,
                    "remap_positions": cfg.remap.name.lower(),
                    "score_distances": [score_distance_name(d) for d in cfg.score_distances], **cfg.extra},
