@@ -107,10 +107,10 @@ struct skv_layer {
 
     // the layer's RoPE as the graph applies it (set_rope): content vectors are means of keys turned back to
     // position 0 on the host
-    bool               rope      = false;
-    bool               rope_neox = false;
-    int32_t            n_rot     = 0;
-    std::vector<float> rope_freq; // [n_rot / 2] radians per position of each rotated pair
+    bool                rope      = false;
+    bool                rope_neox = false;
+    int32_t             n_rot     = 0;
+    std::vector<double> rope_freq; // [n_rot / 2] radians per position of each rotated pair
 
     ggml_tensor * k; // host cache
     ggml_tensor * v;

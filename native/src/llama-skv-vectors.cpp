@@ -92,7 +92,7 @@ void llama_skv_cache::set_rope(const llama_cparams & cp) {
         const double scale = model.get_rope_freq_scale(cp, l.il);
         l.rope_freq.resize(l.n_rot / 2);
         for (int32_t i = 0; i < l.n_rot / 2; ++i) {
-            l.rope_freq[i] = (float) (scale * std::pow(base, -2.0 * i / l.n_rot));
+            l.rope_freq[i] = scale * std::pow(base, -2.0 * i / l.n_rot);
         }
     }
     rope_known = true;
@@ -102,9 +102,9 @@ void llama_skv_cache::set_rope(const llama_cparams & cp) {
 void llama_skv_cache::unrope_row(const skv_layer & l, float * row, int32_t pos) const {
     const int32_t half = l.n_rot / 2;
     for (int32_t i = 0; i < half; ++i) {
-        const float th = (float) pos * l.rope_freq[i];
-        const float c  = std::cos(th);
-        const float s  = std::sin(th);
+        const double th = (double) pos * l.rope_freq[i]; // double: pos * freq reaches 10^5 radians
+        const float  c  = (float) std::cos(th);
+        const float  s  = (float) std::sin(th);
         for (int32_t h = 0; h < n_head_kv; ++h) {
             float * x = row + (size_t) h * head_dim;
             float & a = l.rope_neox ? x[i] : x[2*i];
