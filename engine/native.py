@@ -57,6 +57,17 @@ class Remap(IntEnum):
         return _member(cls, name, "remap mode", "auto, on or off")
 
 
+class Layout(IntEnum):
+    """Where a remapped step puts the retrieved sentences (enum llama_skv_layout; disk/ABI values: never renumber)."""
+
+    ORDER = 0  # in their original order, compressed, right before the open sentence and the ring
+    STACK = 1  # each one ending right before the open sentence and the ring: all at the same distance (InfLLM)
+
+    @classmethod
+    def parse(cls, name: str) -> Layout:
+        return _member(cls, name, "remap layout", "order or stack")
+
+
 # score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from
 SCORE_AUTO = -1  # a fixed distance of budget / 2 where positions can be remapped, else each sentence's own
 SCORE_REAL = 0  # each sentence at its own distance (the paper's: the mean of its post-RoPE keys)
@@ -86,6 +97,7 @@ class llama_skv_params(ctypes.Structure):
         ("max_sentence_len", ctypes.c_int32),
         ("remap_positions", ctypes.c_int32),
         ("score_distance", ctypes.c_int32),
+        ("remap_layout", ctypes.c_int32),
     ]
 
 
@@ -125,6 +137,7 @@ class SkvParams:
     max_sentence_len: int = 128
     remap: Remap = Remap.AUTO
     score_distance: int = SCORE_AUTO  # native/README.md, "Scores at a fixed distance"
+    layout: Layout = Layout.ORDER  # native/README.md, "Positions past the trained length"
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
@@ -143,13 +156,13 @@ class SkvParams:
     def to_c(self) -> llama_skv_params:
         return llama_skv_params(
             int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
-            int(self.remap), self.score_distance,
+            int(self.remap), self.score_distance, int(self.layout),
         )
 
     @classmethod
     def from_c(cls, p: llama_skv_params) -> SkvParams:
         return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-                   Remap(p.remap_positions), p.score_distance)
+                   Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout))
 
 
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native

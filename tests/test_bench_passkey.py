@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from engine.bench import passkey, report
 
 SKV = Path(sys.executable).parent / "skv"
@@ -123,3 +125,44 @@ def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_pat
     assert data["config"]["score_distances"] == ["auto", "real"]
     bad = run_skv("eval", "passkey", "--score-distances", "near", *common)
     assert bad.returncode == 2 and "score distance" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_layouts_make_a_sentence_candidate_each(tiny_model_path):
+    from engine.native import Layout
+
+    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
+                                ring=16, layouts=(Layout.ORDER, Layout.STACK))
+    cands = dict(cfg.candidates())
+    assert set(cands) == {"sentence/128", "sentence/128@stack", "full/128"}
+    assert cands["sentence/128"].layout == Layout.ORDER and cands["sentence/128@stack"].layout == Layout.STACK
+
+
+def test_prefill_cache_restores_the_haystack_instead_of_prefilling(tiny_model_path, tmp_path):
+    """A second run with --prefill-cache restores the first run's snapshot: the same answers, the first run's prefill
+    time reported, and no prefill ubatch decoded."""
+    from engine.native import Layout
+
+    def run(out: str) -> tuple[dict, int]:
+        cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.3, 0.7), budget=128,
+                                    sink=8, ring=16, max_tokens=3, needles=2, policies=("sentence",),
+                                    layouts=(Layout.ORDER, Layout.STACK), out=tmp_path / out,
+                                    prefill_cache=tmp_path / "cache")
+        runner = passkey.PasskeyRunner(cfg)
+        try:
+            decoded = []
+            real = runner.session.begin_prefill
+            runner.session.begin_prefill = lambda *a, **k: decoded.append(1) or real(*a, **k)
+            cells: list[dict] = []
+            prefills: list[dict] = []
+            passkey._run_multi(cfg, runner, np.random.default_rng(0), 256, cells, prefills, lambda s: None)
+        finally:
+            runner.close()
+        return {"cells": cells, "prefills": prefills}, len(decoded)
+
+    first, n1 = run("a")
+    second, n2 = run("b")
+    assert (n1, n2) == (1, 0)
+    assert len(list((tmp_path / "cache").glob("passkey-*.pkl"))) == 1
+    assert second["prefills"][0]["prefill_s"] == first["prefills"][0]["prefill_s"]
+    for a, b in zip(first["cells"], second["cells"], strict=True):
+        assert {k: v["answer"] for k, v in a["policies"].items()} == {k: v["answer"] for k, v in b["policies"].items()}

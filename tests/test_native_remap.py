@@ -10,7 +10,9 @@ Checked on the tiny model (trained to 512 tokens here, so `auto` switches on ins
   differs from the same tokens at their original positions (so the check can fail);
 - `auto` switches at the trained length, `off` never remaps, and `on` with a budget covering the context gives the
   dense logits (every delta is 0);
-- stats: positions_remapped, max_position (<= the budget when remapped).
+- stats: positions_remapped, max_position (<= the budget when remapped);
+- the STACK layout: every retrieved sentence ends right before the open sentence and the ring (all at one distance
+  from the query); the step's output equals NumPy attention at those virtual positions, not at ORDER's.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from eval_capture import Capture, LowLevelContext
 from test_native_sparse_output import _attend, _attended
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
-from engine.native import Policy, Remap, SkvContext, SkvParams
+from engine.native import Layout, Policy, Remap, SkvContext, SkvParams
 
 CFG = TinyConfig(n_head=8, n_head_kv=2, head_dim=32, n_ctx_train=512, seed=91)
 BUDGET, SINK, RING = 160, 8, 16
@@ -61,7 +63,7 @@ def _ends(rng, n: int) -> list[int]:
 class Run:
     """A tiny-model context with every layer's Q/K/V (pre-RoPE K too), the staged rotation and the output captured."""
 
-    def __init__(self, path, remap: Remap, n_prefill: int, budget: int = BUDGET):
+    def __init__(self, path, remap: Remap, n_prefill: int, budget: int = BUDGET, layout: Layout = Layout.ORDER):
         names = {f"{x}-{il}" for x in ("Qcur", "Kcur", "Vcur", "kqv_out", "skv_k_rot", "skv_k_shift")
                  for il in range(CFG.n_layer)}
         self.cap = Capture(want=lambda n: n in names, read_data=lambda n, op: n in names)
@@ -76,7 +78,7 @@ class Run:
         for p0 in range(0, n_prefill, 256):
             self.store(self.ctx.decode(self.tokens[p0 : min(p0 + 256, n_prefill)]), p0)
         self.p = n_prefill
-        self.skv.set_params(SkvParams(Policy.SENTENCE, budget, SINK, RING, remap=remap))
+        self.skv.set_params(SkvParams(Policy.SENTENCE, budget, SINK, RING, remap=remap, layout=layout))
 
     def store(self, rec: dict, p0: int) -> np.ndarray:
         d, f = rec["data"], rec["first"]
@@ -94,11 +96,12 @@ class Run:
         self.p += 1
         return rec, q
 
-    def attended(self, il: int, p: int) -> list[np.ndarray]:
+    def attended(self, il: int, p: int, picks: bool = False) -> list:
         sents = self.skv.sentences()
         open_start = max([b for _, b in sents if b <= p], default=0)
-        return [_attended(self.skv, sents, il, h, p, self.budget, SINK, RING, open_start)[0]
-                for h in range(CFG.n_head_kv)]
+        out = [_attended(self.skv, sents, il, h, p, self.budget, SINK, RING, open_start)
+               for h in range(CFG.n_head_kv)]
+        return out if picks else [pos for pos, _ in out]
 
     def close(self) -> None:
         self.ctx.close()
@@ -285,3 +288,52 @@ def test_prefill_stays_dense_below_the_trained_length_and_with_remap_off(model):
             assert st.max_position == (p0 + 199 if dense else st.attended_last - 1)
         finally:
             r.close()
+
+
+def stack_ranks(pos: np.ndarray, picks: list[tuple[int, int]], p: int) -> np.ndarray:
+    """The STACK layout's virtual rank of each attended position (ascending, the current token p last): the sink
+    first, each retrieved run [a, b) ending at rank n_sink + w - 1 (w: the longest run), then the open sentence, the
+    ring and the current token consecutively."""
+    n_sink = min(SINK, p)
+    w = max((b - a for a, b in picks), default=0)
+    run_of = {t: b for a, b in picks for t in range(a, b)}
+    tail = [t for t in pos if t >= n_sink and t not in run_of]
+    ranks = [t if t < n_sink else n_sink + w - (run_of[t] - t) if t in run_of else n_sink + w + tail.index(t)
+             for t in pos]
+    return np.array(ranks)
+
+
+def test_stack_layout_puts_every_retrieved_sentence_at_one_distance(model):
+    r = Run(model, Remap.ON, 700, layout=Layout.STACK)
+    gqa = CFG.n_head // CFG.n_head_kv
+    worst, margin, stacked = 0.0, np.inf, 0
+    try:
+        for _ in range(8):
+            p = r.p
+            rec, q = r.step()
+            st = r.skv.stats()
+            n_q_max = 0
+            for il in range(CFG.n_layer):
+                got = rec["data"][f"kqv_out-{il}"][0, 0].reshape(CFG.n_head, -1).astype(np.float64)
+                heads = r.attended(il, p, picks=True)
+                Kv, Ko = np.zeros_like(r.K[il]), np.zeros_like(r.K[il])
+                for h, (pos, picks) in enumerate(heads):
+                    ranks = stack_ranks(pos, picks, p)
+                    n_q = int(ranks[-1])  # the current token's rank is the query's
+                    n_q_max = max(n_q_max, n_q)
+                    stacked += len(picks) > 1 and n_q < len(pos) - 1
+                    Kv[pos, h] = rope(r.Kpre[il, pos, h], p - n_q + ranks).astype(np.float16)
+                    n = len(pos) - 1
+                    Ko[pos, h] = rope(r.Kpre[il, pos, h], p - n + np.arange(n + 1)).astype(np.float16)
+                pos = [x for x, _ in heads]
+                want = _attend(q[il], Kv, r.V[il], pos, gqa)
+                err = float(np.abs(got - want).max())
+                worst = max(worst, err)
+                assert err <= TOL * max(1.0, float(np.abs(want).max())), (p, il, err)
+                # ORDER's virtual positions give another output
+                margin = min(margin, float(np.abs(got - _attend(q[il], Ko, r.V[il], pos, gqa)).max()))
+            assert st.positions_remapped and st.max_position == n_q_max < st.attended_last - 1
+    finally:
+        r.close()
+    assert stacked > 0
+    assert margin > 5 * max(worst, 1e-6), (margin, worst)

@@ -18,6 +18,8 @@ Prompt formats (--format):
 from __future__ import annotations
 
 import argparse
+import hashlib
+import pickle
 import re
 import sys
 import time
@@ -33,6 +35,7 @@ from engine.bench.harness import OptionError
 from engine.native import (
     DEFAULT_PARAMS,
     SCORE_AUTO,
+    Layout,
     Policy,
     Remap,
     SkvParams,
@@ -93,6 +96,11 @@ class PasskeyConfig:
     remap: Remap = Remap.AUTO  # the SentenceKV candidates' remap_positions
     # the sentence candidates' score_distance: the first for the plain label, each other one as "<label>@<name>"
     score_distances: tuple[int, ...] = (SCORE_AUTO,)
+    # the sentence candidates' remap layout: the first for the plain label, each other one as "<label>@<name>"
+    layouts: tuple[Layout, ...] = (Layout.ORDER,)
+    # a folder for prefilled haystacks (snapshots keyed by everything the prefill depends on): a rerun with other
+    # decode-time candidates restores instead of prefilling
+    prefill_cache: Path | None = None
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
         out = []
@@ -100,14 +108,19 @@ class PasskeyConfig:
             pol = Policy.parse(name)
             budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
                 if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
-            dists = self.score_distances if pol in (Policy.SENTENCE, Policy.CHUNK) else self.score_distances[:1]
+            sel = pol in (Policy.SENTENCE, Policy.CHUNK)
+            dists = self.score_distances if sel else self.score_distances[:1]
+            layouts = self.layouts if sel else self.layouts[:1]
             for b in budgets:
                 for i, d in enumerate(dists):
-                    label = f"{pol.name.lower()}/{b}" + (f"@{score_distance_name(d)}" if i else "")
-                    params = SkvParams(pol, b, self.sink, self.ring, remap=self.remap, score_distance=d)
-                    labels = protocol.variants(label, self.question_attention, self.sentence_start) \
-                        if pol == Policy.SENTENCE else [label]
-                    out += [(k, params) for k in labels]
+                    for j, lay in enumerate(layouts):
+                        label = f"{pol.name.lower()}/{b}" + (f"@{score_distance_name(d)}" if i else "") \
+                            + (f"@{lay.name.lower()}" if j else "")
+                        params = SkvParams(pol, b, self.sink, self.ring, remap=self.remap, score_distance=d,
+                                           layout=lay)
+                        labels = protocol.variants(label, self.question_attention, self.sentence_start) \
+                            if pol == Policy.SENTENCE else [label]
+                        out += [(k, params) for k in labels]
         return out
 
 
@@ -264,13 +277,42 @@ class PasskeyRunner:
         tokens += d_toks
         if len(tokens) + len(self.suffix_tokens) + 24 + self.cfg.max_tokens > s.n_ctx:
             raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
+        cached = self._cache_path(tokens)
+        if cached is not None and cached.exists():
+            with cached.open("rb") as f:
+                self.snap, seconds, curve = pickle.load(f)
+            s.restore(self.snap)
+            return needle_ids, seconds, curve  # the original prefill's time and curve
         curve: list[tuple[int, float]] = []
         s.begin_prefill(tokens, spans, [doc]).run(
             on_progress=lambda n, _total: curve.append((n, time.perf_counter() - t0)))
         # every policy starts from this snapshot: Session.rewind after decode steps is not exact on an iSWA
         # model (the sliding-window layers have evicted the cells the rewound steps pushed out)
         self.snap = s.snapshot()
-        return needle_ids, time.perf_counter() - t0, curve
+        seconds = time.perf_counter() - t0
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cached.with_suffix(".tmp")
+            with tmp.open("wb") as f:
+                pickle.dump((self.snap, seconds, curve), f, protocol=pickle.HIGHEST_PROTOCOL)
+            tmp.replace(cached)
+        return needle_ids, seconds, curve
+
+    def _cache_path(self, tokens: list[int]) -> Path | None:
+        """The snapshot file of this prefill in --prefill-cache: keyed by the model, the tokens, the context, the
+        native library and the SentenceKV parameters the prefill ran under (past the trained length its chunks
+        select sentences)."""
+        if self.cfg.prefill_cache is None:
+            return None
+        from engine import native
+        from engine.models import model_identity
+
+        s = self.session
+        h = hashlib.sha256()
+        h.update(repr((model_identity(s.config.model_path), s.n_ctx, s.config.n_batch, native.check_native(),
+                       s.config.skv)).encode())
+        h.update(np.asarray(tokens, dtype=np.int32).tobytes())
+        return self.cfg.prefill_cache / f"passkey-{len(tokens)}-{h.hexdigest()[:24]}.pkl"
 
     def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int],
                question_attention: str = "policy", sentence_start: str = "keep",
@@ -442,7 +484,8 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": _question_shown(cfg),
                    "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None,
                    "remap_positions": cfg.remap.name.lower(),
-                   "score_distances": [score_distance_name(d) for d in cfg.score_distances], **cfg.extra},
+                   "score_distances": [score_distance_name(d) for d in cfg.score_distances],
+                   "layouts": [lay.name.lower() for lay in cfg.layouts], **cfg.extra},
         "machine": info,
         "wall_s": wall,
         "cells": cells,
@@ -540,6 +583,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-distances", default="auto", metavar="auto|real|N,...",
                    help="the sentence candidates' score distance; more than one: a candidate each, the first under "
                         "the plain label, the others as sentence/<budget>@<value> (default auto)")
+    p.add_argument("--layouts", default="order", metavar="order|stack,...",
+                   help="the sentence candidates' remap layout (where remapped retrieved sentences sit); more than "
+                        "one: a candidate each, the others as sentence/<budget>@<layout> (default order)")
+    p.add_argument("--prefill-cache", metavar="DIR",
+                   help="keep each prefilled haystack here and restore it the next time (same model, tokens, "
+                        "context and parameters): a rerun with other decode-time candidates skips the prefill")
     p.add_argument("--needles", action="store_true",
                    help="one haystack per length holding a needle at each depth (one prefill per length)")
     p.add_argument("--seed", type=int, default=0)
@@ -576,7 +625,10 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
                         trials=args.trials, seed=args.seed, out=Path(args.out),
                         needles=len(depths) if args.needles else 0, remap=Remap.parse(args.remap_positions),
                         score_distances=tuple(dict.fromkeys(parse_score_distance(x)
-                                                            for x in args.score_distances.split(",") if x.strip())))
+                                                            for x in args.score_distances.split(",") if x.strip())),
+                        layouts=tuple(dict.fromkeys(Layout.parse(x.strip()) for x in args.layouts.split(",")
+                                                    if x.strip())) or (Layout.ORDER,),
+                        prefill_cache=Path(args.prefill_cache) if args.prefill_cache else None)
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg

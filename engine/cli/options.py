@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from engine.cli.errors import UsageError
-from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams, parse_score_distance
+from engine.native import DEFAULT_PARAMS, Layout, Policy, Remap, SkvParams, parse_score_distance
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
@@ -30,6 +30,9 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-distance", default="auto", metavar="auto|real|N",
                    help="score every sentence as if it sat N tokens before the question (auto: budget/2 where "
                         "positions are remapped, else real: each at its own distance)")
+    p.add_argument("--remap-layout", default="order", choices=["order", "stack"],
+                   help="where remapped retrieved sentences sit: order (their document order, compressed; the "
+                        "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)")
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
@@ -53,7 +56,8 @@ def session_config(args: argparse.Namespace):
 
     params = SkvParams(Policy.parse(args.policy), args.budget, args.sink, args.ring,
                        remap=Remap.parse(getattr(args, "remap_positions", "auto")),
-                       score_distance=parse_score_distance(getattr(args, "score_distance", "auto")))
+                       score_distance=parse_score_distance(getattr(args, "score_distance", "auto")),
+                       layout=Layout.parse(getattr(args, "remap_layout", "order")))
     if args.max_tokens < 0:
         raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
     if args.n_ctx < 64:

@@ -53,6 +53,15 @@ struct llama_skv_params {
     int32_t remap_positions;  // enum llama_skv_remap
     int32_t score_distance;   // LLAMA_SKV_SCORE_*, or > 0: score each sentence as if it sat this many positions
                               // before the query (native/README.md, "Scores at a fixed distance")
+    int32_t remap_layout;     // enum llama_skv_layout: where remapped retrieved sentences sit
+};
+
+// disk/ABI values: never renumber. Where a remapped step puts the retrieved sentences (native/README.md,
+// "Positions past the trained length")
+enum llama_skv_layout {
+    LLAMA_SKV_LAYOUT_ORDER = 0, // in their original order, compressed, right before the open sentence and ring
+    LLAMA_SKV_LAYOUT_STACK = 1, // each one ending right before the open sentence and ring: every retrieved
+                                // sentence at the same distance from the query (InfLLM's memory at one distance)
 };
 
 // score_distance values (disk/ABI: never renumber); a value > 0 is the distance itself

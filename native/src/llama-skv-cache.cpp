@@ -30,6 +30,7 @@ llama_skv_params skv_default_params() {
     p.max_sentence_len = 128;
     p.remap_positions  = LLAMA_SKV_REMAP_AUTO;
     p.score_distance   = LLAMA_SKV_SCORE_AUTO;
+    p.remap_layout     = LLAMA_SKV_LAYOUT_ORDER;
     return p;
 }
 
@@ -44,6 +45,9 @@ bool skv_params_valid(const llama_skv_params & p) {
         return false;
     }
     if (p.score_distance < LLAMA_SKV_SCORE_AUTO) {
+        return false;
+    }
+    if (p.remap_layout < LLAMA_SKV_LAYOUT_ORDER || p.remap_layout > LLAMA_SKV_LAYOUT_STACK) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

@@ -198,6 +198,8 @@ struct llama_skv_cache {
     std::vector<int32_t> list_scratch; // scratch: a head's attended positions
     std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
+    int32_t              open_run = -1; // scratch: the start (in want) of the open sentence's run, -1: none
+    std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
     std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
     // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
@@ -320,8 +322,13 @@ struct llama_skv_cache {
     void choose_selection();
     void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
     void place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list, int64_t & n_rows);
-    // remap: the RoPE delta of each staged row of head h, so that the query at p sees list[r] at distance n_list - r
-    void shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, int32_t n_att);
+    // remap: the virtual rank of each attended token of the head whose list attended_positions just built (its runs
+    // still in the scratch), under params.remap_layout; returns the query's rank
+    int32_t virtual_ranks(int32_t p, const std::vector<int32_t> & list, std::vector<int32_t> & ranks);
+    // remap: the RoPE delta of each staged row of head h, so that the query at p (rank n_q) sees list[r] at
+    // distance n_q - ranks[r]
+    void shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, const std::vector<int32_t> & ranks,
+                    int32_t n_q, int32_t n_att);
     void write_step_inputs(int32_t p, int32_t m, int32_t n_list, llm_graph_input_skv * inp);
 
     // staging (llama-skv-stage.cpp)

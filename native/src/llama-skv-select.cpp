@@ -94,6 +94,7 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     }
     int64_t n_rows = 0;
     int32_t n_list = -1;
+    int32_t max_q  = 0; // remap: the largest rank a head gives its query
     for (size_t li = 0; li < layers.size(); ++li) {
         auto & l = layers[li];
         for (int32_t h = 0; h < n_head_kv; ++h) {
@@ -103,7 +104,9 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
             n_list = (int32_t) list_scratch.size();
             place_rows(l, h, p, m, list_scratch, n_rows);
             if (inp->remap) {
-                shift_rows(li, h, p, list_scratch, inp->n_att);
+                const int32_t n_q = virtual_ranks(p, list_scratch, vrank_scratch);
+                max_q = std::max(max_q, n_q);
+                shift_rows(li, h, p, list_scratch, vrank_scratch, n_q, inp->n_att);
             }
         }
     }
@@ -114,7 +117,7 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     stats.rows_uploaded_total += n_rows;
     stats.attended_last        = n_list + m; // by the (last) query
     stats.positions_remapped   = inp->remap ? 1 : 0;
-    stats.max_position         = inp->remap ? n_list + m - 1 : p + m - 1; // the (last) query's is the largest
+    stats.max_position         = inp->remap ? max_q + m - 1 : p + m - 1; // the (last) query's is the largest
     stats.t_prepare_us_last    = ggml_time_us() - t0;
 }
 
@@ -195,8 +198,9 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         }
         return got;
     };
-    if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
-        take(idx.open_start_active(), p);
+    open_run = -1;
+    if (params.policy != LLAMA_SKV_POLICY_WINDOW && take(idx.open_start_active(), p) > 0) {
+        open_run = runs.back().start;
     }
     // the full order is kept (a kept selection must give every head the same candidates); the
     // reported selection lists the entries that got tokens
@@ -305,18 +309,60 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
     }
 }
 
-// step 4b (remap): virtual positions. The head's attended tokens `list` (ascending) get the positions 0..n_list-1 in
-// order and the query n_list: sink, selected sentences and ring keep their order and, inside each run, their
-// distances; the gaps between runs close. RoPE scores depend on the distance only, so the query keeps its stored
+// step 4b (remap): virtual positions. The head's attended tokens `list` (ascending) get virtual ranks and the query
+// the rank n_q after them (virtual_ranks). RoPE scores depend on the distance only, so the query keeps its stored
 // rotation (position p) and each staged key, stored rotated to its own position q = list[r], is turned by
-// delta = (p - (n_list - r)) - q: the query then sees it at distance n_list - r <= budget, inside the trained range
-void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, int32_t n_att) {
+// delta = (p - (n_q - ranks[r])) - q: the query then sees it at distance n_q - ranks[r] <= budget, inside the trained
+// range.
+// ORDER: list[r] gets rank r, the query n_list: sink, selected sentences and ring keep their order and, inside each
+// run, their distances; the gaps between runs close.
+// STACK: sink first and the open sentence + ring last as in ORDER, but every retrieved run ends at the same rank,
+// the one right before the open sentence: each retrieved sentence sits at the same distance from the query whatever
+// its place in the document (InfLLM keeps all its memory at one distance); runs may share ranks.
+int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & list, std::vector<int32_t> & ranks) {
+    const int32_t n_list = (int32_t) list.size();
+    ranks.resize(n_list);
+    if (params.remap_layout != LLAMA_SKV_LAYOUT_STACK) {
+        for (int32_t r = 0; r < n_list; ++r) {
+            ranks[r] = r;
+        }
+        return n_list;
+    }
+    const auto & runs = run_scratch; // sorted by position: the retrieved runs, then the open one (the latest)
+    const int32_t n_sink = std::min(params.sink, p);
+    int32_t w = 0; // the longest retrieved run
+    for (const skv_run & rn : runs) {
+        if (rn.start != open_run) {
+            w = std::max(w, rn.n);
+        }
+    }
+    int32_t i = 0;
+    for (; i < n_sink; ++i) {
+        ranks[i] = i;
+    }
+    for (const skv_run & rn : runs) {
+        if (rn.start == open_run) {
+            break; // the open run and the ring follow
+        }
+        for (int32_t k = 0; k < rn.n; ++k) {
+            ranks[i++] = n_sink + w - rn.n + k;
+        }
+    }
+    const int32_t tail0 = n_sink + w - i; // the open sentence and the ring: consecutive after the retrieved zone
+    for (; i < n_list; ++i) {
+        ranks[i] = tail0 + i;
+    }
+    return tail0 + n_list;
+}
+
+void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list,
+                                 const std::vector<int32_t> & ranks, int32_t n_q, int32_t n_att) {
     const int32_t n_list = (int32_t) list.size();
     if ((int32_t) rank_scratch.size() != kv_size) {
         rank_scratch.assign(kv_size, 0);
     }
     for (int32_t r = 0; r < n_list; ++r) {
-        rank_scratch[list[r]] = r;
+        rank_scratch[list[r]] = ranks[r];
     }
     if (k_shift_host.size() != layers.size()) {
         k_shift_host.resize(layers.size());
@@ -328,7 +374,7 @@ void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vec
         int32_t d = 0; // the ubatch's own tokens (slots from n_list) keep their rotation, as do the masked slots
         if (s < n_list) {
             const int32_t q = sp[s];
-            d = (p - n_list + rank_scratch[q]) - q;
+            d = (p - n_q + rank_scratch[q]) - q;
         }
         out[(size_t) h + (size_t) n_head_kv * s] = d;
     }
