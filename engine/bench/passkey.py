@@ -588,7 +588,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "one: a candidate each, the others as sentence/<budget>@<layout> (default order)")
     p.add_argument("--prefill-cache", metavar="DIR",
                    help="keep each prefilled haystack here and restore it the next time (same model, tokens, "
-                        "context and parameters): a rerun with other decode-time candidates skips the prefill")
+                        "context and parameters): a rerun with other decode-time candidates skips the prefill; the "
+                        "files are pickles, so use a folder only you write to")
     p.add_argument("--needles", action="store_true",
                    help="one haystack per length holding a needle at each depth (one prefill per length)")
     p.add_argument("--seed", type=int, default=0)
