@@ -135,6 +135,8 @@ def test_layouts_make_a_sentence_candidate_each(tiny_model_path):
     cands = dict(cfg.candidates())
     assert set(cands) == {"sentence/128", "sentence/128@stack", "full/128"}
     assert cands["sentence/128"].layout == Layout.ORDER and cands["sentence/128@stack"].layout == Layout.STACK
+    bad = run_skv("eval", "passkey", "--model", str(tiny_model_path), "--layouts", "order,diagonal")
+    assert bad.returncode == 2 and "remap layout" in bad.stderr and "Traceback" not in bad.stderr
 
 
 def test_prefill_cache_restores_the_haystack_instead_of_prefilling(tiny_model_path, tmp_path):
