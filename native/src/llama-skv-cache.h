@@ -198,7 +198,6 @@ struct llama_skv_cache {
     std::vector<int32_t> list_scratch; // scratch: a head's attended positions
     std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
-    int32_t              open_run = -1; // scratch: the start (in want) of the open sentence's run, -1: none
     std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
     std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens

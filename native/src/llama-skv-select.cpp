@@ -198,9 +198,8 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         }
         return got;
     };
-    open_run = -1;
-    if (params.policy != LLAMA_SKV_POLICY_WINDOW && take(idx.open_start_active(), p) > 0) {
-        open_run = runs.back().start;
+    if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
+        take(idx.open_start_active(), p);
     }
     // the full order is kept (a kept selection must give every head the same candidates); the
     // reported selection lists the entries that got tokens
@@ -328,11 +327,15 @@ int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & l
         }
         return n_list;
     }
-    const auto & runs = run_scratch; // sorted by position: the retrieved runs, then the open one (the latest)
+    // the head's runs, sorted by position: the retrieved ones (closed entries: before the open sentence), then the
+    // open sentence's, if any (it starts at or after open0)
+    const auto & runs = run_scratch;
+    const auto & want = want_scratch;
+    const int32_t open0  = std::max(idx.open_start_active(), params.sink);
     const int32_t n_sink = std::min(params.sink, p);
     int32_t w = 0; // the longest retrieved run
     for (const skv_run & rn : runs) {
-        if (rn.start != open_run) {
+        if (want[rn.start] < open0) {
             w = std::max(w, rn.n);
         }
     }
@@ -341,7 +344,7 @@ int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & l
         ranks[i] = i;
     }
     for (const skv_run & rn : runs) {
-        if (rn.start == open_run) {
+        if (want[rn.start] >= open0) {
             break; // the open run and the ring follow
         }
         for (int32_t k = 0; k < rn.n; ++k) {
