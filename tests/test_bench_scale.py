@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from eval_capture import LowLevelContext
+from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine import native
 from engine.bench import scale
@@ -98,3 +99,18 @@ def test_the_shipped_vocabulary_stands_in_for_the_source_tree(tmp_path, monkeypa
     assert got == tmp_path / "empty-cache" / "vocab" / synthetic.VOCAB_FILE and got.is_file()
     assert tree is not None and got.read_bytes() == tree.read_bytes()
     assert scale.MODEL_FILE.endswith(".gguf") and synthetic.LLAMA_1B_LIKE.n_ctx_train >= 262144
+
+
+def test_scale_does_not_remap_past_the_trained_length(tmp_path) -> None:
+    """The 256k row's steps sit past the synthetic model's trained length: the benchmark measures the selection, so
+    no step turns keys to virtual positions (under `auto` every one of them would)."""
+    vocab = find_vocab_file()
+    if vocab is None:
+        pytest.skip("no vocabulary file: run native/build.py first")
+    path = write_tiny_gguf(tmp_path / "tiny-512.gguf", vocab, TinyConfig(n_ctx_train=512))
+    cfg = scale.ScaleConfig(model=str(path), contexts=(640,), steps=3, repeats=1, budget=128, sink=8, ring=16,
+                            text=TEXT, book="inline")
+    assert all(c.params.remap == native.Remap.OFF for c in cfg.candidates())
+    r = scale.run_scale(cfg, log=lambda s: None)["results"][0]
+    assert r["context"] > 512
+    assert [h["remapped"] for h in r["host_per_step"].values()] == [0, 0]
