@@ -583,7 +583,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-distances", default="auto", metavar="auto|real|N,...",
                    help="the sentence candidates' score distance; more than one: a candidate each, the first under "
                         "the plain label, the others as sentence/<budget>@<value> (default auto)")
-    p.add_argument("--layouts", default="order", metavar="order|stack|score,...",
+    p.add_argument("--layouts", default="order", metavar="order|stack,...",
                    help="the sentence candidates' remap layout (where remapped retrieved sentences sit); more than "
                         "one: a candidate each, the others as sentence/<budget>@<layout> (default order)")
     p.add_argument("--prefill-cache", metavar="DIR",
