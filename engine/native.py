@@ -62,11 +62,10 @@ class Layout(IntEnum):
 
     ORDER = 0  # in their original order, compressed, right before the open sentence and the ring
     STACK = 1  # each one ending right before the open sentence and the ring: all at the same distance (InfLLM)
-    SCORE = 2  # as ORDER, but by ascending score: the best-scored sentence nearest the open sentence and the ring
 
     @classmethod
     def parse(cls, name: str) -> Layout:
-        return _member(cls, name, "remap layout", "order, stack or score")
+        return _member(cls, name, "remap layout", "order or stack")
 
 
 # score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from

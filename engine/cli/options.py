@@ -30,10 +30,9 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--score-distance", default="auto", metavar="auto|real|N",
                    help="score every sentence as if it sat N tokens before the question (auto: budget/2 where "
                         "positions are remapped, else real: each at its own distance)")
-    p.add_argument("--remap-layout", default="order", choices=["order", "stack", "score"],
+    p.add_argument("--remap-layout", default="order", choices=["order", "stack"],
                    help="where remapped retrieved sentences sit: order (their document order, compressed; the "
-                        "default), stack (each right before the recent tokens, all at one distance, as InfLLM) or "
-                        "score (compressed, the best-scored nearest the recent tokens)")
+                        "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)")
     p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")

@@ -62,8 +62,6 @@ enum llama_skv_layout {
     LLAMA_SKV_LAYOUT_ORDER = 0, // in their original order, compressed, right before the open sentence and ring
     LLAMA_SKV_LAYOUT_STACK = 1, // each one ending right before the open sentence and ring: every retrieved
                                 // sentence at the same distance from the query (InfLLM's memory at one distance)
-    LLAMA_SKV_LAYOUT_SCORE = 2, // compressed as ORDER, but by ascending score: the best-scored sentence nearest the
-                                // open sentence and ring, the least relevant farthest
 };
 
 // score_distance values (disk/ABI: never renumber); a value > 0 is the distance itself

@@ -47,7 +47,7 @@ bool skv_params_valid(const llama_skv_params & p) {
     if (p.score_distance < LLAMA_SKV_SCORE_AUTO) {
         return false;
     }
-    if (p.remap_layout < LLAMA_SKV_LAYOUT_ORDER || p.remap_layout > LLAMA_SKV_LAYOUT_SCORE) {
+    if (p.remap_layout < LLAMA_SKV_LAYOUT_ORDER || p.remap_layout > LLAMA_SKV_LAYOUT_STACK) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

@@ -95,7 +95,6 @@ struct skv_pick {
 struct skv_run {
     int32_t start; // first index in the head's wanted positions
     int32_t n;
-    int32_t k;     // the order it was taken in (the open sentence first, then the selected entries by descending score)
 };
 
 struct skv_copy {
@@ -200,8 +199,6 @@ struct llama_skv_cache {
     std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
     std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
-    std::vector<int32_t> vrun_scratch;  // scratch: remap (SCORE), a head's retrieved runs by ascending score
-    std::vector<int32_t> vfirst_scratch; // scratch: remap (SCORE), each retrieved run's first index in the list
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
     std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
     // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when

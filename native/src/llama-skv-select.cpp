@@ -194,7 +194,7 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         }
         const int32_t got = (int32_t) want.size() - w0;
         if (got > 0) {
-            runs.push_back({w0, got, (int32_t) runs.size()});
+            runs.push_back({w0, got});
         }
         return got;
     };
@@ -318,12 +318,10 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
 // STACK: sink first and the open sentence + ring last as in ORDER, but every retrieved run ends at the same rank,
 // the one right before the open sentence: each retrieved sentence sits at the same distance from the query whatever
 // its place in the document (InfLLM keeps all its memory at one distance); runs may share ranks.
-// SCORE: as ORDER (compressed, each run's own distances kept), but the retrieved runs follow one another by
-// ascending score: the best-scored sentence ends right before the open sentence, nearest the query.
 int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & list, std::vector<int32_t> & ranks) {
     const int32_t n_list = (int32_t) list.size();
     ranks.resize(n_list);
-    if (params.remap_layout == LLAMA_SKV_LAYOUT_ORDER) {
+    if (params.remap_layout != LLAMA_SKV_LAYOUT_STACK) {
         for (int32_t r = 0; r < n_list; ++r) {
             ranks[r] = r;
         }
@@ -335,37 +333,6 @@ int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & l
     const auto & want = want_scratch;
     const int32_t open0  = std::max(idx.open_start_active(), params.sink);
     const int32_t n_sink = std::min(params.sink, p);
-    if (params.remap_layout == LLAMA_SKV_LAYOUT_SCORE) {
-        int32_t n_ret = 0; // the retrieved runs: a prefix of the position order
-        while (n_ret < (int32_t) runs.size() && want[runs[n_ret].start] < open0) {
-            n_ret++;
-        }
-        auto & by = vrun_scratch; // run indices, least relevant (taken last) first
-        by.resize(n_ret);
-        for (int32_t j = 0; j < n_ret; ++j) {
-            by[j] = j;
-        }
-        std::sort(by.begin(), by.end(), [&runs](int32_t a, int32_t b) { return runs[a].k > runs[b].k; });
-        for (int32_t i = 0; i < n_sink; ++i) {
-            ranks[i] = i;
-        }
-        auto & first = vfirst_scratch; // each retrieved run's first index in `list`
-        first.resize(n_ret);
-        for (int32_t j = 0, i = n_sink; j < n_ret; ++j) {
-            first[j] = i;
-            i += runs[j].n;
-        }
-        int32_t r = n_sink;
-        for (int32_t j : by) {
-            for (int32_t k = 0; k < runs[j].n; ++k) {
-                ranks[first[j] + k] = r++;
-            }
-        }
-        for (; r < n_list; ++r) {
-            ranks[r] = r; // the open sentence and the ring, in place
-        }
-        return n_list;
-    }
     int32_t w = 0; // the longest retrieved run
     for (const skv_run & rn : runs) {
         if (want[rn.start] < open0) {
