@@ -183,6 +183,8 @@ struct llama_skv_cache {
 
     // query state
     int32_t n_query   = 0;     // queries accumulated for the current query sentence
+    int32_t order_need      = 0; // the most entries of its order a head of this step visited (selection)
+    int32_t order_need_last = 0; // the same for the last step: its first ordering batch (skv_first_batch)
     bool    has_seed  = false; // seed scores pending for the next step
     bool    has_sel   = false;
 

@@ -25,10 +25,12 @@ void llama_skv_cache::select_from(skv_layer & l, const std::vector<float> & sc) 
     l.scored_n = n;
 }
 
-// entries the first extension of a prefix orders: about twice those that fill n_slot tokens at the mean entry length
-static int32_t skv_first_batch(int32_t n_slot, int32_t n_cached, int32_t n_entries) {
+// entries the first extension of a prefix orders: about twice those that fill n_slot tokens at the mean entry length,
+// or a quarter more than a head of the last step needed (the best-scored entries are often the short ones: a mean
+// over fewer keys strays further), so that one pass over the scores usually fills the budget
+static int32_t skv_first_batch(int32_t n_slot, int32_t n_cached, int32_t n_entries, int32_t last_need) {
     const int32_t mean = n_entries > 0 ? std::max(1, n_cached / n_entries) : 1;
-    return std::max(16, 2 * n_slot / mean + 8);
+    return std::max({16, 2 * n_slot / mean + 8, last_need + last_need / 4 + 8});
 }
 
 // the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered
@@ -45,17 +47,29 @@ bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k) {
     std::vector<int32_t> & heap = heap_scratch;
     heap.clear();
     k = std::min(k, n - (int32_t) ord.size());
-    for (int32_t i = 0; i < n; ++i) {
-        if (have_last && !skv_better(s, last, i)) {
-            continue; // already ordered (or the last one itself)
-        }
-        if ((int32_t) heap.size() < k) {
+    // an entry is a candidate when the last one ordered is better (the others are ordered already)
+    auto fresh = [s, have_last, last](int32_t i) { return !have_last || skv_better(s, last, i); };
+    int32_t i = 0;
+    for (; i < n && (int32_t) heap.size() < k; ++i) {
+        if (fresh(i)) {
             heap.push_back(i);
             std::push_heap(heap.begin(), heap.end(), worse_first);
-        } else if (skv_better(s, i, heap.front())) {
+        }
+    }
+    if ((int32_t) heap.size() == k && k > 0) {
+        // the rest against the worst kept, held in registers: most entries fail the first comparison
+        float   w_s = s[heap.front()];
+        int32_t w_i = heap.front();
+        for (; i < n; ++i) {
+            const float v = s[i];
+            if (!(v > w_s || (v == w_s && i < w_i)) || !fresh(i)) {
+                continue;
+            }
             std::pop_heap(heap.begin(), heap.end(), worse_first);
             heap.back() = i;
             std::push_heap(heap.begin(), heap.end(), worse_first);
+            w_i = heap.front();
+            w_s = s[w_i];
         }
     }
     std::sort_heap(heap.begin(), heap.end(), worse_first); // best first
@@ -88,6 +102,8 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
 
     begin_step(p);
     step_gen++; // cell_in_step: cell lookups are valid for this step
+    order_need_last = order_need;
+    order_need      = 0;
     const bool use_sel = params.policy == LLAMA_SKV_POLICY_SENTENCE || params.policy == LLAMA_SKV_POLICY_CHUNK;
     if (use_sel) {
         choose_selection();
@@ -220,8 +236,9 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
                 sel.push_back({id, score, got});
             }
         };
-        int32_t batch = skv_first_batch(n_slot, n_cached, l.scored_n);
-        for (size_t i = 0; (int32_t) want.size() < n_slot; ++i) {
+        int32_t batch = skv_first_batch(n_slot, n_cached, l.scored_n, order_need_last);
+        size_t i = 0;
+        for (; (int32_t) want.size() < n_slot; ++i) {
             if (i == l.order[h].size()) {
                 if (!order_more(l, h, batch)) {
                     break;
@@ -230,6 +247,7 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
             }
             visit(l.order[h][i].id, l.order[h][i].score);
         }
+        order_need = std::max(order_need, (int32_t) i);
         for (size_t i = 0; i < l.tail.size() && (int32_t) want.size() < n_slot; ++i) {
             visit(l.tail[i], 0.0f);
         }
