@@ -77,7 +77,6 @@ void llama_skv_cache::reset() {
     n_cached   = 0;
     expect_after = false;
     pos2cell.clear();
-    serial_cells = false;
     reset_query();
     has_seed = false;
     forget_selection();
@@ -150,7 +149,7 @@ void llama_skv_cache::rebuild_pos2cell() {
     }
 }
 
-int32_t llama_skv_cache::cell_peek(int32_t pos) const {
+int32_t llama_skv_cache::cell_of(int32_t pos) {
     const auto & cells = kv.get_cells(0);
     if (pos < 0 || pos >= kv_size) {
         return -1;
@@ -163,48 +162,29 @@ int32_t llama_skv_cache::cell_peek(int32_t pos) const {
     }
     // fast path: one append-only sequence keeps cell == pos
     if ((uint32_t) pos < cells.size() && !cells.is_empty(pos) && cells.pos_get(pos) == pos && cells.seq_has(pos, 0)) {
-        return pos;
-    }
-    return SKV_CELL_UNKNOWN;
-}
-
-int32_t llama_skv_cache::cell_of(int32_t pos) {
-    const int32_t c = cell_peek(pos);
-    if (c != SKV_CELL_UNKNOWN) {
-        if (c >= 0 && (int32_t) pos2cell.size() == kv_size) {
-            pos2cell[pos] = c;
+        if ((int32_t) pos2cell.size() == kv_size) {
+            pos2cell[pos] = pos;
         }
-        return c;
+        return pos;
     }
     rebuild_pos2cell();
     return pos2cell[pos];
 }
 
-// cell_of, memoised for one staged step in the worker's memo (positions do not move inside prepare; step_gen changes
-// every step). A read-only worker never touches the map: where only a rebuild would find the cell, it flags a miss
-// and answers "not in the cache" (its step is then staged again, serially)
-int32_t llama_skv_cache::cell_in_step(int32_t pos, skv_scratch & w) {
+// cell_of, memoised for one staged step (positions do not move inside prepare; step_gen changes every step)
+int32_t llama_skv_cache::cell_in_step(int32_t pos) {
     if (pos < 0 || pos >= kv_size) {
         return -1;
     }
-    if ((int32_t) w.memo_gen.size() != kv_size) {
-        w.memo_gen.assign(kv_size, 0);
-        w.memo_cell.assign(kv_size, -1);
+    if ((int32_t) memo_gen.size() != kv_size) {
+        memo_gen.assign(kv_size, 0);
+        memo_cell.assign(kv_size, -1);
     }
-    if (w.memo_gen[pos] != step_gen) {
-        int32_t c = cell_peek(pos);
-        if (c == SKV_CELL_UNKNOWN) {
-            if (w.read_only) {
-                w.miss = true;
-                c = -1;
-            } else {
-                c = cell_of(pos);
-            }
-        }
-        w.memo_gen[pos]  = step_gen;
-        w.memo_cell[pos] = c;
+    if (memo_gen[pos] != step_gen) {
+        memo_gen[pos]  = step_gen;
+        memo_cell[pos] = cell_of(pos);
     }
-    return w.memo_cell[pos];
+    return memo_cell[pos];
 }
 
 bool llama_skv_cache::set_params(const llama_skv_params & p) {

@@ -44,8 +44,6 @@ class llama_kv_cache;
 static constexpr int32_t SKV_PAD = 256;
 // the largest prefill ubatch the sparse chunked prefill takes (past the trained length); larger ones run dense
 static constexpr int32_t SKV_CHUNK_MAX = 512;
-// cell_peek: the map and the fast path do not tell where the position is (only a rebuild of the map would)
-static constexpr int32_t SKV_CELL_UNKNOWN = -2;
 
 static inline int32_t skv_pad(int32_t n) {
     return ((n + SKV_PAD - 1) / SKV_PAD) * SKV_PAD;
@@ -102,31 +100,6 @@ struct skv_run {
 struct skv_copy {
     int32_t slot;
     int32_t pos;
-};
-
-// what one worker of prepare's per-layer stage (stage_layers) writes besides its layers' own state: scratch, its own
-// memo of cell lookups, and its share of the step's counts
-struct skv_scratch {
-    std::vector<int32_t>  want;       // a head's selected positions
-    std::vector<int32_t>  list;       // a head's attended positions
-    std::vector<int32_t>  heap;       // order_more's bounded heap
-    std::vector<skv_run>  runs;       // a head's runs of wanted positions
-    std::vector<int32_t>  vrank;      // remap: the virtual rank of each of a head's attended tokens
-    std::vector<int32_t>  rank;       // [kv_size] remap: the rank of a position in a head's list
-    std::vector<skv_copy> copies;     // a head's rows to copy
-    std::vector<int32_t>  free_slots;
-    std::vector<int32_t>  mark;       // [kv_size] positions wanted by the current head
-    int32_t               mark_gen = 0;
-    // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
-    // memo_gen[pos] == step_gen
-    std::vector<uint32_t> memo_gen;
-    std::vector<int32_t>  memo_cell;
-    bool    read_only  = false; // other workers run beside this one: cells are looked up without touching the map
-    bool    miss       = false; // read_only, and a position's cell needed the map rebuilt
-    int64_t n_rows     = 0;
-    int32_t n_list     = -1;
-    int32_t max_q      = 0;     // remap: the largest rank a head gives its query
-    int32_t order_need = 0;     // the most entries of its order a head visited
 };
 
 struct skv_layer {
@@ -220,14 +193,25 @@ struct llama_skv_cache {
     int32_t cur_slot     = -1;    // first slot the last staged step wrote in-graph
     int32_t cur_n        = 0;     // slots it wrote (its tokens)
 
-    std::vector<skv_scratch> work;       // prepare's workers (stage_layers), one per thread
-    int32_t               n_workers = 1;  // threads prepare may use: the context's n_threads
-    bool                  serial_cells = false; // a cell lookup needed the map rebuilt: stage serially until reset
-    std::vector<int64_t>  slot_scratch;   // scratch: the slots of a ubatch's own tokens
-    uint32_t              step_gen = 0;   // the staged step the workers' cell memos are for
+    std::vector<int32_t> mark;       // scratch [kv_size]: positions wanted by the current head
+    int32_t              mark_gen = 0;
+    std::vector<int32_t> free_slots; // scratch
+    std::vector<int32_t> want_scratch; // scratch: a head's selected positions
+    std::vector<int32_t> list_scratch; // scratch: a head's attended positions
+    std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
+    std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
+    std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
+    std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
+    std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
+    // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
+    // memo_gen[pos] == step_gen
+    std::vector<uint32_t> memo_gen;
+    std::vector<int32_t>  memo_cell;
+    uint32_t              step_gen = 0;
 
     std::vector<int32_t> pos2cell;
     std::vector<ggml_fp16_t> mask_host;
+    std::vector<int32_t> rank_scratch;               // [kv_size] remap: rank of a position in a head's list
     std::vector<std::vector<int32_t>> k_shift_host;  // [layer][n_head_kv * n_att] remap: the deltas uploaded
 
     llama_skv_stats stats = {};
@@ -302,11 +286,7 @@ struct llama_skv_cache {
     void set_chunk_mode(bool on);
     void rebuild_pos2cell();
     int32_t cell_of(int32_t pos);
-    // the cell of pos from the map or the append-only fast path, without touching either; SKV_CELL_UNKNOWN when only
-    // a rebuild of the map would tell
-    int32_t cell_peek(int32_t pos) const;
-    // cell_of, memoised for the current staged step in the worker's memo (read_only: cell_peek, a miss flagged)
-    int32_t cell_in_step(int32_t pos, skv_scratch & w);
+    int32_t cell_in_step(int32_t pos); // cell_of, memoised for the current staged step
     bool set_params(const llama_skv_params & p);
     int64_t host_kv_bytes() const;
 
@@ -332,32 +312,29 @@ struct llama_skv_cache {
     // selection and the staged step (llama-skv-select.cpp)
     void select_from(skv_layer & l, const std::vector<float> & sc);
     // the next k entries of head h's selection order (false: every scored entry is ordered)
-    bool order_more(skv_layer & l, int32_t h, int32_t k, std::vector<int32_t> & heap);
+    bool order_more(skv_layer & l, int32_t h, int32_t k);
     // entries closed after the selection was made join its end, most recent first, the same for every head
     void extend_order(skv_layer & l);
-    // set_input of a staged step (llama-skv-select.cpp): begin_step, choose_selection, stage_layers (per layer and
-    // head attended_positions and place_rows, on n_workers threads), write_step_inputs
+    // set_input of a staged step (llama-skv-select.cpp): begin_step, choose_selection, per layer and head
+    // attended_positions and place_rows, write_step_inputs
     // (a sparse prefill chunk: p its first position, m its tokens; a decode step: m = 1)
     void prepare(int32_t p, int32_t m, llm_graph_input_skv * inp);
     void begin_step(int32_t p);
     void choose_selection();
-    // steps 3-4 for every layer, on nw workers (each takes every nw-th layer); false when a read-only worker missed
-    // a cell (the caller stages the step again, serially)
-    bool stage_layers(int32_t p, int32_t m, bool use_sel, llm_graph_input_skv * inp, int32_t nw);
-    // the head's attended positions into w.list (w.want, w.runs: its runs)
-    void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, skv_scratch & w);
-    void place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, skv_scratch & w);
+    void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
+    void place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list, int64_t & n_rows);
     // remap: the virtual rank of each attended token of the head whose list attended_positions just built (its runs
-    // still in w), under params.remap_layout, into w.vrank; returns the query's rank
-    int32_t virtual_ranks(int32_t p, skv_scratch & w);
-    // remap: the RoPE delta of each staged row of head h, so that the query at p (rank n_q) sees w.list[r] at
-    // distance n_q - w.vrank[r]
-    void shift_rows(size_t li, int32_t h, int32_t p, skv_scratch & w, int32_t n_q, int32_t n_att);
+    // still in the scratch), under params.remap_layout; returns the query's rank
+    int32_t virtual_ranks(int32_t p, const std::vector<int32_t> & list, std::vector<int32_t> & ranks);
+    // remap: the RoPE delta of each staged row of head h, so that the query at p (rank n_q) sees list[r] at
+    // distance n_q - ranks[r]
+    void shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list, const std::vector<int32_t> & ranks,
+                    int32_t n_q, int32_t n_att);
     void write_step_inputs(int32_t p, int32_t m, int32_t n_list, llm_graph_input_skv * inp);
 
     // staging (llama-skv-stage.cpp)
-    void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, skv_scratch & w);
-    void write_rows(skv_layer & l, int32_t h, skv_scratch & w); // w.copies
+    void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows);
+    void write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows);
     void flush_staging();
     void forget_staging();
     bool alloc_stage();

@@ -139,7 +139,6 @@ bool llama_skv_build_attn(
     llm_graph_input_skv * inp = nullptr;
     if (li == 0) {
         skv->set_rope(g.cparams);
-        skv->n_workers = std::max(1, (int32_t) g.cparams.n_threads); // prepare's per-layer stage (stage_layers)
         const int32_t p0 = g.ubatch.pos[0];
         const bool staged = skv->staged_regime(n_tokens, p0);
         if (staged) {

@@ -5,8 +5,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <system_error>
-#include <thread>
 
 // the selection order is a stable descending sort of the scores (ties: the lower id first), built lazily: a
 // step reads only the first few dozen entries, so each head keeps a sorted prefix and extends it from the
@@ -36,7 +34,7 @@ static int32_t skv_first_batch(int32_t n_slot, int32_t n_cached, int32_t n_entri
 }
 
 // the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered
-bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k, std::vector<int32_t> & heap) {
+bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k) {
     auto & ord = l.order[h];
     const int32_t n = l.scored_n;
     if ((int32_t) ord.size() >= n) {
@@ -46,6 +44,7 @@ bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k, std::vecto
     const bool have_last = !ord.empty();
     const int32_t last = have_last ? ord.back().id : -1;
     auto worse_first = [s](int32_t a, int32_t b) { return skv_better(s, a, b); }; // heap top: the worst kept
+    std::vector<int32_t> & heap = heap_scratch;
     heap.clear();
     k = std::min(k, n - (int32_t) ord.size());
     // an entry is a candidate when the last one ordered is better (the others are ordered already)
@@ -109,29 +108,23 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     if (use_sel) {
         choose_selection();
     }
-    if (inp->remap && k_shift_host.size() != layers.size()) {
-        k_shift_host.resize(layers.size());
-    }
-    const int32_t nw = serial_cells ? 1 : std::max(1, std::min(n_workers, (int32_t) layers.size()));
-    if (!stage_layers(p, m, use_sel, inp, nw)) {
-        // a cell only a rebuild of the position map finds (positions removed or moved): this step again, serially,
-        // from empty staging (the read-only pass may have placed rows it could not look up), and the next ones too
-        serial_cells = true;
-        step_gen++;
-        forget_staging();
-        const bool ok = stage_layers(p, m, use_sel, inp, 1);
-        GGML_ASSERT(ok);
-    }
     int64_t n_rows = 0;
     int32_t n_list = -1;
     int32_t max_q  = 0; // remap: the largest rank a head gives its query
-    for (int32_t wi = 0; wi < (serial_cells ? 1 : nw); ++wi) {
-        const skv_scratch & w = work[wi];
-        GGML_ASSERT(w.n_list < 0 || n_list < 0 || w.n_list == n_list); // every head attends as many tokens
-        n_list = w.n_list >= 0 ? w.n_list : n_list;
-        n_rows += w.n_rows;
-        max_q = std::max(max_q, w.max_q);
-        order_need = std::max(order_need, w.order_need);
+    for (size_t li = 0; li < layers.size(); ++li) {
+        auto & l = layers[li];
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            attended_positions(l, h, p, use_sel, list_scratch);
+            GGML_ASSERT(n_list < 0 || n_list == (int32_t) list_scratch.size());
+            GGML_ASSERT((int32_t) list_scratch.size() + m <= inp->n_att);
+            n_list = (int32_t) list_scratch.size();
+            place_rows(l, h, p, m, list_scratch, n_rows);
+            if (inp->remap) {
+                const int32_t n_q = virtual_ranks(p, list_scratch, vrank_scratch);
+                max_q = std::max(max_q, n_q);
+                shift_rows(li, h, p, list_scratch, vrank_scratch, n_q, inp->n_att);
+            }
+        }
     }
     GGML_ASSERT(n_list >= 0);
     write_step_inputs(p, m, n_list, inp);
@@ -142,60 +135,6 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     stats.positions_remapped   = inp->remap ? 1 : 0;
     stats.max_position         = inp->remap ? max_q + m - 1 : p + m - 1; // the (last) query's is the largest
     stats.t_prepare_us_last    = ggml_time_us() - t0;
-}
-
-// steps 3-4 for every layer, on nw workers: worker wi takes layers wi, wi + nw, ... (a layer's selection, staging
-// rows and deltas are its own; each worker has its own scratch and cell memo and counts). With more than one worker
-// the cells are looked up read-only (cell_peek): the shared position map is not written while they run.
-bool llama_skv_cache::stage_layers(int32_t p, int32_t m, bool use_sel, llm_graph_input_skv * inp, int32_t nw) {
-    if ((int32_t) work.size() < nw) {
-        work.resize(nw);
-    }
-    auto run = [&](int32_t wi) {
-        skv_scratch & w = work[wi];
-        w.read_only  = nw > 1;
-        w.miss       = false;
-        w.n_rows     = 0;
-        w.n_list     = -1;
-        w.max_q      = 0;
-        w.order_need = 0;
-        for (size_t li = wi; li < layers.size(); li += nw) {
-            auto & l = layers[li];
-            for (int32_t h = 0; h < n_head_kv; ++h) {
-                attended_positions(l, h, p, use_sel, w);
-                GGML_ASSERT(w.n_list < 0 || w.n_list == (int32_t) w.list.size());
-                GGML_ASSERT((int32_t) w.list.size() + m <= inp->n_att);
-                w.n_list = (int32_t) w.list.size();
-                place_rows(l, h, p, m, w);
-                if (inp->remap) {
-                    const int32_t n_q = virtual_ranks(p, w);
-                    w.max_q = std::max(w.max_q, n_q);
-                    shift_rows(li, h, p, w, n_q, inp->n_att);
-                }
-            }
-        }
-    };
-    std::vector<std::thread> threads;
-    int32_t started = 1;
-    for (; started < nw; ++started) {
-        try {
-            threads.emplace_back(run, started);
-        } catch (const std::system_error &) {
-            break; // no thread: the rest run here
-        }
-    }
-    run(0);
-    for (int32_t wi = started; wi < nw; ++wi) {
-        run(wi);
-    }
-    for (auto & t : threads) {
-        t.join();
-    }
-    bool ok = true;
-    for (int32_t wi = 0; wi < nw; ++wi) {
-        ok = ok && !work[wi].miss;
-    }
-    return ok;
 }
 
 // step 1: the state the step starts from (an unfinished step's staging forgotten, the ready entries closed)
@@ -247,24 +186,24 @@ void llama_skv_cache::choose_selection() {
 // step 3: the positions a layer's head attends, in position order: sink, the open entry outside the ring, the
 // selected entries in descending score (whole, the last one cut), the ring; the reported selection (l.sel) lists
 // the entries that got tokens
-void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, skv_scratch & w) {
+void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list) {
     const int32_t sink       = params.sink;
     const int32_t ring       = params.ring;
     const int32_t ring_start = std::max(sink, p - ring + 1); // the ring is [ring_start, p]
     const int32_t n_slot     = std::max(0, budget_eff() - sink - ring);
-    std::vector<int32_t> & want = w.want;
+    std::vector<int32_t> & want = want_scratch;
     // sentence tokens: the open sentence outside the ring first (it is the current context), then the
     // selected entries in descending score, whole, the last one cut (earliest tokens kept). Each take() appends
     // one ascending run of positions; the runs are disjoint, so ordering the runs orders the tokens
     want.clear();
-    auto & runs = w.runs;
+    auto & runs = run_scratch;
     runs.clear();
     auto take = [&](int32_t a, int32_t b) -> int32_t {
         a = std::max(a, sink);
         b = std::min(b, ring_start);
         const int32_t w0 = (int32_t) want.size();
         for (int32_t q = a; q < b && (int32_t) want.size() < n_slot; ++q) {
-            if (cell_in_step(q, w) < 0) {
+            if (cell_in_step(q) < 0) {
                 continue; // removed from the cache (seq_rm in the middle)
             }
             want.push_back(q);
@@ -301,14 +240,14 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         size_t i = 0;
         for (; (int32_t) want.size() < n_slot; ++i) {
             if (i == l.order[h].size()) {
-                if (!order_more(l, h, batch, w.heap)) {
+                if (!order_more(l, h, batch)) {
                     break;
                 }
                 batch *= 2;
             }
             visit(l.order[h][i].id, l.order[h][i].score);
         }
-        w.order_need = std::max(w.order_need, (int32_t) i);
+        order_need = std::max(order_need, (int32_t) i);
         for (size_t i = 0; i < l.tail.size() && (int32_t) want.size() < n_slot; ++i) {
             visit(l.tail[i], 0.0f);
         }
@@ -317,7 +256,6 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         return want[x.start] < want[y.start];
     });
 
-    auto & list = w.list;
     list.clear();
     for (int32_t q = 0; q < std::min(sink, p); ++q) {
         list.push_back(q);
@@ -333,8 +271,8 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
 
 // step 4: the rows of `list` into the head's staging slots (rows that stay selected keep their slot, only new
 // positions are copied), the slots of the ubatch's own m tokens [p, p + m) right after them
-void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, skv_scratch & w) {
-    const auto & list = w.list;
+void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list,
+                                 int64_t & n_rows) {
     const int32_t n_list = (int32_t) list.size();
     auto & sp = l.slot_pos[h];
     if (n_list == p) {
@@ -345,19 +283,16 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
             f++;
         }
         for (int32_t s = f; s < n_list; ++s) {
-            write_row(l, h, s, list[s], w);
+            write_row(l, h, s, list[s], n_rows);
             sp[s] = list[s];
         }
     } else {
         // sparse: attention does not depend on slot order, so rows that stay selected keep their slot
         // and only new positions are copied
-        auto & mark = w.mark;
-        auto & free_slots = w.free_slots;
         if ((int32_t) mark.size() != kv_size) {
             mark.assign(kv_size, 0);
         }
-        w.mark_gen += 2;
-        const int32_t mark_gen = w.mark_gen;
+        mark_gen += 2;
         for (int32_t q : list) {
             mark[q] = mark_gen;
         }
@@ -371,7 +306,7 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
             }
         }
         size_t fi = 0;
-        auto & copies = w.copies;
+        auto & copies = copy_scratch;
         copies.clear();
         for (int32_t q : list) {
             if (mark[q] == mark_gen) {
@@ -381,7 +316,7 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
                 sp[s] = q;
             }
         }
-        write_rows(l, h, w);
+        write_rows(l, h, copies, n_rows);
     }
     for (int32_t j = 0; j < m; ++j) {
         sp[n_list + j] = p + j; // written in-graph by this step
@@ -401,9 +336,8 @@ void llama_skv_cache::place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m,
 // STACK: sink first and the open sentence + ring last as in ORDER, but every retrieved run ends at the same rank,
 // the one right before the open sentence: each retrieved sentence sits at the same distance from the query whatever
 // its place in the document (InfLLM keeps all its memory at one distance); runs may share ranks.
-int32_t llama_skv_cache::virtual_ranks(int32_t p, skv_scratch & w) {
-    const int32_t n_list = (int32_t) w.list.size();
-    auto & ranks = w.vrank;
+int32_t llama_skv_cache::virtual_ranks(int32_t p, const std::vector<int32_t> & list, std::vector<int32_t> & ranks) {
+    const int32_t n_list = (int32_t) list.size();
     ranks.resize(n_list);
     if (params.remap_layout != LLAMA_SKV_LAYOUT_STACK) {
         for (int32_t r = 0; r < n_list; ++r) {
@@ -413,14 +347,14 @@ int32_t llama_skv_cache::virtual_ranks(int32_t p, skv_scratch & w) {
     }
     // the head's runs, sorted by position: the retrieved ones (closed entries: before the open sentence), then the
     // open sentence's, if any (it starts at or after open0)
-    const auto & runs = w.runs;
-    const auto & want = w.want;
+    const auto & runs = run_scratch;
+    const auto & want = want_scratch;
     const int32_t open0  = std::max(idx.open_start_active(), params.sink);
     const int32_t n_sink = std::min(params.sink, p);
-    int32_t longest = 0; // the longest retrieved run
+    int32_t w = 0; // the longest retrieved run
     for (const skv_run & rn : runs) {
         if (want[rn.start] < open0) {
-            longest = std::max(longest, rn.n);
+            w = std::max(w, rn.n);
         }
     }
     int32_t i = 0;
@@ -432,34 +366,36 @@ int32_t llama_skv_cache::virtual_ranks(int32_t p, skv_scratch & w) {
             break; // the open run and the ring follow
         }
         for (int32_t k = 0; k < rn.n; ++k) {
-            ranks[i++] = n_sink + longest - rn.n + k;
+            ranks[i++] = n_sink + w - rn.n + k;
         }
     }
-    const int32_t tail0 = n_sink + longest - i; // the open sentence and the ring: consecutive after the retrieved zone
+    const int32_t tail0 = n_sink + w - i; // the open sentence and the ring: consecutive after the retrieved zone
     for (; i < n_list; ++i) {
         ranks[i] = tail0 + i;
     }
     return tail0 + n_list;
 }
 
-void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, skv_scratch & w, int32_t n_q, int32_t n_att) {
-    const auto & list = w.list;
+void llama_skv_cache::shift_rows(size_t li, int32_t h, int32_t p, const std::vector<int32_t> & list,
+                                 const std::vector<int32_t> & ranks, int32_t n_q, int32_t n_att) {
     const int32_t n_list = (int32_t) list.size();
-    auto & rank = w.rank;
-    if ((int32_t) rank.size() != kv_size) {
-        rank.assign(kv_size, 0);
+    if ((int32_t) rank_scratch.size() != kv_size) {
+        rank_scratch.assign(kv_size, 0);
     }
     for (int32_t r = 0; r < n_list; ++r) {
-        rank[list[r]] = w.vrank[r];
+        rank_scratch[list[r]] = ranks[r];
     }
-    auto & out = k_shift_host[li]; // sized by prepare (workers share the outer vector)
+    if (k_shift_host.size() != layers.size()) {
+        k_shift_host.resize(layers.size());
+    }
+    auto & out = k_shift_host[li];
     out.resize((size_t) n_head_kv * n_att);
     const auto & sp = layers[li].slot_pos[h];
     for (int32_t s = 0; s < n_att; ++s) {
         int32_t d = 0; // the ubatch's own tokens (slots from n_list) keep their rotation, as do the masked slots
         if (s < n_list) {
             const int32_t q = sp[s];
-            d = (p - n_q + rank[q]) - q;
+            d = (p - n_q + rank_scratch[q]) - q;
         }
         out[(size_t) h + (size_t) n_head_kv * s] = d;
     }

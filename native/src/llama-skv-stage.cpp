@@ -20,8 +20,8 @@ static const char * skv_row(const ggml_tensor * t, int32_t c, int32_t h, size_t 
     return (const char *) t->data + (size_t) c * t->nb[1] + (size_t) h * row;
 }
 
-void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, skv_scratch & w) {
-    const int32_t c = cell_in_step(pos, w);
+void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
+    const int32_t c = cell_in_step(pos);
     const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
     const size_t  v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     if (c < 0) {
@@ -42,19 +42,18 @@ void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t 
         l.dirty0 = std::min(l.dirty0, slot);
         l.dirty1 = std::max(l.dirty1, slot + 1);
     }
-    w.n_rows++;
+    n_rows++;
 }
 
 // the rows of scattered positions: their sources are prefetched a few rows ahead (the host cache is far larger
 // than the CPU caches, and one row of one head is two cache lines)
-void llama_skv_cache::write_rows(skv_layer & l, int32_t h, skv_scratch & w) {
+void llama_skv_cache::write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows) {
     constexpr size_t ahead = 8;
-    const std::vector<skv_copy> & copies = w.copies;
     const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
     const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     for (size_t i = 0; i < copies.size(); ++i) {
         if (i + ahead < copies.size()) {
-            const int32_t c = cell_in_step(copies[i + ahead].pos, w);
+            const int32_t c = cell_in_step(copies[i + ahead].pos);
             if (c >= 0) {
                 const char * ks = skv_row(l.k, c, h, k_row);
                 const char * vs = skv_row(l.v, c, h, v_row);
@@ -66,7 +65,7 @@ void llama_skv_cache::write_rows(skv_layer & l, int32_t h, skv_scratch & w) {
                 }
             }
         }
-        write_row(l, h, copies[i].slot, copies[i].pos, w);
+        write_row(l, h, copies[i].slot, copies[i].pos, n_rows);
     }
 }
 
