@@ -151,8 +151,8 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
         log(f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
             f"{len(ends)} sentences declared")
         times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
-        host: dict[str, dict[str, list[float]]] = {c.label: {"prepare_ms": [], "after_ms": [], "rows": [], "remapped": []}
-                                                   for c in cands}
+        host: dict[str, dict[str, list[float]]] = {
+            c.label: {"prepare_ms": [], "after_ms": [], "rows": [], "remapped": []} for c in cands}
 
         def host_sample(label: str) -> None:
             st = skv.skv.stats()
