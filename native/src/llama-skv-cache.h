@@ -183,8 +183,6 @@ struct llama_skv_cache {
 
     // query state
     int32_t n_query   = 0;     // queries accumulated for the current query sentence
-    int32_t order_need      = 0; // the most entries of its order a head of this step visited (selection)
-    int32_t order_need_last = 0; // the same for the last step: its first ordering batch (skv_first_batch)
     bool    has_seed  = false; // seed scores pending for the next step
     bool    has_sel   = false;
 
@@ -199,6 +197,8 @@ struct llama_skv_cache {
     std::vector<int32_t> want_scratch; // scratch: a head's selected positions
     std::vector<int32_t> list_scratch; // scratch: a head's attended positions
     std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
+    int32_t order_need      = 0;       // the most entries of its order a head of this step visited
+    int32_t order_need_last = 0;       // the same for the last step: the size of the first ordering batch
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
     std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
