@@ -39,7 +39,7 @@ def test_stopped_download_resumes_where_it_stopped(hub, payload):
     assert len(partial) == 1 and half - CHUNK <= partial[0].stat().st_size < len(payload)
     assert models.list_local_models() == []  # nothing half-downloaded carries the model's name
     kept = partial[0].stat().st_size
-    hub.served = 0
+    hub.reset_served()
     seen: list[tuple[int, int]] = []
     path = download_model(REPO, FILE, on_progress=lambda d, t: seen.append((d, t)))
     assert path.read_bytes() == payload

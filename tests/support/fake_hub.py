@@ -23,7 +23,8 @@ class FakeHub:
         self.cut_gets = 0
         self.cut_at = 0
         self.ranges: list[str | None] = []  # Range header of each GET
-        self.served = 0  # body bytes sent by GETs
+        self.served = 0  # body bytes sent by GETs (since reset_served)
+        self.served_gen = 0  # bumped by reset_served: a GET of an earlier generation no longer counts
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -69,6 +70,7 @@ class FakeHub:
                 if data is None:
                     return
                 rng = self.headers.get("Range")
+                gen = hub.served_gen
                 hub.ranges.append(rng)
                 start = int(re.match(r"bytes=(\d+)-", rng).group(1)) if rng else 0
                 self._headers(data, 206 if start else 200, start)
@@ -79,7 +81,8 @@ class FakeHub:
                     self.close_connection = True
                 for i in range(0, len(body), CHUNK):
                     self.wfile.write(body[i : i + CHUNK])
-                    hub.served += len(body[i : i + CHUNK])
+                    if gen == hub.served_gen:  # a cancelled GET's handler may still be writing into the socket
+                        hub.served += len(body[i : i + CHUNK])
                 self.wfile.flush()
 
         class Server(ThreadingHTTPServer):
@@ -90,6 +93,11 @@ class FakeHub:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
+
+    def reset_served(self) -> None:
+        """Count the body bytes of the GETs from now on only."""
+        self.served_gen += 1
+        self.served = 0
 
     def close(self) -> None:
         self.server.shutdown()
