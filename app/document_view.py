@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from engine.documents import Document
 
 HEAT_REFRESH_MS = 120
+HEAT_LEVELS = 24  # shades of the heat: a sentence's selection is rebuilt only when its shade changes
 _ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
@@ -101,6 +102,7 @@ class DocumentView(QWidget):
         self.heat: dict[int, float] = {}  # sentence id -> accumulated weight for the current answer
         self.focus: tuple[tuple[int, float], ...] = ()  # sentences of the clicked step
         self._n_steps = 0
+        self._sel_cache: dict[tuple, QTextEdit.ExtraSelection] = {}  # see refresh()
         self._colors = {"heat": "#ffb000", "focus": "#2f5bd3", "outside": "#98a0b0", "muted": "#5d6678"}
 
         self.title = QLabel("Document")
@@ -195,6 +197,7 @@ class DocumentView(QWidget):
         self.map = DocumentMap(docs) if docs else None
         self.heat = {}
         self.focus = ()
+        self._sel_cache = {}  # its cursors point into the text replaced here
         self.text.setPlainText(self.map.text if self.map else "")
         self.title.setText(", ".join(d.document.name for d in docs) if docs else "Document")
         self.banner.hide()
@@ -365,13 +368,25 @@ class DocumentView(QWidget):
         self.text.centerCursor()
 
     def refresh(self) -> None:
-        """Rebuild the ExtraSelections: grey outside the context, heat per retrieved sentence, focus outline."""
+        """Rebuild the ExtraSelections: grey outside the context, heat per retrieved sentence, focus outline.
+
+        A long answer over a book shades ~1,000 sentences, refreshed while it streams: each selection is built once
+        and reused while its span and colour stay (heat in HEAT_LEVELS steps), so a refresh costs Python only the
+        sentences whose shade changed and Qt (which skips unchanged selections) only their repaint."""
         if self.map is None:
+            self._sel_cache = {}
             self.text.setExtraSelections([])
             return
-        sels: list[QTextEdit.ExtraSelection] = []
+        old, cache = self._sel_cache, {}
         doc = self.text.document()
-        outside = QColor(self._colors["outside"])
+
+        def sel(key: tuple, start: int, end: int, **colors: QColor) -> QTextEdit.ExtraSelection:
+            s = old.get(key) or cache.get(key) or _selection(doc, self.map.qt(start), self.map.qt(end), **colors)
+            cache[key] = s
+            return s
+
+        sels: list[QTextEdit.ExtraSelection] = []
+        outside = self._colors["outside"]
         for di, d in enumerate(self.map.docs):
             if di not in self.map.loaded_end and not self.map.sentences:
                 continue
@@ -380,22 +395,28 @@ class DocumentView(QWidget):
             end_doc = self.map.bases[di] + len(d.document.text)
             for a, b in ((self.map.bases[di], start_in), (end_in, end_doc)):
                 if b > a:
-                    sels.append(_selection(doc, self.map.qt(a), self.map.qt(b), foreground=outside))
+                    sels.append(sel(("outside", a, b, outside), a, b, foreground=QColor(outside)))
         if self.heat:
             top = max(self.heat.values())
-            heat = QColor(self._colors["heat"])
+            heat = self._colors["heat"]
             for sid, w in self.heat.items():
                 span = self.map.sentences.get(sid)
                 if span is None:
                     continue
-                c = QColor(heat)
-                c.setAlphaF(0.12 + 0.58 * (w / top))
-                sels.append(_selection(doc, self.map.qt(span[1]), self.map.qt(span[2]), background=c))
-        focus = QColor(self._colors["focus"])
+                level = round(HEAT_LEVELS * w / top)
+                key = ("heat", sid, level, heat, span[1], span[2])
+                if key not in old and key not in cache:
+                    c = QColor(heat)
+                    c.setAlphaF(0.12 + 0.58 * level / HEAT_LEVELS)
+                    sels.append(sel(key, span[1], span[2], background=c))
+                else:
+                    sels.append(sel(key, span[1], span[2]))
+        focus = self._colors["focus"]
         for sid, _w in self.focus:
             span = self.map.sentences.get(sid)
             if span is not None:
-                sels.append(_selection(doc, self.map.qt(span[1]), self.map.qt(span[2]), underline=focus))
+                sels.append(sel(("focus", sid, focus, span[1], span[2]), span[1], span[2], underline=QColor(focus)))
+        self._sel_cache = cache
         self.text.setExtraSelections(sels)
 
 

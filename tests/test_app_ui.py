@@ -324,6 +324,43 @@ def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbo
     assert all(view.map.py(view.map.qt(i)) == i for i in range(len(view.map.text) + 1))
 
 
+def test_shades_follow_the_weights_as_they_change(qtbot):
+    """refresh() reuses a sentence's selection while its shade stays: a sentence whose share of the top weight
+    changes gets its new shade, the others keep theirs, and a new document drops the old text's selections."""
+    from app.document_view import DocumentView, LoadedDoc
+    from app.theme import colors_for
+    from engine.documents import Document
+
+    text = "First one here. Then a second. And a third one."
+    spans = [(0, 15), (16, 30), (31, len(text))]
+    view = DocumentView()
+    qtbot.addWidget(view)
+    view.set_colors(colors_for("light"))
+    view.set_documents([LoadedDoc(Document.from_text("three.txt", text))])
+    view.set_loaded(tuple((i, 0, a, b) for i, (a, b) in enumerate(spans)), 12, 12, False)
+
+    def alphas() -> dict[str, float]:
+        return {sel.cursor.selectedText(): sel.format.background().color().alphaF()
+                for sel in view.text.extraSelections()}
+
+    view.add_retrieval(((0, 1.0), (1, 0.5)))
+    view.refresh()
+    first = alphas()
+    assert set(first) == {text[0:15], text[16:30]} and first[text[0:15]] > first[text[16:30]]
+    view.add_retrieval(((1, 1.5), (2, 0.1)))  # sentence 1 now leads: 2.0 vs 1.0
+    view.refresh()
+    second = alphas()
+    assert second[text[16:30]] == pytest.approx(first[text[0:15]], abs=0.01)  # the top shade
+    assert second[text[0:15]] == pytest.approx(first[text[16:30]], abs=0.01)  # half the top
+    assert second[text[31:]] < second[text[0:15]]
+    other = "Another text, the same length as before, quite."
+    view.set_documents([LoadedDoc(Document.from_text("other.txt", other))])
+    view.set_loaded(((0, 0, 0, 15),), 4, 4, False)
+    view.set_heat({0: 1.0}, 1)
+    # the shaded sentence and the greyed rest (out of the context), both in the new text
+    assert sorted(sel.cursor.selectedText() for sel in view.text.extraSelections()) == [other[0:15], other[15:]]
+
+
 def test_memory_panel_shows_vectors_and_staging_apart(qtbot, make_window):
     w = make_window()
     open_sample(qtbot, w)
