@@ -78,12 +78,28 @@ def test_scale_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_
         assert m["n_sentences"] >= r["n_sentences_declared"] - 1 > 0
         h = r["host_per_step"]["sentence/128"]
         assert h["prepare_ms"] > 0 and h["after_ms"] > 0 and h["rows"] > 0, h
+    first, second = data["results"]
+    assert first["first_context_interleaved"] is None
+    ref = second["first_context_interleaved"]  # the 512 context's SKV session, run in the 1024 row's repeats
+    assert ref["context"] == 512 and len(ref["run_medians"]) == 2 and ref["ms_per_token"] > 0
+    h, rows = scale.summarize(data["results"], "sentence/128")
+    col = h.index("skv/skv@1st")
+    assert rows[1][col] == pytest.approx(second["ms_per_token"]["sentence/128"] / ref["ms_per_token"])
+    assert rows[0][col] == 1.0
     assert json.loads((tmp_path / "scale.json").read_text())["results"][1]["context"] == 1024
     assert "Speed and memory only" in (tmp_path / "scale.md").read_text()
     t = scale.check_targets([dict(data["results"][0], context=1024),
                              {"context": 65536, "ms_per_token": {"stock": 900.0, "sentence/128": 100.0},
                               "memory": {"device_skv_bytes": 9, "full_kv_bytes": 100}}], "sentence/128")
     assert [x["met"] for x in t] == [True, True]
+    # the flatness targets, against the first context's steps in the same repeats where the row has them
+    base = {"context": 4096, "ms_per_token": {"stock": 50.0, "sentence/128": 80.0}}
+    far = {"context": 262144, "ms_per_token": {"stock": 5000.0, "sentence/128": 110.0},
+           "first_context_interleaved": {"context": 4096, "ms_per_token": 90.0, "run_medians": [90.0]}}
+    t = scale.check_targets([base, dict(far, first_context_interleaved=None)], "sentence/128")
+    assert [(x["target"], x["met"]) for x in t] == [("SKV 256k / SKV 4k <= 1.3", False)]  # 110 / 80
+    t = scale.check_targets([base, far], "sentence/128")
+    assert t[0]["met"] and t[0]["value"] == pytest.approx(110 / 90)
 
 
 def test_the_shipped_vocabulary_stands_in_for_the_source_tree(tmp_path, monkeypatch) -> None:

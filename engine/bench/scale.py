@@ -43,7 +43,8 @@ from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
 FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
 MODEL_FILE = "skv-bench-1b-like-256k-q4_0.gguf"  # trained length 262,144: nothing else switches on at 256k
-TARGETS = {"stock_over_skv_64k_min": 3.0, "device_over_full_kv_64k_max": 1 / 10}
+TARGETS = {"stock_over_skv_64k_min": 3.0, "device_over_full_kv_64k_max": 1 / 10, "skv_64k_over_4k_max": 1.15,
+           "skv_256k_over_4k_max": 1.3}
 
 
 @dataclass(slots=True)
@@ -124,12 +125,46 @@ def fill(session, n_tokens: int, seed: int, filler: int) -> None:
     session.debug_fill(n_tokens, seed, filler)
 
 
-def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, lengths: list[int]) -> dict:
-    """`lengths`: the book's sentence lengths, filled on the first call (tokenizing the book once per run)."""
+@dataclass(slots=True)
+class Reference:
+    """The first context's SentenceKV session, kept open through the run: each later context's repeats also run it,
+    so SKV(ctx) / SKV(first ctx) compares steps taken minutes apart, not a row measured half an hour earlier (this
+    machine's speed drifts by more than the ratio's targets over a 256k run)."""
+
+    session: Any
+    n_tokens: int
+    cont: list[int]
+
+
+def n_ctx_for(cfg: ScaleConfig, n_tokens: int) -> int:
+    return -(-(n_tokens + cfg.steps + 8) // 256) * 256
+
+
+def open_reference(cfg: ScaleConfig, model: str, n_tokens: int, text: str, lengths: list[int]) -> Reference:
+    from engine.session import Session, SessionConfig
+
+    main = cfg.candidates()[0]
+    s = Session(SessionConfig(model, n_ctx=n_ctx_for(cfg, n_tokens), n_threads=cfg.threads, skv=main.params,
+                              n_gpu_layers=cfg.n_gpu_layers))
+    try:
+        if not lengths:
+            lengths += sentence_lengths(s.tokenize, text, main.params.max_sentence_len)
+        s.skv.add_boundaries(ends_from_lengths(lengths, n_tokens))
+        fill(s, n_tokens, cfg.seed, s.tokenize(" the")[0])
+        return Reference(s, n_tokens, s.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps])
+    except BaseException:
+        s.close()
+        raise
+
+
+def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, lengths: list[int],
+                  ref: Reference | None = None) -> dict:
+    """`lengths`: the book's sentence lengths, filled on the first call (tokenizing the book once per run); `ref`:
+    the first context's session, run in every repeat beside this context's."""
     from engine.session import Session, SessionConfig
 
     cands = cfg.candidates()
-    n_ctx = -(-(n_tokens + cfg.steps + 8) // 256) * 256
+    n_ctx = n_ctx_for(cfg, n_tokens)
     used = cfg.device_used or (lambda: 0)
     u0 = used()
     stock = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=None, n_gpu_layers=cfg.n_gpu_layers))
@@ -162,11 +197,18 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             host[label]["remapped"].append(int(st.positions_remapped))
 
         runs: dict[str, list[float]] = {k: [] for k in times}
+        ref_times: list[float] = []
+        ref_runs: list[float] = []
         for r in range(cfg.repeats):
-            order: list[Candidate | None] = [None, *cands]
+            order: list[Candidate | str | None] = [None, *cands, *(["ref"] if ref is not None else [])]
             if r % 2 == 1:
                 order.reverse()
             for c in order:
+                if c == "ref":
+                    ts = decode_run(ref.session, ref.n_tokens, ref.cont)
+                    ref_times.extend(ts)
+                    ref_runs.append(median(ts))
+                    continue
                 if c is None:
                     ts, label = decode_run(stock, n_tokens, cont), "stock"
                 else:
@@ -176,7 +218,8 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                 times[label].extend(ts)
                 runs[label].append(median(ts))
             log(f"[{ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
-                + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items()) + " ms/tok")
+                + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items())
+                + (f", {cands[0].label} at {ctx_label(ref.n_tokens)} {ref_runs[-1]:.1f}" if ref else "") + " ms/tok")
         skv.set_params(cands[0].params)
         st = skv.skv.stats()
         device = None
@@ -193,6 +236,9 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             "repeats": cfg.repeats,
             "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
+            # the main candidate at the first context, run in the same repeats (absent for the first context)
+            "first_context_interleaved": None if ref is None else {
+                "context": ref.n_tokens, "ms_per_token": median(ref_times), "run_medians": ref_runs},
             # host work of a staged step outside the graph (llama_skv_stats), medians over every step; "remapped": the
             # steps that gave virtual positions (none: remapping is off here)
             "host_per_step": {k: {m: sum(v) if m == "remapped" else median(v) for m, v in d.items()}
@@ -217,19 +263,28 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
 
 def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]]]:
     base = results[0]
-    headers = ["ctx", "stock ms/tok", "skv ms/tok", "stock/skv", "ceiling", "skv/skv@1st", "host KV MiB",
-               "dev SKV MiB", "dev/full KV", "sentences"]
+    headers = ["ctx", "stock ms/tok", "skv ms/tok", "stock/skv", "ceiling", "skv/skv@1st", "skv@1st same runs",
+               "host KV MiB", "dev SKV MiB", "dev/full KV", "sentences"]
     rows = []
     for r in results:
         ms, m = r["ms_per_token"], r["memory"]
+        ref = r.get("first_context_interleaved")
         rows.append([
             ctx_label(r["context"]), ms["stock"], ms[main], ms["stock"] / ms[main],
-            ms["stock"] / base["ms_per_token"]["stock"], ms[main] / base["ms_per_token"][main],
+            ms["stock"] / base["ms_per_token"]["stock"], flatness(r, base, main),
+            ref["ms_per_token"] if ref else "-",
             m["host_kv_bytes"] / 2**20, m["device_skv_bytes"] / 2**20,
             f"1/{m['full_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
             m["n_sentences"],
         ])
     return headers, rows
+
+
+def flatness(r: dict, base: dict, main: str) -> float:
+    """SKV(ctx) / SKV(first ctx): against the first context's steps taken in the same repeats where the run has them
+    (`first_context_interleaved`), else against the first row."""
+    ref = r.get("first_context_interleaved")
+    return r["ms_per_token"][main] / (ref["ms_per_token"] if ref else base["ms_per_token"][main])
 
 
 def check_targets(results: list[dict], main: str) -> list[dict]:
@@ -245,6 +300,11 @@ def check_targets(results: list[dict], main: str) -> list[dict]:
         d = m["device_skv_bytes"] / m["full_kv_bytes"] if m["full_kv_bytes"] else None
         out.append({"target": "device SKV bytes <= 1/10 of full KV at 64k", "value": d,
                     "met": d is not None and d <= TARGETS["device_over_full_kv_64k_max"]})
+    if results[0]["context"] == 4096:
+        for n, key, name in ((65536, "skv_64k_over_4k_max", "64k"), (262144, "skv_256k_over_4k_max", "256k")):
+            if n in by:
+                v = flatness(by[n], results[0], main)
+                out.append({"target": f"SKV {name} / SKV 4k <= {TARGETS[key]}", "value": v, "met": v <= TARGETS[key]})
     return out
 
 
@@ -257,10 +317,17 @@ def run_scale(cfg: ScaleConfig, log=print) -> dict:
     results: list[dict] = []
     lengths: list[int] = []
     t0 = time.perf_counter()
-    for n in cfg.contexts:
-        results.append(bench_context(cfg, model, n, text, log, lengths))
-        if cfg.out is not None:
-            _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=True)
+    ref = None
+    try:
+        for i, n in enumerate(cfg.contexts):
+            results.append(bench_context(cfg, model, n, text, log, lengths, ref))
+            if cfg.out is not None:
+                _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=True)
+            if i == 0 and len(cfg.contexts) > 1:
+                ref = open_reference(cfg, model, n, text, lengths)
+    finally:
+        if ref is not None:
+            ref.session.close()
     info["uptime_end"] = report.uptime()
     return _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=False)
 
@@ -294,8 +361,9 @@ def render_markdown(data: dict) -> str:
              f"at end `{mi.get('uptime_end', '-')}`.", ""]
     if data["results"]:
         h, rows = summarize(data["results"], c["main"])
-        lines += [f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); dev/full KV = device "
-                  "SKV bytes (vectors + staging) over the full K/V of the SKV layers.", "",
+        lines += [f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); skv/skv@1st = SKV(ctx) "
+                  "over SKV at the first context run in the same repeats (its ms/token in the next column); "
+                  "dev/full KV = device SKV bytes (vectors + staging) over the full K/V of the SKV layers.", "",
                   report.markdown_table(h, rows), ""]
         lines += ["Every candidate (median ms/token):", "",
                   report.markdown_table(*policy_table(data["results"])), ""]

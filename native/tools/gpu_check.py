@@ -143,7 +143,7 @@ def model_device_bytes(path: Path, gpu_layers: int, used) -> int | None:
 
 
 def speed_table(out: Path, gpu_layers: int, quick: bool, used) -> dict:
-    from engine.bench.scale import ScaleConfig, run_scale
+    from engine.bench.scale import ScaleConfig, flatness, run_scale
     from engine.bench.synthetic import LLAMA_1B_LIKE, TINY_DEFAULT_LIKE
 
     shape = TINY_DEFAULT_LIKE if quick else LLAMA_1B_LIKE
@@ -162,7 +162,7 @@ def speed_table(out: Path, gpu_layers: int, quick: bool, used) -> dict:
         rows.append({
             "context": r["context"], "stock_ms": ms["stock"], "skv_ms": ms[main],
             "stock_over_skv": ms["stock"] / ms[main],
-            "skv_over_first": ms[main] / data["results"][0]["ms_per_token"][main],
+            "skv_over_first": flatness(r, data["results"][0], main),
             "skv_reported_device_bytes": m["device_skv_bytes"], "full_kv_bytes": m["full_kv_bytes"],
             "cuda_stock_session_bytes": dev.get("stock_session_bytes"),
             "cuda_skv_session_bytes": dev.get("skv_session_bytes"),
