@@ -300,21 +300,27 @@ def test_a_150k_token_book_stays_smooth(qtbot, tmp_path):
     assert watch.longest < 0.1, f"longest event-loop gap {watch.longest * 1e3:.0f} ms"
 
 
-def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbot):
-    """QTextDocument counts UTF-16 units: an emoji is two positions there and one in Python; shading, jumping and
-    the range chooser convert, so each sentence is shaded exactly."""
+def document_view(qtbot, name: str, text: str, spans: list[tuple[int, int]], n_tokens: int):
+    """A light-themed DocumentView holding one document whose sentences are `spans`, all in the context."""
     from app.document_view import DocumentView, LoadedDoc
     from app.theme import colors_for
     from engine.documents import Document
 
-    text = "😀 First one here. Then 🙂🙂 a second. And a 𝄞 third one."
-    spans = [(0, 17), (18, 37), (38, len(text))]
     view = DocumentView()
     qtbot.addWidget(view)
     view.set_colors(colors_for("light"))
-    view.set_documents([LoadedDoc(Document.from_text("emoji.txt", text))])
+    view.set_documents([LoadedDoc(Document.from_text(name, text))])
+    view.set_loaded(tuple((i, 0, a, b) for i, (a, b) in enumerate(spans)), n_tokens, n_tokens, False)
+    return view
+
+
+def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbot):
+    """QTextDocument counts UTF-16 units: an emoji is two positions there and one in Python; shading, jumping and
+    the range chooser convert, so each sentence is shaded exactly."""
+    text = "😀 First one here. Then 🙂🙂 a second. And a 𝄞 third one."
+    spans = [(0, 17), (18, 37), (38, len(text))]
+    view = document_view(qtbot, "emoji.txt", text, spans, 40)
     base = view.map.bases[0]
-    view.set_loaded(tuple((i, 0, a, b) for i, (a, b) in enumerate(spans)), 40, 40, False)
     view.set_heat({0: 1.0, 1: 0.5, 2: 0.25}, 1)
     view.refresh()
     shaded = sorted(sel.cursor.selectedText() for sel in view.text.extraSelections())
@@ -327,17 +333,12 @@ def test_highlights_land_on_their_sentences_after_characters_beyond_the_bmp(qtbo
 def test_shades_follow_the_weights_as_they_change(qtbot):
     """refresh() reuses a sentence's selection while its shade stays: a sentence whose share of the top weight
     changes gets its new shade, the others keep theirs, and a new document drops the old text's selections."""
-    from app.document_view import DocumentView, LoadedDoc
-    from app.theme import colors_for
+    from app.document_view import LoadedDoc
     from engine.documents import Document
 
     text = "First one here. Then a second. And a third one."
     spans = [(0, 15), (16, 30), (31, len(text))]
-    view = DocumentView()
-    qtbot.addWidget(view)
-    view.set_colors(colors_for("light"))
-    view.set_documents([LoadedDoc(Document.from_text("three.txt", text))])
-    view.set_loaded(tuple((i, 0, a, b) for i, (a, b) in enumerate(spans)), 12, 12, False)
+    view = document_view(qtbot, "three.txt", text, spans, 12)
 
     def alphas() -> dict[str, float]:
         return {sel.cursor.selectedText(): sel.format.background().color().alphaF()
