@@ -381,7 +381,9 @@ class DocumentView(QWidget):
         doc = self.text.document()
 
         def sel(key: tuple, start: int, end: int, **colors: QColor) -> QTextEdit.ExtraSelection:
-            s = old.get(key) or cache.get(key) or _selection(doc, self.map.qt(start), self.map.qt(end), **colors)
+            s = cache.get(key, old.get(key))
+            if s is None:
+                s = _selection(doc, self.map.qt(start), self.map.qt(end), **colors)
             cache[key] = s
             return s
 
