@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -380,12 +381,15 @@ class DocumentView(QWidget):
         old, cache = self._sel_cache, {}
         doc = self.text.document()
 
-        def sel(key: tuple, start: int, end: int, **colors: QColor) -> QTextEdit.ExtraSelection:
+        def sel(tag: tuple, start: int, end: int, colors: Callable[[], dict[str, QColor]]) -> None:
+            """The selection of [start, end) looking like `tag` (kind, colour, shade), kept from the last refresh
+            or built with colors()."""
+            key = (tag, start, end)
             s = cache.get(key, old.get(key))
             if s is None:
-                s = _selection(doc, self.map.qt(start), self.map.qt(end), **colors)
+                s = _selection(doc, self.map.qt(start), self.map.qt(end), **colors())
             cache[key] = s
-            return s
+            sels.append(s)
 
         sels: list[QTextEdit.ExtraSelection] = []
         outside = self._colors["outside"]
@@ -397,29 +401,29 @@ class DocumentView(QWidget):
             end_doc = self.map.bases[di] + len(d.document.text)
             for a, b in ((self.map.bases[di], start_in), (end_in, end_doc)):
                 if b > a:
-                    sels.append(sel(("outside", a, b, outside), a, b, foreground=QColor(outside)))
+                    sel(("outside", outside), a, b, lambda: {"foreground": QColor(outside)})
         if self.heat:
             top = max(self.heat.values())
             heat = self._colors["heat"]
             for sid, w in self.heat.items():
                 span = self.map.sentences.get(sid)
-                if span is None:
-                    continue
-                level = round(HEAT_LEVELS * w / top)
-                key = ("heat", sid, level, heat, span[1], span[2])
-                if key not in old and key not in cache:
-                    c = QColor(heat)
-                    c.setAlphaF(0.12 + 0.58 * level / HEAT_LEVELS)
-                    sels.append(sel(key, span[1], span[2], background=c))
-                else:
-                    sels.append(sel(key, span[1], span[2]))
+                if span is not None:
+                    level = round(HEAT_LEVELS * w / top)
+                    sel(("heat", heat, level), span[1], span[2],
+                        lambda level=level: {"background": _shade(heat, 0.12 + 0.58 * level / HEAT_LEVELS)})
         focus = self._colors["focus"]
         for sid, _w in self.focus:
             span = self.map.sentences.get(sid)
             if span is not None:
-                sels.append(sel(("focus", sid, focus, span[1], span[2]), span[1], span[2], underline=QColor(focus)))
+                sel(("focus", focus), span[1], span[2], lambda: {"underline": QColor(focus)})
         self._sel_cache = cache
         self.text.setExtraSelections(sels)
+
+
+def _shade(color: str, alpha: float) -> QColor:
+    c = QColor(color)
+    c.setAlphaF(alpha)
+    return c
 
 
 def _selection(

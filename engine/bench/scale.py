@@ -140,18 +140,36 @@ def n_ctx_for(cfg: ScaleConfig, n_tokens: int) -> int:
     return -(-(n_tokens + cfg.steps + 8) // 256) * 256
 
 
-def open_reference(cfg: ScaleConfig, model: str, n_tokens: int, text: str, lengths: list[int]) -> Reference:
+def open_session(cfg: ScaleConfig, model: str, n_tokens: int, params: SkvParams | None):
+    """A context for n_tokens plus the decode steps: SentenceKV with `params`, stock with None."""
     from engine.session import Session, SessionConfig
 
+    return Session(SessionConfig(model, n_ctx=n_ctx_for(cfg, n_tokens), n_threads=cfg.threads, skv=params,
+                                 n_gpu_layers=cfg.n_gpu_layers))
+
+
+def declare_sentences(session, text: str, lengths: list[int], n_tokens: int, max_len: int) -> list[int]:
+    """The book's sentence lengths (tokenized on the first call, kept in `lengths`) repeated over n_tokens, declared
+    to the SentenceKV session; returns the ends."""
+    if not lengths:
+        lengths += sentence_lengths(session.tokenize, text, max_len)
+    ends = ends_from_lengths(lengths, n_tokens)
+    session.skv.add_boundaries(ends)
+    return ends
+
+
+def decode_tokens(session, cfg: ScaleConfig, text: str) -> list[int]:
+    """The teacher-forced decode steps: book tokens, the same for every context."""
+    return session.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps]
+
+
+def open_reference(cfg: ScaleConfig, model: str, n_tokens: int, text: str, lengths: list[int]) -> Reference:
     main = cfg.candidates()[0]
-    s = Session(SessionConfig(model, n_ctx=n_ctx_for(cfg, n_tokens), n_threads=cfg.threads, skv=main.params,
-                              n_gpu_layers=cfg.n_gpu_layers))
+    s = open_session(cfg, model, n_tokens, main.params)
     try:
-        if not lengths:
-            lengths += sentence_lengths(s.tokenize, text, main.params.max_sentence_len)
-        s.skv.add_boundaries(ends_from_lengths(lengths, n_tokens))
+        declare_sentences(s, text, lengths, n_tokens, main.params.max_sentence_len)
         fill(s, n_tokens, cfg.seed, s.tokenize(" the")[0])
-        return Reference(s, n_tokens, s.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps])
+        return Reference(s, n_tokens, decode_tokens(s, cfg, text))
     except BaseException:
         s.close()
         raise
@@ -161,28 +179,21 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                   ref: Reference | None = None) -> dict:
     """`lengths`: the book's sentence lengths, filled on the first call (tokenizing the book once per run); `ref`:
     the first context's session, run in every repeat beside this context's."""
-    from engine.session import Session, SessionConfig
-
     cands = cfg.candidates()
-    n_ctx = n_ctx_for(cfg, n_tokens)
     used = cfg.device_used or (lambda: 0)
     u0 = used()
-    stock = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=None, n_gpu_layers=cfg.n_gpu_layers))
+    stock = open_session(cfg, model, n_tokens, None)
     u1 = used()
-    skv = Session(SessionConfig(model, n_ctx=n_ctx, n_threads=cfg.threads, skv=cands[0].params,
-                                n_gpu_layers=cfg.n_gpu_layers))
+    skv = open_session(cfg, model, n_tokens, cands[0].params)
     u2 = used()
     try:
         t0 = time.perf_counter()
         filler = skv.tokenize(" the")[0]
-        if not lengths:
-            lengths += sentence_lengths(skv.tokenize, text, cands[0].params.max_sentence_len)
-        ends = ends_from_lengths(lengths, n_tokens)
-        skv.skv.add_boundaries(ends)
+        ends = declare_sentences(skv, text, lengths, n_tokens, cands[0].params.max_sentence_len)
         for s in (stock, skv):
             fill(s, n_tokens, cfg.seed, filler)
         fill_s = time.perf_counter() - t0
-        cont = skv.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps]
+        cont = decode_tokens(skv, cfg, text)
         log(f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
             f"{len(ends)} sentences declared")
         times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
@@ -228,7 +239,7 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                       "both_after_decode_bytes": used() - u0}
         return {
             "context": n_tokens,
-            "n_ctx": n_ctx,
+            "n_ctx": n_ctx_for(cfg, n_tokens),
             "fill": "synthetic (llama_skv_debug_fill: random K/V rows)",
             "fill_s": fill_s,
             "n_sentences_declared": len(ends),
