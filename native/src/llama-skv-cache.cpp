@@ -77,6 +77,7 @@ void llama_skv_cache::reset() {
     n_cached   = 0;
     expect_after = false;
     pos2cell.clear();
+    n_ident    = 0;
     reset_query();
     has_seed = false;
     forget_selection();
@@ -93,16 +94,28 @@ void llama_skv_cache::forget_selection() {
         for (auto & s : l.order) {
             s.clear();
         }
+        for (auto & s : l.hint) {
+            s.clear();
+        }
         l.tail.clear();
         l.order_n  = 0;
         l.scored_n = 0;
+        l.snap_from_acc = false;
     }
 }
 
 void llama_skv_cache::reset_query() {
     n_query = 0;
     for (auto & l : layers) {
-        std::fill(l.acc.begin(), l.acc.end(), 0.0f);
+        if (l.snap_from_acc) {
+            // the choice reads acc: it keeps these scores as its snapshot (a kept choice orders from them)
+            std::swap(l.acc, l.snap);
+            l.snap_from_acc = false;
+            l.snap_stride   = sent_cap;
+            l.acc.assign((size_t) n_head_kv * sent_cap, 0.0f);
+        } else {
+            std::fill(l.acc.begin(), l.acc.end(), 0.0f);
+        }
     }
 }
 
@@ -154,6 +167,9 @@ int32_t llama_skv_cache::cell_of(int32_t pos) {
     if (pos < 0 || pos >= kv_size) {
         return -1;
     }
+    if (pos < n_ident) {
+        return pos;
+    }
     if ((int32_t) pos2cell.size() == kv_size) {
         const int32_t c = pos2cell[pos];
         if (c >= 0 && !cells.is_empty(c) && cells.pos_get(c) == pos && cells.seq_has(c, 0)) {
@@ -171,10 +187,22 @@ int32_t llama_skv_cache::cell_of(int32_t pos) {
     return pos2cell[pos];
 }
 
+// the identity prefix over the tokens appended since the last step (each cell checked once while it holds)
+void llama_skv_cache::extend_ident() {
+    const auto & cells = kv.get_cells(0);
+    const int32_t n = std::min<int32_t>(n_cached, (int32_t) cells.size());
+    while (n_ident < n && !cells.is_empty(n_ident) && cells.pos_get(n_ident) == n_ident && cells.seq_has(n_ident, 0)) {
+        n_ident++;
+    }
+}
+
 // cell_of, memoised for one staged step (positions do not move inside prepare; step_gen changes every step)
 int32_t llama_skv_cache::cell_in_step(int32_t pos) {
     if (pos < 0 || pos >= kv_size) {
         return -1;
+    }
+    if (pos < n_ident) {
+        return pos;
     }
     if ((int32_t) memo_gen.size() != kv_size) {
         memo_gen.assign(kv_size, 0);
@@ -342,12 +370,12 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
             l.il = s.il;
             l.k  = s.k;
             l.v  = s.v;
-            l.vec = ggml_new_tensor_2d(skv->ctx_vec.get(), skv->type_vec, n_embd_k, skv->sent_cap);
-            ggml_format_name(l.vec, "skv_vec_l%d", s.il);
+            l.vec = skv->new_vec_table(skv->ctx_vec.get(), s.il, skv->sent_cap);
             l.vec_host.assign((size_t) skv->sent_cap * n_embd_k, 0.0f);
             l.acc.assign((size_t) skv->n_head_kv * skv->sent_cap, 0.0f);
             l.sel.resize(skv->n_head_kv);
             l.order.resize(skv->n_head_kv);
+            l.hint.resize(skv->n_head_kv);
             l.slot_pos.resize(skv->n_head_kv);
             skv->layers.push_back(std::move(l));
         }
@@ -386,6 +414,9 @@ void llama_skv_on_change(llama_skv_cache * skv, llama_skv_change kind, int32_t p
     }
     skv->forget_staging();
     skv->pos2cell.clear();
+    // positions from p0 on may have left their cells or moved (everything, for a clear or a read)
+    const bool from_p0 = kind == LLAMA_SKV_CHANGE_RM || kind == LLAMA_SKV_CHANGE_SHIFT;
+    skv->n_ident = from_p0 ? std::min(skv->n_ident, std::max(p0, 0)) : 0;
     switch (kind) {
         case LLAMA_SKV_CHANGE_CLEAR:
         case LLAMA_SKV_CHANGE_READ:

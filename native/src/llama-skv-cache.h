@@ -115,7 +115,7 @@ struct skv_layer {
     ggml_tensor * k; // host cache
     ggml_tensor * v;
 
-    ggml_tensor * vec     = nullptr; // [n_embd_k_gqa, sent_cap] on the device
+    ggml_tensor * vec     = nullptr; // [head_dim, sent_cap, n_head_kv] on the device (head-major)
     ggml_tensor * stage_k = nullptr; // [n_embd_k_gqa, s_max]
     ggml_tensor * stage_v = nullptr; // [n_embd_v_gqa, s_max]
 
@@ -126,7 +126,10 @@ struct skv_layer {
     // the choice: every entry of [0, order_n) in selection order, per head: the scored ones [0, scored_n) by
     // descending score (a sorted prefix in `order`, extended on demand from `snap`), then `tail`
     std::vector<std::vector<skv_pick>> order;      // [n_head_kv] the sorted prefix of the scored entries
-    std::vector<float>                 snap;       // [n_head_kv][scored_n] the scores the choice was made from
+    std::vector<std::vector<int32_t>>  hint;       // [n_head_kv] the last choice's ordered prefix (order_more's first bar)
+    std::vector<float>                 snap;       // [n_head_kv][snap_stride] the scores the choice was made from
+    int32_t                            snap_stride   = 0;
+    bool                               snap_from_acc = false; // the choice reads acc itself (no copy was made)
     std::vector<int32_t>               tail;       // entries closed after the choice, most recent first
     int32_t                            order_n  = 0;
     int32_t                            scored_n = 0;
@@ -196,12 +199,13 @@ struct llama_skv_cache {
     std::vector<int32_t> free_slots; // scratch
     std::vector<int32_t> want_scratch; // scratch: a head's selected positions
     std::vector<int32_t> list_scratch; // scratch: a head's attended positions
-    std::vector<int32_t> heap_scratch; // scratch: order_more's bounded heap
+    std::vector<int32_t> cand_scratch; // scratch: order_more's candidates
     int32_t order_need      = 0;       // the most entries of its order a head of this step visited
     int32_t order_need_last = 0;       // the same for the last step: the size of the first ordering batch
     std::vector<skv_run> run_scratch;  // scratch: a head's runs of wanted positions
     std::vector<int32_t> vrank_scratch; // scratch: remap, the virtual rank of each of a head's attended tokens
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
+    std::vector<ggml_fp16_t> vec_scratch; // scratch: one head's vectors in F16 on their way to the device
     std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
     // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
     // memo_gen[pos] == step_gen
@@ -210,6 +214,10 @@ struct llama_skv_cache {
     uint32_t              step_gen = 0;
 
     std::vector<int32_t> pos2cell;
+    // cells [0, n_ident) hold positions [0, n_ident) of sequence 0 (cell == position, as one append-only sequence
+    // leaves them): a lookup there is the position itself. Grown by each step (extend_ident), cut by every change
+    // that removes or moves cached positions (llama_skv_on_change)
+    int32_t n_ident = 0;
     std::vector<ggml_fp16_t> mask_host;
     std::vector<int32_t> rank_scratch;               // [kv_size] remap: rank of a position in a head's list
     std::vector<std::vector<int32_t>> k_shift_host;  // [layer][n_head_kv * n_att] remap: the deltas uploaded
@@ -287,6 +295,7 @@ struct llama_skv_cache {
     void rebuild_pos2cell();
     int32_t cell_of(int32_t pos);
     int32_t cell_in_step(int32_t pos); // cell_of, memoised for the current staged step
+    void extend_ident();
     bool set_params(const llama_skv_params & p);
     int64_t host_kv_bytes() const;
 
@@ -300,6 +309,8 @@ struct llama_skv_cache {
     // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
     // built graph keeps the old tensors (gen changes, so it is not reused).
     void reserve_vec(int32_t n);
+    ggml_tensor * new_vec_table(ggml_context * ctx, int32_t il, int32_t cap) const;
+    void upload_vectors(skv_layer & l, int32_t i0, int32_t i1);
     // the RoPE of every SKV layer under the context's parameters (the graph's hook and the API calls that close
     // sentences call it; the rotation the host undoes for content vectors)
     void set_rope(const llama_cparams & cp);
@@ -311,6 +322,8 @@ struct llama_skv_cache {
 
     // selection and the staged step (llama-skv-select.cpp)
     void select_from(skv_layer & l, const std::vector<float> & sc);
+    const float * choice_scores(const skv_layer & l, int32_t h) const;
+    void add_scores(skv_layer & l, const float * s, size_t stride, int32_t nv, float scale);
     // the next k entries of head h's selection order (false: every scored entry is ordered)
     bool order_more(skv_layer & l, int32_t h, int32_t k);
     // entries closed after the selection was made join its end, most recent first, the same for every head
@@ -335,6 +348,7 @@ struct llama_skv_cache {
     // staging (llama-skv-stage.cpp)
     void write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows);
     void write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows);
+    void copy_row(skv_layer & l, int32_t h, int32_t slot, int32_t c, int64_t & n_rows);
     void flush_staging();
     void forget_staging();
     bool alloc_stage();

@@ -226,9 +226,8 @@ bool llama_skv_build_attn(
     // sum over its query group, and sum_j (q_j . v) = (sum_j q_j) . v, so the group's queries are summed first
     // (one dot product per KV head instead of one per query head)
     {
-        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, nkv, inp->n_scored,
-                ggml_row_size(l.vec->type, hd), l.vec->nb[1], 0);
-        vec = ggml_permute(ctx0, vec, 0, 2, 1, 3);                 // [hd, n_scored, nkv]
+        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, inp->n_scored, nkv,
+                l.vec->nb[1], l.vec->nb[2], 0);                     // [hd, n_scored, nkv]
         const int64_t n_gqa = q_cur->ne[1] / nkv;
         ggml_tensor * q = ggml_is_contiguous(q_cur) ? q_cur : ggml_cont(ctx0, q_cur);
         if (inp->q_shift) {
@@ -336,17 +335,13 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             if (!t || inp->n_scored == 0) {
                 continue;
             }
-            buf.resize(ggml_nelements(t));
-            ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
-            auto & l = layers[li];
-            const int32_t nv = std::min(inp->n_scored, n_vec);
-            for (int32_t h = 0; h < n_head_kv; ++h) {
-                const float * s = buf.data() + (size_t) h * inp->n_scored;
-                float * a = l.acc.data() + (size_t) h * sent_cap;
-                for (int32_t i = 0; i < nv; ++i) {
-                    a[i] += s[i] * inp->kq_scale;
-                }
+            const float * s = (const float *) t->data; // host memory: read in place
+            if (!ggml_backend_buffer_is_host(t->buffer)) {
+                buf.resize(ggml_nelements(t));
+                ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+                s = buf.data();
             }
+            add_scores(layers[li], s, (size_t) inp->n_scored, std::min(inp->n_scored, n_vec), inp->kq_scale);
         }
         n_query = chunk ? std::max(n_query + 1, params.min_query_tokens) : n_query + 1;
     } else {
@@ -373,9 +368,7 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                 }
             } else {
                 score_host(l, buf.data(), inp->kq_scale, sc);
-                for (size_t i = 0; i < sc.size(); ++i) {
-                    l.acc[i] += sc[i];
-                }
+                add_scores(l, sc.data(), (size_t) sent_cap, n_vec, 1.0f);
             }
         }
         if (prefill) {

@@ -8,21 +8,68 @@
 
 // the selection order is a stable descending sort of the scores (ties: the lower id first), built lazily: a
 // step reads only the first few dozen entries, so each head keeps a sorted prefix and extends it from the
-// snapshot of the scores on demand (a bounded heap over one pass, O(n log k)), never sorting all n entries
+// snapshot of the scores on demand (one selection pass, O(n)), never sorting all n entries
 static inline bool skv_better(const float * s, int32_t a, int32_t b) {
     return s[a] > s[b] || (s[a] == s[b] && a < b);
 }
 
+// a choice made from acc reads acc in place (acc then changes only through add_scores and reset_query, which keep
+// the choice's scores as its snapshot when they must); from other scores (a seed) it keeps a copy
 void llama_skv_cache::select_from(skv_layer & l, const std::vector<float> & sc) {
     const int32_t n = n_vec;
-    l.snap.resize((size_t) n_head_kv * n);
+    l.snap_from_acc = &sc == &l.acc;
+    if (!l.snap_from_acc) {
+        l.snap.resize((size_t) n_head_kv * n);
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            std::copy_n(sc.data() + (size_t) h * sent_cap, n, l.snap.data() + (size_t) h * n);
+        }
+        l.snap_stride = n;
+    }
     for (int32_t h = 0; h < n_head_kv; ++h) {
-        std::copy_n(sc.data() + (size_t) h * sent_cap, n, l.snap.data() + (size_t) h * n);
+        auto & hint = l.hint[h];
+        hint.clear();
+        for (const skv_pick & pk : l.order[h]) {
+            hint.push_back(pk.id);
+        }
         l.order[h].clear();
     }
     l.tail.clear();
     l.order_n = n;
     l.scored_n = n;
+}
+
+// head h's scores of the current choice ([0, scored_n))
+const float * llama_skv_cache::choice_scores(const skv_layer & l, int32_t h) const {
+    return l.snap_from_acc ? l.acc.data() + (size_t) h * sent_cap : l.snap.data() + (size_t) h * l.snap_stride;
+}
+
+// acc += scale * s (head h's nv scores at s + h * stride). When the choice reads acc, the sums go to the other
+// buffer, which becomes acc, and the choice keeps the old one as its snapshot: a choice kept over the next steps
+// (a query sentence just closed) orders from the scores it was made from, without a copy per step
+void llama_skv_cache::add_scores(skv_layer & l, const float * s, size_t stride, int32_t nv, float scale) {
+    const size_t cap = (size_t) sent_cap;
+    float * dst = l.acc.data();
+    if (l.snap_from_acc) {
+        l.snap.resize(l.acc.size());
+        dst = l.snap.data();
+    }
+    const float * src = l.acc.data();
+    for (int32_t h = 0; h < n_head_kv; ++h) {
+        const float * sh = s + (size_t) h * stride;
+        const float * a  = src + (size_t) h * cap;
+        float       * d  = dst + (size_t) h * cap;
+        for (int32_t i = 0; i < nv; ++i) {
+            d[i] = a[i] + sh[i] * scale;
+        }
+        if (d != a) {
+            std::copy(a + nv, a + cap, d + nv);
+        }
+    }
+    if (l.snap_from_acc) {
+        std::swap(l.acc, l.snap);
+        l.snap_from_acc = false;
+        l.snap_stride   = (int32_t) cap;
+    }
 }
 
 // entries the first extension of a prefix orders: about twice those that fill n_slot tokens at the mean entry length,
@@ -33,50 +80,74 @@ static int32_t skv_first_batch(int32_t n_slot, int32_t n_cached, int32_t n_entri
     return std::max({16, 2 * n_slot / mean + 8, last_need + last_need / 4 + 8});
 }
 
-// the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered
+// the next `k` entries of head h's order after the last one ordered; false when every scored entry is ordered.
+// One pass over the scores into a candidate buffer of 2k: an entry joins when it is no worse than the bar (the k-th
+// best kept so far, or a first bar from the last step's choice); a full buffer is cut back to its best k
+// (nth_element) and the k-th becomes the bar. O(n) with a pass that mostly compares against two registers, where a
+// bounded heap paid O(log k) per entry that got in (~k ln(n/k) of them).
+// The result is the set of the k best under skv_better, a strict total order: the same in any scan order.
 bool llama_skv_cache::order_more(skv_layer & l, int32_t h, int32_t k) {
     auto & ord = l.order[h];
     const int32_t n = l.scored_n;
     if ((int32_t) ord.size() >= n) {
         return false;
     }
-    const float * s = l.snap.data() + (size_t) h * n;
+    const float * s = choice_scores(l, h);
     const bool have_last = !ord.empty();
     const int32_t last = have_last ? ord.back().id : -1;
-    auto worse_first = [s](int32_t a, int32_t b) { return skv_better(s, a, b); }; // heap top: the worst kept
-    std::vector<int32_t> & heap = heap_scratch;
-    heap.clear();
+    auto better = [s](int32_t a, int32_t b) { return skv_better(s, a, b); };
+    std::vector<int32_t> & cand = cand_scratch;
+    cand.clear();
     k = std::min(k, n - (int32_t) ord.size());
+    if (k <= 0) {
+        return false;
+    }
     // an entry is a candidate when the last one ordered is better (the others are ordered already)
     auto fresh = [s, have_last, last](int32_t i) { return !have_last || skv_better(s, last, i); };
-    int32_t i = 0;
-    for (; i < n && (int32_t) heap.size() < k; ++i) {
-        if (fresh(i)) {
-            heap.push_back(i);
-            std::push_heap(heap.begin(), heap.end(), worse_first);
+    auto cut = [&]() { // keep the best k; [0, k - 1) beat cand[k - 1]
+        std::nth_element(cand.begin(), cand.begin() + (k - 1), cand.end(), better);
+        cand.resize(k);
+    };
+    bool    bar   = false; // an entry joins when it is the bar or beats it
+    float   bar_s = 0.0f;
+    int32_t bar_i = 0;
+    const auto & hint = l.hint[h];
+    if (!have_last && (int32_t) hint.size() >= k &&
+        std::all_of(hint.begin(), hint.begin() + k, [n](int32_t id) { return id < n; })) {
+        // the first bar: the worst, by today's scores, of the last choice's best k. The k best of any k entries
+        // are no better than the k best of all, so every one of today's best k passes it; the choice moves
+        // little from step to step, so few others do
+        cand.assign(hint.begin(), hint.begin() + k);
+        cut();
+        bar   = true;
+        bar_i = cand[k - 1];
+        bar_s = s[bar_i];
+        cand.clear();
+    }
+    for (int32_t i = 0; i < n; ++i) {
+        const float v = s[i];
+        if (bar && !(v > bar_s || (v == bar_s && i <= bar_i))) {
+            continue;
+        }
+        if (!fresh(i)) {
+            continue;
+        }
+        cand.push_back(i);
+        if ((int32_t) cand.size() == 2 * k) {
+            cut();
+            bar   = true;
+            bar_i = cand[k - 1];
+            bar_s = s[bar_i];
         }
     }
-    if ((int32_t) heap.size() == k && k > 0) {
-        // the rest against the worst kept, held in registers: most entries fail the first comparison
-        float   w_s = s[heap.front()];
-        int32_t w_i = heap.front();
-        for (; i < n; ++i) {
-            const float v = s[i];
-            if (!(v > w_s || (v == w_s && i < w_i)) || !fresh(i)) {
-                continue;
-            }
-            std::pop_heap(heap.begin(), heap.end(), worse_first);
-            heap.back() = i;
-            std::push_heap(heap.begin(), heap.end(), worse_first);
-            w_i = heap.front();
-            w_s = s[w_i];
-        }
+    if ((int32_t) cand.size() > k) {
+        cut();
     }
-    std::sort_heap(heap.begin(), heap.end(), worse_first); // best first
-    for (int32_t id : heap) {
+    std::sort(cand.begin(), cand.end(), better); // best first
+    for (int32_t id : cand) {
         ord.push_back({id, s[id], 0});
     }
-    return !heap.empty();
+    return !cand.empty();
 }
 
 // entries closed after the selection was made join its end, most recent first, the same for every head
@@ -143,6 +214,7 @@ void llama_skv_cache::begin_step(int32_t p) {
         forget_staging(); // the last staged step did not finish: its in-graph row may be missing
     }
     n_cached = std::max(n_cached, p);
+    extend_ident();
     set_chunk_mode(params.policy == LLAMA_SKV_POLICY_CHUNK);
     if (close_ready(p)) {
         // a query sentence closed: its accumulated scores no longer describe the current sentence

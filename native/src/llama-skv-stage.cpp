@@ -20,14 +20,10 @@ static const char * skv_row(const ggml_tensor * t, int32_t c, int32_t h, size_t 
     return (const char *) t->data + (size_t) c * t->nb[1] + (size_t) h * row;
 }
 
-void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
-    const int32_t c = cell_in_step(pos);
-    const size_t  k_row = (size_t) head_dim * ggml_type_size(type_k);
-    const size_t  v_row = (size_t) head_dim_v * ggml_type_size(type_v);
-    if (c < 0) {
-        LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, pos);
-        return;
-    }
+// the K and V rows of head h of cell c into staging slot `slot` (host staging, or the host shadow of device staging)
+void llama_skv_cache::copy_row(skv_layer & l, int32_t h, int32_t slot, int32_t c, int64_t & n_rows) {
+    const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
+    const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     const char * ks = skv_row(l.k, c, h, k_row);
     const char * vs = skv_row(l.v, c, h, v_row);
     const size_t ko = (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row;
@@ -45,27 +41,50 @@ void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t 
     n_rows++;
 }
 
+void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t pos, int64_t & n_rows) {
+    const int32_t c = cell_in_step(pos);
+    if (c < 0) {
+        LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, pos);
+        return;
+    }
+    copy_row(l, h, slot, c, n_rows);
+}
+
 // the rows of scattered positions: their sources are prefetched a few rows ahead (the host cache is far larger
-// than the CPU caches, and one row of one head is two cache lines)
+// than the CPU caches, and one row of one head is two cache lines); each position's cell is looked up once, when it
+// is prefetched
 void llama_skv_cache::write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows) {
-    constexpr size_t ahead = 8;
+    constexpr size_t ahead = 16; // a power of two: the ring of looked-up cells
     const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
     const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
-    for (size_t i = 0; i < copies.size(); ++i) {
-        if (i + ahead < copies.size()) {
-            const int32_t c = cell_in_step(copies[i + ahead].pos);
-            if (c >= 0) {
-                const char * ks = skv_row(l.k, c, h, k_row);
-                const char * vs = skv_row(l.v, c, h, v_row);
-                for (size_t o = 0; o < k_row; o += 64) {
-                    skv_prefetch(ks + o);
-                }
-                for (size_t o = 0; o < v_row; o += 64) {
-                    skv_prefetch(vs + o);
-                }
+    int32_t cells_ahead[ahead];
+    auto look = [&](size_t j) {
+        const int32_t c = cell_in_step(copies[j].pos);
+        cells_ahead[j % ahead] = c;
+        if (c >= 0) {
+            const char * ks = skv_row(l.k, c, h, k_row);
+            const char * vs = skv_row(l.v, c, h, v_row);
+            for (size_t o = 0; o < k_row; o += 64) {
+                skv_prefetch(ks + o);
+            }
+            for (size_t o = 0; o < v_row; o += 64) {
+                skv_prefetch(vs + o);
             }
         }
-        write_row(l, h, copies[i].slot, copies[i].pos, n_rows);
+    };
+    for (size_t j = 0; j < std::min(ahead, copies.size()); ++j) {
+        look(j);
+    }
+    for (size_t i = 0; i < copies.size(); ++i) {
+        const int32_t c = cells_ahead[i % ahead];
+        if (i + ahead < copies.size()) {
+            look(i + ahead); // after reading slot i % ahead: the ring reuses it
+        }
+        if (c < 0) {
+            LLAMA_LOG_ERROR("%s: position %d is not in the cache\n", __func__, copies[i].pos);
+            continue;
+        }
+        copy_row(l, h, copies[i].slot, c, n_rows);
     }
 }
 

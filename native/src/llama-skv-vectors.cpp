@@ -26,6 +26,32 @@ void llama_skv_cache::reserve_for_step(int32_t p) {
     }
 }
 
+// a layer's vector table, head-major: [head_dim, cap, n_head_kv], so that a KV head's vectors are contiguous and
+// the scoring pass reads each head's rows in one sequential sweep
+ggml_tensor * llama_skv_cache::new_vec_table(ggml_context * ctx, int32_t il, int32_t cap) const {
+    ggml_tensor * t = ggml_new_tensor_3d(ctx, type_vec, head_dim, cap, n_head_kv);
+    ggml_format_name(t, "skv_vec_l%d", il);
+    return t;
+}
+
+// entries [i0, i1) of the host mirror (F16 values held as F32: the conversion is exact) into the device table, one
+// copy per KV head
+void llama_skv_cache::upload_vectors(skv_layer & l, int32_t i0, int32_t i1) {
+    if (i1 <= i0) {
+        return;
+    }
+    const int32_t n_embd = n_head_kv * head_dim;
+    vec_scratch.resize((size_t) (i1 - i0) * head_dim);
+    for (int32_t h = 0; h < n_head_kv; ++h) {
+        for (int32_t i = i0; i < i1; ++i) {
+            ggml_fp32_to_fp16_row(l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim,
+                                  vec_scratch.data() + (size_t) (i - i0) * head_dim, head_dim);
+        }
+        ggml_backend_tensor_set(l.vec, vec_scratch.data(), (size_t) h * l.vec->nb[2] + (size_t) i0 * l.vec->nb[1],
+                                vec_scratch.size() * sizeof(ggml_fp16_t));
+    }
+}
+
 // grow the vector table to hold n entries (padded; by at least an eighth, so growth is amortised): new device
 // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
 // built graph keeps the old tensors (gen changes, so it is not reused).
@@ -48,30 +74,23 @@ void llama_skv_cache::reserve_vec(int32_t n) {
     }
     std::vector<ggml_tensor *> ts;
     for (auto & l : layers) {
-        ggml_tensor * t = ggml_new_tensor_2d(ctx.get(), type_vec, n_embd, cap);
-        ggml_format_name(t, "skv_vec_l%d", l.il);
-        ts.push_back(t);
+        ts.push_back(new_vec_table(ctx.get(), l.il, cap));
     }
     ggml_backend_buffer_ptr buf(ggml_backend_alloc_ctx_tensors_from_buft(ctx.get(), buft));
     if (!buf) {
         throw std::runtime_error("SentenceKV: cannot grow the vector table (out of device memory)");
     }
     ggml_backend_buffer_clear(buf.get(), 0);
-    std::vector<ggml_fp16_t> h;
     for (size_t li = 0; li < layers.size(); ++li) {
         auto & l = layers[li];
         l.vec_host.resize((size_t) cap * n_embd, 0.0f);
-        if (n_vec > 0) {
-            h.resize((size_t) n_vec * n_embd);
-            ggml_fp32_to_fp16_row(l.vec_host.data(), h.data(), (int64_t) n_vec * n_embd); // exact: F16 values
-            ggml_backend_tensor_set(ts[li], h.data(), 0, h.size() * sizeof(ggml_fp16_t));
-        }
+        l.vec = ts[li];
+        upload_vectors(l, 0, n_vec);
         std::vector<float> acc((size_t) n_head_kv * cap, 0.0f);
         for (int32_t hh = 0; hh < n_head_kv; ++hh) {
             std::copy_n(l.acc.data() + (size_t) hh * sent_cap, sent_cap, acc.data() + (size_t) hh * cap);
         }
         l.acc = std::move(acc);
-        l.vec = ts[li];
     }
     ctx_vec  = std::move(ctx);
     buf_vec  = std::move(buf);
@@ -116,8 +135,8 @@ void llama_skv_cache::unrope_row(const skv_layer & l, float * row, int32_t pos) 
     }
 }
 
-// an entry's vector: the mean of its tokens' keys as cached (post-RoPE), or, for content vectors
-// (score_dist() > 0), of the keys turned back to position 0
+// an entry's vector into the host mirror: the mean of its tokens' keys as cached (post-RoPE), or, for content vectors
+// (score_dist() > 0), of the keys turned back to position 0 (upload_vectors takes it to the device)
 void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
     const int32_t n_embd = n_head_kv * head_dim;
     std::vector<float> sum(n_embd, 0.0f);
@@ -144,12 +163,10 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
         n++;
     }
     const float inv = n > 0 ? 1.0f / n : 0.0f;
-    std::vector<ggml_fp16_t> h(n_embd);
     for (int32_t i = 0; i < n_embd; ++i) {
-        h[i] = ggml_fp32_to_fp16(sum[i] * inv);
-        l.vec_host[(size_t) idx * n_embd + i] = ggml_fp16_to_fp32(h[i]);
+        // rounded to F16 as the device table holds it (upload_vectors)
+        l.vec_host[(size_t) idx * n_embd + i] = ggml_fp16_to_fp32(ggml_fp32_to_fp16(sum[i] * inv));
     }
-    ggml_backend_tensor_set(l.vec, h.data(), (size_t) idx * l.vec->nb[1], n_embd * sizeof(ggml_fp16_t));
 }
 
 void llama_skv_cache::update_vectors() {
@@ -167,12 +184,14 @@ void llama_skv_cache::update_vectors() {
         n_vec     = 0;
         vec_dirty = false;
     }
-    for (int32_t i = n_vec; i < (int32_t) tab.size(); ++i) {
-        for (auto & l : layers) {
+    const int32_t n_new = (int32_t) tab.size();
+    for (auto & l : layers) {
+        for (int32_t i = n_vec; i < n_new; ++i) {
             compute_vector(l, i, tab[i]);
         }
+        upload_vectors(l, n_vec, n_new);
     }
-    n_vec = (int32_t) tab.size();
+    n_vec = n_new;
 }
 
 void llama_skv_cache::score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
