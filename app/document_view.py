@@ -33,6 +33,9 @@ from engine.documents import Document
 
 HEAT_REFRESH_MS = 120
 HEAT_LEVELS = 24  # shades of the heat: a sentence's selection is rebuilt only when its shade changes
+# characters of a document's text put in the view per turn of the event loop: a book's ~600k at once blocked the loop
+# 60-100 ms (the text blocks made, then the first layout); the rest follows in pieces of this size
+LOAD_CHUNK = 200_000
 _ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
 
 
@@ -104,6 +107,8 @@ class DocumentView(QWidget):
         self.focus: tuple[tuple[int, float], ...] = ()  # sentences of the clicked step
         self._n_steps = 0
         self._sel_cache: dict[tuple, QTextEdit.ExtraSelection] = {}  # see refresh()
+        self._rest: list | None = None  # [text, start] while a long text is still being put in the view
+        self._pending_scroll: int | None = None  # a scroll_to asked for while the text loads
         self._colors = {"heat": "#ffb000", "focus": "#2f5bd3", "outside": "#98a0b0", "muted": "#5d6678"}
 
         self.title = QLabel("Document")
@@ -134,6 +139,7 @@ class DocumentView(QWidget):
             "Drop a document anywhere in the window, or press Ctrl+O.\n\nTXT, Markdown, PDF, DOCX, HTML and EPUB."
         )
         self.text.setCenterOnScroll(True)
+        self.text.document().setUndoRedoEnabled(False)  # read-only: the pieces of a long text need no undo
 
         self.list_title = QLabel("Sentences used for the answer")
         self.list_title.setObjectName("paneTitle")
@@ -199,12 +205,42 @@ class DocumentView(QWidget):
         self.heat = {}
         self.focus = ()
         self._sel_cache = {}  # its cursors point into the text replaced here
-        self.text.setPlainText(self.map.text if self.map else "")
+        self._pending_scroll = None
+        text = self.map.text if self.map else ""
+        end = _piece_end(text, 0)
+        self.text.setPlainText(text[:end])
+        self._rest = None
+        if end < len(text):
+            rest = self._rest = [text, end]
+            QTimer.singleShot(0, lambda: self._load_more(rest))
         self.title.setText(", ".join(d.document.name for d in docs) if docs else "Document")
         self.banner.hide()
         self.range_button.hide()
         self.top_list.clear()
         self.refresh()
+
+    @property
+    def loading(self) -> bool:
+        """True while a long document's text is still being put in the view (a few turns of the event loop)."""
+        return self._rest is not None
+
+    def _load_more(self, rest: list) -> None:
+        if self._rest is not rest:
+            return  # another text replaced this one
+        text, start = rest
+        end = _piece_end(text, start)
+        cur = QTextCursor(self.text.document())
+        cur.movePosition(QTextCursor.MoveOperation.End)
+        cur.insertText(text[start:end])
+        if end < len(text):
+            rest[1] = end
+            QTimer.singleShot(0, lambda: self._load_more(rest))
+            return
+        self._rest = None
+        self.refresh()
+        if self._pending_scroll is not None:
+            sid, self._pending_scroll = self._pending_scroll, None
+            self.scroll_to(sid)
 
     def set_loaded(
         self, table: tuple[tuple[int, int, int, int], ...], n_loaded: int, n_total: int, truncated: bool
@@ -362,6 +398,9 @@ class DocumentView(QWidget):
     def scroll_to(self, sid: int) -> None:
         if self.map is None or sid not in self.map.sentences:
             return
+        if self.loading:
+            self._pending_scroll = sid  # its position may not be in the view yet
+            return
         _, s, e = self.map.sentences[sid]
         cur = self.text.textCursor()
         cur.setPosition(self.map.qt(s))
@@ -374,9 +413,9 @@ class DocumentView(QWidget):
         A long answer over a book shades ~1,000 sentences, refreshed while it streams: each selection is built once
         and reused while its span and colour stay (heat in HEAT_LEVELS steps), so a refresh costs Python only the
         sentences whose shade changed and Qt (which skips unchanged selections) only their repaint."""
-        if self.map is None:
+        if self.map is None or self.loading:
             self._sel_cache = {}
-            self.text.setExtraSelections([])
+            self.text.setExtraSelections([])  # while loading, the spans may reach past the text in the view
             return
         old, cache = self._sel_cache, {}
         doc = self.text.document()
@@ -451,3 +490,12 @@ def _selection(
     sel.cursor = cur
     sel.format = fmt
     return sel
+
+
+def _piece_end(text: str, start: int) -> int:
+    """Where the piece of `text` put in the view from `start` ends: LOAD_CHUNK characters on, back to a line end."""
+    end = start + LOAD_CHUNK
+    if end >= len(text):
+        return len(text)
+    nl = text.rfind("\n", start, end)
+    return nl + 1 if nl > start else end

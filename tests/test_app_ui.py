@@ -300,6 +300,32 @@ def test_a_150k_token_book_stays_smooth(qtbot, tmp_path):
     assert watch.longest < 0.1, f"longest event-loop gap {watch.longest * 1e3:.0f} ms"
 
 
+def test_a_long_text_goes_into_the_view_in_pieces(qtbot):
+    """A text longer than LOAD_CHUNK is put in the view over a few turns of the event loop (one piece blocked it
+    60-100 ms for a book): shading and a scroll asked for meanwhile wait for the whole text, then apply."""
+    from app.document_view import LOAD_CHUNK, LoadedDoc
+    from engine.documents import Document
+
+    line = "A sentence of the long text, one of many. " * 2 + "\n"
+    n = 3 * LOAD_CHUNK // len(line)
+    text = line * n
+    view = document_view(qtbot, "long.txt", text, [(i * len(line), (i + 1) * len(line)) for i in range(n)], 20 * n)
+    assert view.loading and 0 < len(view.text.toPlainText()) < len(text)
+    far = n - 1
+    view.set_heat({far: 1.0}, 1)
+    view.scroll_to(far)
+    assert view.text.extraSelections() == []  # nothing past the text in the view yet
+    qtbot.waitUntil(lambda: not view.loading, timeout=10_000)
+    assert view.text.toPlainText() == view.map.text
+    assert view.text.textCursor().position() == view.map.qt(view.map.sentences[far][1])
+    assert len(view.text.extraSelections()) == 1
+    # a new text replaces one still loading: only the new one ends in the view
+    view.set_documents([LoadedDoc(Document.from_text("a.txt", text))])
+    view.set_documents([LoadedDoc(Document.from_text("b.txt", "Short. Text."))])
+    qtbot.wait(50)
+    assert not view.loading and view.text.toPlainText() == view.map.text and "Short. Text." in view.map.text
+
+
 def document_view(qtbot, name: str, text: str, spans: list[tuple[int, int]], n_tokens: int):
     """A light-themed DocumentView holding one document whose sentences are `spans`, all in the context."""
     from app.document_view import DocumentView, LoadedDoc

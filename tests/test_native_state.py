@@ -49,6 +49,24 @@ def test_seq_rm_in_the_middle_then_refill_reproduces_logits(session):
     assert session.skv.stats().attended_last == BUDGET
 
 
+def test_a_hole_in_the_middle_is_never_staged(tiny_model_path):
+    """seq_rm of a range inside the document leaves its cells empty: no later step stages them. (Positions below
+    the first change are read as their own cells without a lookup; the hole must end that stretch.)"""
+    s = open_session(tiny_model_path, n_ctx=2048, budget=640)
+    try:
+        tokens = prefill_text(s, book_text(), N_PREFILL)
+        lib = s._llama_cpp
+        a, b = 300, 400  # outside the sink (32) and the ring (64)
+        assert lib.llama_memory_seq_rm(lib.llama_get_memory(s.llm.ctx), 0, a, b)
+        s.llm.eval([tokens[1]])  # a step at position N_PREFILL
+        st = s.skv.stats()
+        assert st.n_skv_steps >= 1
+        # every cached token fits the budget once the hole is out (600 < 640); staged, the hole would fill it
+        assert st.attended_last == N_PREFILL - (b - a) + 1
+    finally:
+        s.close()
+
+
 def test_clear_then_prefill_reproduces_logits(session):
     tokens, first = _reference(session)
     session.reset()
