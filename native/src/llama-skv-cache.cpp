@@ -190,6 +190,9 @@ int32_t llama_skv_cache::cell_of(int32_t pos) {
 // the identity prefix over the tokens appended since the last step (each cell checked once while it holds)
 void llama_skv_cache::extend_ident() {
     const auto & cells = kv.get_cells(0);
+    if (n_ident > 0 && (cells.seq_pos_min(0) != 0 || cells.seq_pos_max(0) < n_ident - 1)) {
+        n_ident = 0; // sequence 0 lost its start or its end moved down without a hooked change (seq_keep, seq_div)
+    }
     const int32_t n = std::min<int32_t>(n_cached, (int32_t) cells.size());
     while (n_ident < n && !cells.is_empty(n_ident) && cells.pos_get(n_ident) == n_ident && cells.seq_has(n_ident, 0)) {
         n_ident++;
