@@ -317,6 +317,8 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
         skv->head_dim_v = (int32_t) hparams.n_embd_head_v(il0);
         skv->type_k     = tk;
         skv->type_v     = tv;
+        skv->k_row      = (size_t) skv->head_dim * ggml_type_size(tk);
+        skv->v_row      = (size_t) skv->head_dim_v * ggml_type_size(tv);
         // the vector table starts at one pad and grows with the index (reserve_vec) up to sent_max entries
         skv->sent_max   = std::min<int32_t>(sent_cap > 0 ? sent_cap : (int32_t) kv_size, (int32_t) kv_size);
         skv->sent_cap   = std::min<int32_t>(SKV_PAD, skv->sent_max);

@@ -164,6 +164,8 @@ struct llama_skv_cache {
 
     ggml_type type_k = GGML_TYPE_F16;
     ggml_type type_v = GGML_TYPE_F16;
+    size_t    k_row  = 0; // bytes of one KV head's K row (host cache, staging): head_dim * size of type_k
+    size_t    v_row  = 0; // the same for V
     ggml_type type_vec = GGML_TYPE_F16;
 
     ggml_backend_buffer_type_t buft = nullptr;

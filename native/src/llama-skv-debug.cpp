@@ -9,8 +9,6 @@
 
 // env LLAMA_SKV_DEBUG=2: check every live staged row against the host cache and the order of positions
 void llama_skv_cache::verify(int32_t p, int32_t n_list) {
-    const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
-    const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     std::vector<char> kb(k_row), vb(v_row);
     int32_t n_bad = 0;
     for (auto & l : layers) {

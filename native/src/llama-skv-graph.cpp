@@ -311,8 +311,6 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
         stats.n_skv_steps++;
         if (on_device && cur_slot >= 0) {
             // the ubatch's own rows went to the device in-graph: mirror them so a later upload keeps them
-            const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
-            const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
             for (int32_t j = 0; j < cur_n; ++j) {
                 const int32_t c = cell_of(ubatch.pos[j]);
                 const size_t slot = (size_t) (cur_slot + j);

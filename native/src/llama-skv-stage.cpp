@@ -22,8 +22,6 @@ static const char * skv_row(const ggml_tensor * t, int32_t c, int32_t h, size_t 
 
 // the K and V rows of head h of cell c into staging slot `slot` (host staging, or the host shadow of device staging)
 void llama_skv_cache::copy_row(skv_layer & l, int32_t h, int32_t slot, int32_t c, int64_t & n_rows) {
-    const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
-    const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     const char * ks = skv_row(l.k, c, h, k_row);
     const char * vs = skv_row(l.v, c, h, v_row);
     const size_t ko = (size_t) slot * l.stage_k->nb[1] + (size_t) h * k_row;
@@ -55,8 +53,6 @@ void llama_skv_cache::write_row(skv_layer & l, int32_t h, int32_t slot, int32_t 
 // is prefetched
 void llama_skv_cache::write_rows(skv_layer & l, int32_t h, const std::vector<skv_copy> & copies, int64_t & n_rows) {
     constexpr size_t ahead = 16; // a power of two: the ring of looked-up cells
-    const size_t k_row = (size_t) head_dim * ggml_type_size(type_k);
-    const size_t v_row = (size_t) head_dim_v * ggml_type_size(type_v);
     int32_t cells_ahead[ahead];
     auto look = [&](size_t j) {
         const int32_t c = cell_in_step(copies[j].pos);
