@@ -67,6 +67,13 @@ def test_context_list_parsing():
         harness.int_list(",")
 
 
+@pytest.mark.parametrize("bad, says", [("4q,64k", "'4q' is not a token count"), ("-5", "must be positive"),
+                                       ("0k", "must be positive")])
+def test_a_bad_context_list_is_a_short_option_error(bad, says):
+    with pytest.raises(harness.OptionError, match=says):
+        harness.int_list(bad)
+
+
 def test_cli_speed_exit_codes(tiny_model_path, tmp_path):
     book = tmp_path / "book.txt"
     book.write_text(TEXT)

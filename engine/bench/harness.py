@@ -69,9 +69,16 @@ def int_list(s: str) -> tuple[int, ...]:
         if not part:
             continue
         mult = 1024 if part.endswith("k") else 1
-        out.append(int(float(part.rstrip("k")) * mult))
+        try:
+            n = int(float(part.removesuffix("k")) * mult)
+        except ValueError:
+            raise OptionError(f"{part!r} is not a token count: write numbers, k for 1024 (4k = 4096), "
+                              "separated by commas") from None
+        if n <= 0:
+            raise OptionError(f"{part!r}: token counts must be positive")
+        out.append(n)
     if not out:
-        raise ValueError(f"empty list: {s!r}")
+        raise OptionError(f"empty list: {s!r}")
     return tuple(out)
 
 
