@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from engine.bench import passkey, report
 
@@ -103,6 +104,41 @@ def test_multi_needle_haystack_places_each_needle_once_at_its_depth():
     assert starts == sorted(starts) and abs(starts[1] - 0.5) < 0.05
     assert len({passkey.thing(n.box) for n in hs.needles}) == 3  # each needle names another thing
     assert hs.text.startswith(passkey.TASK)
+
+
+def test_distinct_needles_are_each_asked_in_their_own_words():
+    from engine.bench import passkey
+
+    keys = [11111, 22222, 33333, 44444, 55555]
+    hs = passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa", "distinct")
+    questions = set()
+    for n, key in zip(hs.needles, keys, strict=True):
+        a, b = n.chars
+        assert hs.text[a:b] == passkey.needle_text("distinct", n.box, key)
+        assert str(key) in hs.text[a:b] and hs.text.count(str(key)) == 1
+        q, prefix = passkey.needle_question("distinct", n.box)
+        questions.add(q)
+        # the answer prefix is the needle's own words up to the key: the key is what comes next
+        assert hs.text[a:b].startswith(prefix + " " + str(key))
+    assert len(questions) == 5
+    assert "secret number" not in hs.text  # nothing of the alike set
+    # the alike set is unchanged by the option (earlier rounds' haystacks stay reproducible)
+    alike = passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa")
+    assert alike.text == passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa", "alike").text
+    assert passkey.needle_text("alike", 2, 7) == passkey.NEEDLE_BOX.format(thing=passkey.thing(2), K=7)
+
+
+def test_more_distinct_needles_than_the_set_holds_is_an_option_error():
+    import argparse
+
+    from engine.bench import passkey
+    from engine.bench.harness import OptionError
+
+    p = argparse.ArgumentParser()
+    passkey.add_arguments(p)
+    args = p.parse_args(["--needles", "--needle-set", "distinct", "--depths", "0.1,0.2,0.3,0.4,0.5,0.6"])
+    with pytest.raises(OptionError, match="at most 5 depths"):
+        passkey.config_from_args(args)
 
 
 def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_path):

@@ -58,6 +58,51 @@ ANSWER_PREFIX_BOX = "The secret number of {thing} is"
 def thing(i: int) -> str:
     """The thing needle i (1-based) names."""
     return NEEDLE_THINGS[(i - 1) % len(NEEDLE_THINGS)]
+
+
+# --needle-set distinct: five facts of different kinds (a code, a count, a phone number, a price, a distance), each
+# asked in its own words. With the `alike` set every needle and question reads "the secret number of <thing>", and
+# the 0.5B model mixes them up even with full attention inside its trained length (docs/BENCHMARKS.md, round 12:
+# full 3/5 at 31k); the distinct set asks the same thing of the retrieval (find the needle past the trained length)
+# without that confusion. Each entry: (needle, question, answer prefix, label); {K} is the key.
+DISTINCT_NEEDLES = (
+    ("The lock code of the red door is {K}. Remember it.",
+     "What is the lock code of the red door?", "The lock code of the red door is", "red door code"),
+    ("Captain Moreau's ship carried {K} barrels of olive oil to Lisbon.",
+     "How many barrels of olive oil did Captain Moreau's ship carry to Lisbon?",
+     "Captain Moreau's ship carried", "barrels of oil"),
+    ("The telephone number of the bakery on Elm Street is {K}.",
+     "What is the telephone number of the bakery on Elm Street?",
+     "The telephone number of the bakery on Elm Street is", "bakery phone"),
+    ("Professor Lindqvist paid {K} crowns for the old telescope.",
+     "How many crowns did Professor Lindqvist pay for the old telescope?",
+     "Professor Lindqvist paid", "telescope price"),
+    ("The mountain village of Arvena lies {K} steps above the river.",
+     "How many steps above the river does the mountain village of Arvena lie?",
+     "The mountain village of Arvena lies", "village steps"),
+)
+NEEDLE_SETS = ("alike", "distinct")
+
+
+def needle_text(needle_set: str, i: int, key: int) -> str:
+    """Needle i (1-based) of the set, holding `key`."""
+    if needle_set == "distinct":
+        return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)][0].format(K=key)
+    return NEEDLE_BOX.format(thing=thing(i), K=key)
+
+
+def needle_question(needle_set: str, i: int) -> tuple[str, str]:
+    """The question and the answer prefix that ask for needle i's key."""
+    if needle_set == "distinct":
+        _, q, a, _ = DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)]
+        return q, a
+    return QUESTION_BOX.format(thing=thing(i)), ANSWER_PREFIX_BOX.format(thing=thing(i))
+
+
+def needle_label(needle_set: str, i: int) -> str:
+    if needle_set == "distinct":
+        return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)][3]
+    return thing(i)
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
@@ -93,6 +138,7 @@ class PasskeyConfig:
     question_attention: tuple[str, ...] = ("policy",)
     sentence_start: tuple[str, ...] = ("keep",)
     needles: int = 0  # > 0: one haystack per length holding this many needles, at `depths`
+    needle_set: str = "alike"  # NEEDLE_SETS: what the needles say (alike: "the secret number of <thing>")
     remap: Remap = Remap.AUTO  # the SentenceKV candidates' remap_positions
     # the sentence candidates' score_distance: the first for the plain label, each other one as "<label>@<name>"
     score_distances: tuple[int, ...] = (SCORE_AUTO,)
@@ -158,8 +204,9 @@ class MultiHaystack:
     needles: list[Needle]
 
 
-def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str) -> MultiHaystack:
-    """Filler repeated n_filler times with needle i (about thing(i + 1)) inserted at round(depths[i] * n_filler)."""
+def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str,
+                         needle_set: str = "alike") -> MultiHaystack:
+    """Filler repeated n_filler times with needle i + 1 of the set inserted at round(depths[i] * n_filler)."""
     head = (TASK + " ") if fmt.startswith("landmark") or fmt == "chat" else ""
     at = {min(n_filler, max(0, round(d * n_filler))): i for i, d in enumerate(depths)}
     if len(at) != len(depths):
@@ -170,7 +217,7 @@ def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[in
             i = at[k]
             sep = " " if text and not text.endswith(" ") else ""
             start = len(text) + len(sep)
-            needle = NEEDLE_BOX.format(thing=thing(i + 1), K=keys[i])
+            needle = needle_text(needle_set, i + 1, keys[i])
             text += sep + needle
             needles.append(Needle((start, start + len(needle)), keys[i], depths[i], i + 1))
         if k < n_filler:
@@ -219,17 +266,17 @@ class PasskeyRunner:
         self.session.close()
 
     def suffix_for(self, box: int) -> list[int]:
-        q, a = QUESTION_BOX.format(thing=thing(box)), ANSWER_PREFIX_BOX.format(thing=thing(box))
+        q, a = needle_question(self.cfg.needle_set, box)
         if self.cfg.fmt == "chat":
             return self.session.prompt_tokens(q, a)
         return self.session.tokenize(question_suffix(self.cfg.fmt, q, a))
 
     def make_multi(self, length: int, depths: tuple[float, ...], keys: list[int]) -> MultiHaystack:
         """A haystack of about `length` prefilled tokens holding one needle per depth."""
-        fixed = sum(len(self.session.tokenize(NEEDLE_BOX.format(thing=thing(i + 1), K=k)))
+        fixed = sum(len(self.session.tokenize(needle_text(self.cfg.needle_set, i + 1, k)))
                     for i, k in enumerate(keys)) + 40
         n = max(len(depths), int((length - fixed - len(self.suffix_for(len(keys)))) / self.rep_tokens))
-        return build_haystack_multi(n, depths, keys, self.cfg.fmt)
+        return build_haystack_multi(n, depths, keys, self.cfg.fmt, self.cfg.needle_set)
 
     def make(self, length: int, depth: float, key: int) -> Haystack:
         """A haystack whose prefilled tokens (BOS + header + text) come to about `length`."""
@@ -430,7 +477,7 @@ def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cell
             r["correct"] = r["parsed"] == needle.key
             cell["policies"][label] = r
         cells.append(cell)
-        log(f"[{length} {thing(needle.box)} d={needle.depth} key={needle.key}] " + ", ".join(
+        log(f"[{length} {needle_label(cfg.needle_set, needle.box)} d={needle.depth} key={needle.key}] " + ", ".join(
             f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()))
 
 
@@ -468,6 +515,8 @@ def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -
 
 def _question_shown(cfg: PasskeyConfig) -> str:
     """The question as the report shows it: the pass-key one, or (--needles) the template asked per needle."""
+    if cfg.needles and cfg.needle_set == "distinct":
+        return " | ".join(needle_question("distinct", i + 1)[0] for i in range(cfg.needles))
     q, a = (QUESTION_BOX.format(thing="{thing}"), ANSWER_PREFIX_BOX.format(thing="{thing}")) if cfg.needles \
         else (QUESTION, ANSWER_PREFIX)
     return f"{q} / {a}" if cfg.fmt == "chat" else question_suffix(cfg.fmt, q, a)
@@ -482,7 +531,9 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
                    "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": _question_shown(cfg),
-                   "needles": cfg.needles, "needle_box": NEEDLE_BOX if cfg.needles else None,
+                   "needles": cfg.needles, "needle_set": cfg.needle_set if cfg.needles else None,
+                   "needle_box": (NEEDLE_BOX if cfg.needle_set == "alike" else
+                                  " | ".join(n[0] for n in DISTINCT_NEEDLES[:cfg.needles])) if cfg.needles else None,
                    "remap_positions": cfg.remap.name.lower(),
                    "score_distances": [score_distance_name(d) for d in cfg.score_distances],
                    "layouts": [lay.name.lower() for lay in cfg.layouts], **cfg.extra},
@@ -592,6 +643,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "files are pickles, so use a folder only you write to")
     p.add_argument("--needles", action="store_true",
                    help="one haystack per length holding a needle at each depth (one prefill per length)")
+    p.add_argument("--needle-set", default="alike", choices=NEEDLE_SETS,
+                   help="with --needles: alike (\"the secret number of <thing>\" five times, the default) or "
+                        "distinct (five facts of different kinds, each asked in its own words)")
     p.add_argument("--seed", type=int, default=0)
     protocol.add_arguments(p)
     p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
@@ -624,12 +678,16 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
                         depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
                         ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
                         trials=args.trials, seed=args.seed, out=Path(args.out),
-                        needles=len(depths) if args.needles else 0, remap=Remap.parse(args.remap_positions),
+                        needles=len(depths) if args.needles else 0, needle_set=args.needle_set,
+                        remap=Remap.parse(args.remap_positions),
                         score_distances=tuple(dict.fromkeys(parse_score_distance(x)
                                                             for x in args.score_distances.split(",") if x.strip())),
                         layouts=tuple(dict.fromkeys(Layout.parse(x.strip()) for x in args.layouts.split(",")
                                                     if x.strip())) or (Layout.ORDER,),
                         prefill_cache=Path(args.prefill_cache) if args.prefill_cache else None)
+    if cfg.needle_set == "distinct" and cfg.needles > len(DISTINCT_NEEDLES):
+        raise OptionError(f"--needle-set distinct has {len(DISTINCT_NEEDLES)} needles: give at most "
+                          f"{len(DISTINCT_NEEDLES)} depths")
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg
