@@ -107,8 +107,6 @@ def test_multi_needle_haystack_places_each_needle_once_at_its_depth():
 
 
 def test_distinct_needles_are_each_asked_in_their_own_words():
-    from engine.bench import passkey
-
     keys = [11111, 22222, 33333, 44444, 55555]
     hs = passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa", "distinct")
     questions = set()
@@ -131,7 +129,6 @@ def test_distinct_needles_are_each_asked_in_their_own_words():
 def test_more_distinct_needles_than_the_set_holds_is_an_option_error():
     import argparse
 
-    from engine.bench import passkey
     from engine.bench.harness import OptionError
 
     p = argparse.ArgumentParser()

@@ -84,25 +84,24 @@ DISTINCT_NEEDLES = (
 NEEDLE_SETS = ("alike", "distinct")
 
 
+def needle_entry(needle_set: str, i: int) -> tuple[str, str, str, str]:
+    """Needle i (1-based) of the set: (needle with a {K} field, question, answer prefix, label)."""
+    if needle_set == "distinct":
+        return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)]
+    t = thing(i)
+    return (NEEDLE_BOX.format(thing=t, K="{K}"), QUESTION_BOX.format(thing=t), ANSWER_PREFIX_BOX.format(thing=t), t)
+
+
 def needle_text(needle_set: str, i: int, key: int) -> str:
     """Needle i (1-based) of the set, holding `key`."""
-    if needle_set == "distinct":
-        return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)][0].format(K=key)
-    return NEEDLE_BOX.format(thing=thing(i), K=key)
+    return needle_entry(needle_set, i)[0].format(K=key)
 
 
 def needle_question(needle_set: str, i: int) -> tuple[str, str]:
     """The question and the answer prefix that ask for needle i's key."""
-    if needle_set == "distinct":
-        _, q, a, _ = DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)]
-        return q, a
-    return QUESTION_BOX.format(thing=thing(i)), ANSWER_PREFIX_BOX.format(thing=thing(i))
+    return needle_entry(needle_set, i)[1:3]
 
 
-def needle_label(needle_set: str, i: int) -> str:
-    if needle_set == "distinct":
-        return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)][3]
-    return thing(i)
 TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
         "I will quiz you about the important information there.")
 QUESTION = "What is the pass key?"
@@ -477,7 +476,7 @@ def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cell
             r["correct"] = r["parsed"] == needle.key
             cell["policies"][label] = r
         cells.append(cell)
-        log(f"[{length} {needle_label(cfg.needle_set, needle.box)} d={needle.depth} key={needle.key}] " + ", ".join(
+        log(f"[{length} {needle_entry(cfg.needle_set, needle.box)[3]} d={needle.depth} key={needle.key}] " + ", ".join(
             f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()))
 
 
@@ -516,7 +515,7 @@ def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -
 def _question_shown(cfg: PasskeyConfig) -> str:
     """The question as the report shows it: the pass-key one, or (--needles) the template asked per needle."""
     if cfg.needles and cfg.needle_set == "distinct":
-        return " | ".join(needle_question("distinct", i + 1)[0] for i in range(cfg.needles))
+        return " | ".join(needle_entry("distinct", i + 1)[1] for i in range(cfg.needles))
     q, a = (QUESTION_BOX.format(thing="{thing}"), ANSWER_PREFIX_BOX.format(thing="{thing}")) if cfg.needles \
         else (QUESTION, ANSWER_PREFIX)
     return f"{q} / {a}" if cfg.fmt == "chat" else question_suffix(cfg.fmt, q, a)
@@ -533,7 +532,8 @@ def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, parti
                    "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": _question_shown(cfg),
                    "needles": cfg.needles, "needle_set": cfg.needle_set if cfg.needles else None,
                    "needle_box": (NEEDLE_BOX if cfg.needle_set == "alike" else
-                                  " | ".join(n[0] for n in DISTINCT_NEEDLES[:cfg.needles])) if cfg.needles else None,
+                                  " | ".join(needle_entry("distinct", i + 1)[0] for i in range(cfg.needles)))
+                   if cfg.needles else None,
                    "remap_positions": cfg.remap.name.lower(),
                    "score_distances": [score_distance_name(d) for d in cfg.score_distances],
                    "layouts": [lay.name.lower() for lay in cfg.layouts], **cfg.extra},
