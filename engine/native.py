@@ -68,6 +68,53 @@ class Layout(IntEnum):
         return _member(cls, name, "remap layout", "order or stack")
 
 
+class QueryMode(IntEnum):
+    """The queries an entry's score sums (enum llama_skv_query; disk/ABI values: never renumber)."""
+
+    SENTENCE = 0  # every query of the current query sentence (the paper's mean)
+    LAST = 1  # the last decoded token's query alone
+
+    @classmethod
+    def parse(cls, name: str) -> QueryMode:
+        return _member(cls, name, "query mode", "sentence or last")
+
+
+class Gqa(IntEnum):
+    """One score per KV head from its query group (enum llama_skv_gqa; disk/ABI values: never renumber)."""
+
+    SUM = 0  # the sum of the group's dot products
+    MAX = 1  # the largest of the group's accumulated dot products (ShadowKV)
+    HEADS = 2  # each query head's order, merged rank by rank into the KV head's budget
+
+    @classmethod
+    def parse(cls, name: str) -> Gqa:
+        return _member(cls, name, "GQA aggregation", "sum, max or heads")
+
+
+class Edge(IntEnum):
+    """The last selected entry when the budget cannot hold it whole (enum llama_skv_edge)."""
+
+    CUT = 0  # cut, its earliest tokens kept
+    SKIP = 1  # skipped for the next entries that fit whole
+
+    @classmethod
+    def parse(cls, name: str) -> Edge:
+        return _member(cls, name, "budget edge", "cut or skip")
+
+
+class Oracle(IntEnum):
+    """Benchmarks only: select from the step's true attention (enum llama_skv_oracle). Session runs each token
+    twice: once under `full` (the native cache keeps its queries), then again under the policy."""
+
+    OFF = 0
+    TOKENS = 1  # per layer and KV head, the most attended tokens
+    SENTENCES = 2  # whole entries by attention mass
+
+    @classmethod
+    def parse(cls, name: str) -> Oracle:
+        return _member(cls, name, "oracle", "off, tokens or sentences")
+
+
 # score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from
 SCORE_AUTO = -1  # a fixed distance of budget / 2 where positions can be remapped, else each sentence's own
 SCORE_REAL = 0  # each sentence at its own distance (the paper's: the mean of its post-RoPE keys)
@@ -98,6 +145,12 @@ class llama_skv_params(ctypes.Structure):
         ("remap_positions", ctypes.c_int32),
         ("score_distance", ctypes.c_int32),
         ("remap_layout", ctypes.c_int32),
+        ("query_mode", ctypes.c_int32),
+        ("gqa_agg", ctypes.c_int32),
+        ("dense_layers", ctypes.c_int32),
+        ("edge", ctypes.c_int32),
+        ("neighbours", ctypes.c_int32),
+        ("oracle", ctypes.c_int32),
     ]
 
 
@@ -138,11 +191,22 @@ class SkvParams:
     remap: Remap = Remap.AUTO
     score_distance: int = SCORE_AUTO  # native/README.md, "Scores at a fixed distance"
     layout: Layout = Layout.ORDER  # native/README.md, "Positions past the trained length"
+    # the fidelity levers (native/README.md, "Fidelity levers")
+    query: QueryMode = QueryMode.SENTENCE
+    gqa: Gqa = Gqa.SUM
+    dense_layers: int = 0  # the first n SKV layers attend every cached token on decode steps
+    edge: Edge = Edge.CUT
+    neighbours: int = 0  # a selected entry brings this many entries before and after it (0..4)
+    oracle: Oracle = Oracle.OFF  # benchmarks only
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+        if self.dense_layers < 0:
+            raise ValueError(f"dense_layers must not be negative, got {self.dense_layers}")
+        if not 0 <= self.neighbours <= 4:
+            raise ValueError(f"neighbours must be 0 to 4, got {self.neighbours}")
         if self.ring < 1:
             raise ValueError(f"ring must be at least 1, got {self.ring}")
         if self.score_distance < SCORE_AUTO:
@@ -157,12 +221,14 @@ class SkvParams:
         return llama_skv_params(
             int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
             int(self.remap), self.score_distance, int(self.layout),
+            int(self.query), int(self.gqa), self.dense_layers, int(self.edge), self.neighbours, int(self.oracle),
         )
 
     @classmethod
     def from_c(cls, p: llama_skv_params) -> SkvParams:
         return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-                   Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout))
+                   Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
+                   Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle))
 
 
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
 from engine.native import DEFAULT_PARAMS, Policy, SkvParams
@@ -332,6 +334,12 @@ class QaConfig:
     # the paper's protocol options (Session.ask): every SKV candidate also runs with each non-default value given
     question_attention: tuple[str, ...] = ("policy",)
     sentence_start: tuple[str, ...] = ("keep",)
+    # named candidates beside the policies (--variant LABEL=key:value,...): SkvParams over sentence at the first
+    # budget; a label with +qdense / +sdense takes that protocol option
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
+    # --trace: each candidate is also decoded along full's answer (teacher forced): per answer token, the
+    # log-probability it gives full's token, whether it would pick it, and how many selections hold the source
+    trace: tuple[str, ...] = ()  # candidate labels, or ("all",)
 
     def params(self, policy: Policy, budget: int) -> SkvParams:
         return SkvParams(policy, budget, self.sink, self.ring, **self.skv_options)
@@ -349,6 +357,8 @@ class QaConfig:
                     labels = protocol.variants(label, self.question_attention, self.sentence_start) \
                         if pol == Policy.SENTENCE else [label]
                     out += [(k, self.params(pol, b)) for k in labels]
+        for label, opts in self.variants:
+            out.append((label, dataclasses.replace(self.params(Policy.SENTENCE, self.budgets[0]), **opts)))
         labels = [k for k, _ in out]
         if len(set(labels)) != len(labels):
             raise ValueError(f"a policy is named twice: {', '.join(self.policies)}")
@@ -369,7 +379,37 @@ class QaConfig:
                 "budgets": list(self.budgets), "sink": self.sink, "ring": self.ring, "max_tokens": self.max_tokens,
                 "limit": self.limit, "books": list(self.books), "threads": self.threads, "seed": self.seed,
                 "stop": list(self.stop), "session_options": dict(self.session_options),
-                "skv_options": dict(self.skv_options)}
+                "skv_options": dict(self.skv_options),
+                "variants": {k: {f: (v.name.lower() if hasattr(v, "name") else v) for f, v in o.items()}
+                             for k, o in self.variants},
+                "trace": list(self.trace)}
+
+
+def parse_variant(item: str) -> tuple[str, dict[str, Any]]:
+    """`LABEL=key:value,key:value` -> (label, SkvParams fields): enum fields by name (gqa:heads, oracle:tokens),
+    numbers as numbers. ValueError names what is wrong."""
+    label, sep, body = item.partition("=")
+    label = label.strip()
+    if not sep or not label:
+        raise ValueError(f"a variant is LABEL=key:value,..., got {item!r}")
+    fields = {f.name: f for f in dataclasses.fields(SkvParams)}
+    opts: dict[str, Any] = {}
+    for part in (x.strip() for x in body.split(",") if x.strip()):
+        key, sep, raw = part.partition(":")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in fields:
+            raise ValueError(f"variant {label!r}: unknown option {part!r} (known: {', '.join(sorted(fields))})")
+        default = fields[key].default
+        raw = raw.strip()
+        try:
+            opts[key] = type(default).parse(raw) if hasattr(type(default), "parse") else int(raw)
+        except ValueError as e:
+            raise ValueError(f"variant {label!r}: {key}: {e}") from None
+    try:
+        SkvParams(**{**dataclasses.asdict(DEFAULT_PARAMS), **opts})
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"variant {label!r}: {e}") from None
+    return label, opts
 
 
 def parse_options(items: Iterable[str], target: type, own: frozenset[str], what: str) -> dict[str, Any]:
@@ -511,7 +551,7 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
             answer = r.answer.strip()
             hits = slot_hits(q.expected, answer)
             res: dict[str, Any] = {"answer": answer, "correct": bool(hits) and all(hits), "slots": hits,
-                                   "reason": r.reason, "n_tokens": len(r.tokens)}
+                                   "reason": r.reason, "n_tokens": len(r.tokens), "tokens": list(r.tokens)}
             if params.policy == Policy.FULL or not r.steps:
                 res["source_retrieved"] = None
                 res["source_weight"] = None
@@ -522,8 +562,46 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
                 res["source_weight"] = sum(max((n for sid, n in st.counts if sid in src_set), default=0)
                                            for st in r.steps) / total if total else None
             row["policies"][label] = res
+        full_res = row["policies"].get("full")
+        if cfg.trace and full_res is not None and full_res["n_tokens"] > 0:
+            forced = full_res["tokens"]
+            for label, params in cands:
+                if params.policy == Policy.FULL or (label not in cfg.trace and "all" not in cfg.trace):
+                    continue
+                session.restore(snap)
+                session.set_params(params)
+                qa_mode, ss_mode = protocol.of(label)
+                row["policies"][label]["trace"] = trace_answer(session, q, forced, cfg, qa_mode, ss_mode, src_set)
         rows.append(row)
     return win, rows
+
+
+def trace_answer(session, q: Question, forced: list[int], cfg: QaConfig, qa_mode: str, ss_mode: str,
+                 src_set: set[int]) -> dict:
+    """Decode `forced` (full's answer) under the session's policy: per answer token i, the log-probability the
+    policy gives full's token, whether it is the policy's own pick, and in how many of the step's selections the
+    source sentence is (the selection made while decoding token i-1, which produced the logits of token i: the
+    prompt's last step for i = 0)."""
+    logp: list[float] = []
+    top: list[bool] = []
+
+    def sampler(logits: np.ndarray) -> int:
+        i = len(logp)
+        z = logits.astype(np.float64)
+        m = float(z.max())
+        lse = m + float(np.log(np.exp(z - m).sum()))
+        logp.append(round(float(z[forced[i]]) - lse, 4))
+        top.append(int(np.argmax(z)) == forced[i])
+        return forced[i]
+
+    r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=len(forced), stop=(), ignore_eos=True,
+                    sampler=sampler, question_attention=qa_mode, sentence_start=ss_mode)
+    sel = [r.first_step] + list(r.steps[: len(forced) - 1])
+    src_in = [sum(n for sid, n in st.counts if sid in src_set) if st is not None else None for st in sel]
+    n_sel = next((st.n_selections for st in sel if st is not None), 0)
+    diverge = next((i for i, ok in enumerate(top) if not ok), None)
+    return {"logp": logp, "top": top, "source_selections": src_in, "n_selections": n_sel,
+            "first_divergence": diverge}
 
 
 def _overlaps(sp, a: int, b: int) -> bool:
@@ -562,7 +640,40 @@ def summarize(results: list[dict], labels: list[str], contexts: Iterable[int]) -
             memory.append({"context": ctx, "label": k, "n": len(rs), "window_correct": len(ok),
                            "window_correct_outside_window": len(outside), "ids": outside})
     skipped = [{"context": r["context"], "id": r["id"], "why": r["skipped"]} for r in results if "skipped" in r]
-    return {"rows": rows, "memory_check": memory, "skipped": skipped}
+    return {"rows": rows, "memory_check": memory, "skipped": skipped, "trace": trace_rows(results, labels)}
+
+
+def trace_rows(results: list[dict], labels: list[str]) -> list[dict]:
+    """Per context x candidate, over the questions full answers right and the candidate loses (from --trace):
+    where the teacher-forced answer first leaves full's path (token index, median), the candidate's log p of
+    full's token there, the share of the step's selections holding the source there and over the answer."""
+    out = []
+    for ctx in sorted({r["context"] for r in results}):
+        rs = [r for r in results if r["context"] == ctx and "policies" in r and r["policies"].get("full", {}).get("correct")]
+        for k in labels:
+            lost = [r["policies"][k] for r in rs if not r["policies"][k]["correct"] and "trace" in r["policies"][k]]
+            kept = [r["policies"][k] for r in rs if r["policies"][k]["correct"] and "trace" in r["policies"][k]]
+            if not lost and not kept:
+                continue
+            div = [t["trace"]["first_divergence"] for t in lost if t["trace"]["first_divergence"] is not None]
+            lp = [t["trace"]["logp"][d] for t in lost for d in [t["trace"]["first_divergence"]] if d is not None]
+            def share(t, i=None):
+                tr = t["trace"]
+                xs = tr["source_selections"] if i is None else [tr["source_selections"][i]]
+                xs = [x for x in xs if x is not None]
+                return sum(xs) / (len(xs) * tr["n_selections"]) if xs and tr["n_selections"] else None
+            at_div = [share(t, t["trace"]["first_divergence"]) for t in lost if t["trace"]["first_divergence"] is not None]
+            at_div = [x for x in at_div if x is not None]
+            over = [x for x in (share(t) for t in lost) if x is not None]
+            over_kept = [x for x in (share(t) for t in kept) if x is not None]
+            med = sorted(div)[len(div) // 2] if div else None
+            out.append({"context": ctx, "label": k, "lost": len(lost), "diverged": len(div),
+                        "median_first_divergence": med,
+                        "mean_logp_at_divergence": sum(lp) / len(lp) if lp else None,
+                        "source_share_at_divergence": sum(at_div) / len(at_div) if at_div else None,
+                        "source_share_lost": sum(over) / len(over) if over else None,
+                        "source_share_kept": sum(over_kept) / len(over_kept) if over_kept else None})
+    return out
 
 
 HEADERS = ["context", "policy", "n", "correct", "accuracy", "recall", "kept of full"]
@@ -594,6 +705,10 @@ def _write(cfg: QaConfig, info: dict, windows: list[dict], results: list[dict], 
     return data
 
 
+def _fmt(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
+
+
 def render_markdown(data: dict) -> str:
     c, mi, s = data["config"], data["machine"], data["summary"]
     lines = [f"# skv eval qa ({mi['date']})", "",
@@ -610,6 +725,17 @@ def render_markdown(data: dict) -> str:
     if s["skipped"]:
         lines += ["Skipped: " + ", ".join(f"{x['id']} ({ctx_label(x['context'])}: {x['why']})"
                                           for x in s["skipped"]), ""]
+    if s.get("trace"):
+        lines += ["Trace along full's answer (questions full answers right; lost: the candidate's own answer is "
+                  "wrong): the first answer token where the candidate would not pick full's token (median index), "
+                  "its log p of full's token there, and the share of the (layer, head) selections holding the "
+                  "source sentence, at that step and over the answer (lost / kept answers):", "",
+                  report.markdown_table(
+                      ["context", "policy", "lost", "diverged", "first divergence", "log p there",
+                       "source share there", "source share (lost)", "source share (kept)"],
+                      [[ctx_label(t["context"]), t["label"], t["lost"], t["diverged"], t["median_first_divergence"],
+                        _fmt(t["mean_logp_at_divergence"]), _fmt(t["source_share_at_divergence"]),
+                        _fmt(t["source_share_lost"]), _fmt(t["source_share_kept"])] for t in s["trace"]]), ""]
     labels = c["candidates"]
     rows = []
     for r in data["results"]:
@@ -657,6 +783,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--skv-opt", action="append", default=[], metavar="KEY=VALUE",
                    help="any other SkvParams field, e.g. max_sentence_len=128 (repeatable)")
     protocol.add_arguments(p)
+    p.add_argument("--variant", action="append", default=[], metavar="LABEL=KEY:VALUE,...",
+                   help="a named sentence candidate at the first budget with other SkvParams, e.g. "
+                        "heads=gqa:heads or oracle-tok=oracle:tokens (repeatable)")
+    p.add_argument("--trace", metavar="LABELS",
+                   help="also decode these candidates (comma-separated labels, or all) along full's answer: per "
+                        "token, log p of full's token, whether it is the candidate's pick, the source's share of "
+                        "the selections")
     p.add_argument("--out", default="bench-results/qa", help="output folder (default bench-results/qa)")
 
 
@@ -691,6 +824,11 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
         out=Path(args.out),
     )
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
+    cfg.variants = tuple(parse_variant(v) for v in args.variant)
+    cfg.trace = tuple(x.strip() for x in (args.trace or "").split(",") if x.strip())
+    unknown = set(cfg.trace) - {k for k, _ in cfg.candidates()} - {"all"}
+    if unknown:
+        raise ValueError(f"--trace names no candidate: {', '.join(sorted(unknown))}")
     if not cfg.policies:
         raise ValueError("no policies given")
     cfg.candidates()  # policy names and budgets are valid

@@ -698,17 +698,21 @@ class Session:
         first token after a generated sentence closed)."""
         if self.n_past >= self.n_ctx:
             raise SessionError("the context is full: start a new chat or raise n_ctx")
-        dense = dense_starts and self._dense_next and self.skv is not None
-        if dense:
-            params = self.skv.get_params()
-            dense = params.policy != Policy.FULL
-        if dense:
+        params = self.skv.get_params() if self.skv is not None else None
+        sparse = params is not None and params.policy != Policy.FULL
+        dense = sparse and dense_starts and self._dense_next
+        oracle = sparse and not dense and params.oracle != native.Oracle.OFF
+        if dense or oracle:
             self.skv.set_params(replace(params, policy=Policy.FULL))
             try:
                 self.eval([tok])
             finally:
                 self.skv.set_params(params)
-        else:
+        if oracle:
+            # the oracle (benchmarks): the dense pass left this step's queries in the native cache; the token is
+            # removed and decoded again under the policy, which selects from that pass's true attention
+            self.llm.n_tokens -= 1
+        if not dense:
             self.eval([tok])
         self._turn_tokens.append(tok)
         if text is None:

@@ -54,6 +54,41 @@ struct llama_skv_params {
     int32_t score_distance;   // LLAMA_SKV_SCORE_*, or > 0: score each sentence as if it sat this many positions
                               // before the query (native/README.md, "Scores at a fixed distance")
     int32_t remap_layout;     // enum llama_skv_layout: where remapped retrieved sentences sit
+    // fidelity levers (native/README.md, "Fidelity levers"); the defaults keep the paper's selection
+    int32_t query_mode;       // enum llama_skv_query: which queries score the entries
+    int32_t gqa_agg;          // enum llama_skv_gqa: how a KV head's query group is turned into one score
+    int32_t dense_layers;     // the first n SKV layers attend every cached token on decode steps (0: none)
+    int32_t edge;             // enum llama_skv_edge: an entry that does not fit the budget whole
+    int32_t neighbours;       // a selected entry brings this many entries before and after it (0..4)
+    int32_t oracle;           // enum llama_skv_oracle: diagnostics only (needs the step's dense queries)
+};
+
+// disk/ABI values: never renumber. The queries an entry's score sums
+enum llama_skv_query {
+    LLAMA_SKV_QUERY_SENTENCE = 0, // every query of the current query sentence (the paper's mean)
+    LLAMA_SKV_QUERY_LAST     = 1, // the last decoded token's query alone (the step before: one-step lag)
+};
+
+// disk/ABI values: never renumber. One score per KV head from its group of query heads
+enum llama_skv_gqa {
+    LLAMA_SKV_GQA_SUM   = 0, // the sum of the group's dot products
+    LLAMA_SKV_GQA_MAX   = 1, // the largest of the group's (accumulated) dot products (ShadowKV)
+    LLAMA_SKV_GQA_HEADS = 2, // each query head's own order, merged rank by rank into the KV head's budget
+};
+
+// disk/ABI values: never renumber. The last selected entry when the budget cannot hold it whole
+enum llama_skv_edge {
+    LLAMA_SKV_EDGE_CUT  = 0, // cut, its earliest tokens kept
+    LLAMA_SKV_EDGE_SKIP = 1, // skipped for the next entries that fit whole
+};
+
+// disk/ABI values: never renumber. An oracle selection (benchmarks: what a perfect score would choose). It needs the
+// queries of the step itself: decode the token under policy full first, remove it (seq_rm) and decode it again
+// under a sparse policy with the oracle set; the second pass selects from the first pass's true attention
+enum llama_skv_oracle {
+    LLAMA_SKV_ORACLE_OFF       = 0,
+    LLAMA_SKV_ORACLE_TOKENS    = 1, // per layer and KV head, the tokens of most attention (summed over the group)
+    LLAMA_SKV_ORACLE_SENTENCES = 2, // whole entries by their attention mass, filled as the policy fills them
 };
 
 // disk/ABI values: never renumber. Where a remapped step puts the retrieved sentences (native/README.md,

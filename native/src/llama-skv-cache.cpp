@@ -31,6 +31,12 @@ llama_skv_params skv_default_params() {
     p.remap_positions  = LLAMA_SKV_REMAP_AUTO;
     p.score_distance   = LLAMA_SKV_SCORE_AUTO;
     p.remap_layout     = LLAMA_SKV_LAYOUT_ORDER;
+    p.query_mode       = LLAMA_SKV_QUERY_SENTENCE;
+    p.gqa_agg          = LLAMA_SKV_GQA_SUM;
+    p.dense_layers     = 0;
+    p.edge             = LLAMA_SKV_EDGE_CUT;
+    p.neighbours       = 0;
+    p.oracle           = LLAMA_SKV_ORACLE_OFF;
     return p;
 }
 
@@ -48,6 +54,12 @@ bool skv_params_valid(const llama_skv_params & p) {
         return false;
     }
     if (p.remap_layout < LLAMA_SKV_LAYOUT_ORDER || p.remap_layout > LLAMA_SKV_LAYOUT_STACK) {
+        return false;
+    }
+    if (p.query_mode < LLAMA_SKV_QUERY_SENTENCE || p.query_mode > LLAMA_SKV_QUERY_LAST ||
+        p.gqa_agg < LLAMA_SKV_GQA_SUM || p.gqa_agg > LLAMA_SKV_GQA_HEADS || p.dense_layers < 0 ||
+        p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
+        p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token
@@ -116,6 +128,7 @@ void llama_skv_cache::reset_query() {
         } else {
             std::fill(l.acc.begin(), l.acc.end(), 0.0f);
         }
+        std::fill(l.acc_q.begin(), l.acc_q.end(), 0.0f);
     }
 }
 
@@ -224,6 +237,10 @@ bool llama_skv_cache::set_params(const llama_skv_params & p) {
     }
     const bool ring_changed = p.sink != params.sink || p.ring != params.ring;
     const bool len_changed  = p.max_sentence_len != params.max_sentence_len;
+    if (!layers.empty() && p.dense_layers >= (int32_t) layers.size()) {
+        return false; // at least one layer must stay sparse
+    }
+    const bool scores_changed = p.gqa_agg != params.gqa_agg || p.query_mode != params.query_mode;
     const llama_skv_params old = params;
     params = p;
     if (budget_eff() <= p.sink + p.ring) {
@@ -234,6 +251,9 @@ bool llama_skv_cache::set_params(const llama_skv_params & p) {
     if (!alloc_stage()) {
         params = old;
         return false;
+    }
+    if (scores_changed) {
+        reset_query(); // the accumulated scores are of another form
     }
     GGML_UNUSED(ring_changed); // the staging rewrites from the first slot whose position changed
     GGML_UNUSED(len_changed);  // future pieces use the new length; closed pieces stay

@@ -10,6 +10,7 @@
 //   llama-skv-graph.cpp  graph input, the attention hook, after compute
 //   llama-skv-api.cpp    the flat C API
 //   llama-skv-debug.cpp  benchmark fill and debug checks
+//   llama-skv-fidelity.cpp the fidelity levers: per-query-head scores, the oracle selection
 //
 //
 // Timeline of one staged decode step at position p (one token):
@@ -82,6 +83,9 @@ public:
     std::vector<ggml_tensor *> k_shift; // per SKV layer (remap): I32 [n_head_kv * n_att], RoPE delta of each
                                         // (slot, head) row, index h + n_head_kv * slot
 
+    bool    per_head = false; // scores per query head (gqa_agg != sum): [n_scored, n_head] instead of [n_scored, nkv]
+    int32_t dense_l  = 0;     // params.dense_layers the graph was built for
+
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
     std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
 };
@@ -122,6 +126,8 @@ struct skv_layer {
     std::vector<float> vec_host; // mirror of vec (same rounding), [sent_cap][n_embd_k_gqa]
     std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
     std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
+    std::vector<float> acc_q;    // [n_head][sent_cap] per query head (gqa_agg != sum); acc is derived from it
+    std::vector<float> oracle_q; // [n_head][head_dim] the last dense decode step's queries (scaled; oracle only)
 
     // the choice: every entry of [0, order_n) in selection order, per head: the scored ones [0, scored_n) by
     // descending score (a sorted prefix in `order`, extended on demand from `snap`), then `tail`
@@ -190,6 +196,7 @@ struct llama_skv_cache {
     int32_t n_query   = 0;     // queries accumulated for the current query sentence
     bool    has_seed  = false; // seed scores pending for the next step
     bool    has_sel   = false;
+    int32_t oracle_pos = -1;   // the position whose dense queries oracle_q holds (-1: none)
 
     int32_t n_cached  = 0;     // positions [0, n_cached) are in the cache
     bool    expect_after = false; // a staged step was prepared and has not finished yet
@@ -209,6 +216,13 @@ struct llama_skv_cache {
     std::vector<skv_copy> copy_scratch; // scratch: a head's rows to copy
     std::vector<ggml_fp16_t> vec_scratch; // scratch: one head's vectors in F16 on their way to the device
     std::vector<int64_t>  slot_scratch; // scratch: the slots of a ubatch's own tokens
+    std::vector<float>    head_scratch; // scratch [n_head][sent_cap]: per-query-head scores (seed, dense step)
+    std::vector<float>    derive_scratch; // scratch [n_head_kv][sent_cap]: scores derived for a choice
+    std::vector<float>    oracle_w;     // scratch [p]: a head's true attention weights (oracle)
+    std::vector<float>    oracle_k;     // scratch [p][head_dim]: a head's keys as F32 (oracle)
+    std::vector<skv_pick> skip_scratch; // scratch: entries a head passed over (edge skip)
+    std::vector<uint32_t> ent_mark;     // scratch [entries]: entries a head took this step (neighbours)
+    uint32_t              ent_gen = 0;
     // cell lookups of one staged step (positions do not move inside prepare): memo_cell[pos] is valid when
     // memo_gen[pos] == step_gen
     std::vector<uint32_t> memo_gen;
@@ -322,6 +336,25 @@ struct llama_skv_cache {
     void update_vectors();
     void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
 
+    // fidelity levers (llama-skv-fidelity.cpp)
+    bool per_head_scores() const { return params.gqa_agg != LLAMA_SKV_GQA_SUM; }
+    bool dense_layer(size_t li) const { return (int32_t) li < params.dense_layers; }
+    // per-query-head scores s (head j's nv scores at s + j * stride) times scale into acc_q, then acc derived
+    void add_head_scores(skv_layer & l, const float * s, size_t stride, int32_t nv, float scale);
+    // per-query-head scores [n_head][sent_cap] -> one score per KV head [n_head_kv][sent_cap] (max, or rank merge)
+    void derive_scores(const float * heads, std::vector<float> & out);
+    // acc replaced by src ([n_head_kv][sent_cap]), keeping a choice that reads acc (as add_scores does)
+    void set_scores(skv_layer & l, const std::vector<float> & src);
+    void score_host_heads(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
+    // the oracle: the dense queries of the step at p are known (a dense pass at p came first)
+    bool oracle_ready(int32_t p) const;
+    // head h's true attention weights over [0, p), summed over its query group (softmax per query head)
+    void oracle_weights(const skv_layer & l, int32_t h, int32_t p, std::vector<float> & w);
+    // every layer's choice from the entries' attention mass (oracle sentences)
+    void oracle_select(int32_t p);
+    // head h's most attended tokens of [lo, hi) into `want` as ascending runs (oracle tokens); returns the count
+    int32_t oracle_tokens(skv_layer & l, int32_t h, int32_t p, int32_t lo, int32_t hi, int32_t room);
+
     // selection and the staged step (llama-skv-select.cpp)
     void select_from(skv_layer & l, const std::vector<float> & sc);
     const float * choice_scores(const skv_layer & l, int32_t h) const;
@@ -335,7 +368,7 @@ struct llama_skv_cache {
     // (a sparse prefill chunk: p its first position, m its tokens; a decode step: m = 1)
     void prepare(int32_t p, int32_t m, llm_graph_input_skv * inp);
     void begin_step(int32_t p);
-    void choose_selection();
+    void choose_selection(int32_t p);
     void attended_positions(skv_layer & l, int32_t h, int32_t p, bool use_sel, std::vector<int32_t> & list);
     void place_rows(skv_layer & l, int32_t h, int32_t p, int32_t m, const std::vector<int32_t> & list, int64_t & n_rows);
     // remap: the virtual rank of each attended token of the head whose list attended_positions just built (its runs

@@ -11,8 +11,9 @@
 void llama_skv_cache::verify(int32_t p, int32_t n_list) {
     std::vector<char> kb(k_row), vb(v_row);
     int32_t n_bad = 0;
-    for (auto & l : layers) {
-        for (int32_t h = 0; h < n_head_kv; ++h) {
+    for (size_t li = 0; li < layers.size(); ++li) {
+        const auto & l = layers[li];
+        for (int32_t h = 0; h < n_head_kv && !dense_layer(li); ++h) {
             const auto & sp = l.slot_pos[h];
             for (int32_t s = 0; s < n_list; ++s) {
                 const int32_t q = sp[s];

@@ -40,6 +40,8 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     const int32_t p0 = m > 0 ? params.ubatch.pos[0] : 0;
     res &= skv->staged_regime(m, p0) == staged;
     res &= score_d == skv->score_dist();
+    res &= per_head == skv->per_head_scores();
+    res &= dense_l == skv->params.dense_layers;
     if (staged) {
         res &= n_tok == m;
         res &= s_max == skv->s_max;
@@ -155,6 +157,8 @@ bool llama_skv_build_attn(
         p->n_att    = staged ? skv->n_att_for(p0, (int32_t) n_tokens) : 0;
         p->remap    = staged && skv->remap_for(p0 + (int32_t) n_tokens - 1);
         p->score_d  = skv->score_dist();
+        p->per_head = skv->per_head_scores();
+        p->dense_l  = skv->params.dense_layers;
         if (p->score_d > 0) {
             p->q_shift = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, staged ? n_tokens : 1);
             ggml_set_input(p->q_shift);
@@ -184,6 +188,9 @@ bool llama_skv_build_attn(
     }
     if (!inp) {
         return false;
+    }
+    if (inp->staged && skv->dense_layer(li)) {
+        return false; // a dense layer (params.dense_layers): upstream's attention over every cached token
     }
 
     auto & l = skv->layers[li];
@@ -242,17 +249,27 @@ bool llama_skv_build_attn(
             q = ggml_scale(ctx0, ggml_sum_rows(ctx0, q), 1.0f / n_tokens); // [1, hd, n_head]
             q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
         }
-        if (n_gqa > 1) {
+        if (inp->per_head) {
+            // one score per query head (gqa_agg max / heads): [n_scored, gqa, nkv], query head h * gqa + g
+            q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);
+            ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);
+            ggml_format_name(sc, "skv_scores-%d", il);
+            ggml_set_output(sc);
+            ggml_build_forward_expand(g.gf, sc);
+            inp->scores[li] = sc;
+        } else if (n_gqa > 1) {
             q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);          // [hd, gqa, nkv]
             q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, hd, nkv]
             q = ggml_sum_rows(ctx0, q);                             // [1, hd, nkv]
         }
-        q = ggml_reshape_3d(ctx0, q, hd, 1, nkv);                   // [hd, 1, nkv]
-        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, nkv]
-        ggml_format_name(sc, "skv_scores-%d", il);
-        ggml_set_output(sc);
-        ggml_build_forward_expand(g.gf, sc);
-        inp->scores[li] = sc;
+        if (!inp->per_head) {
+            q = ggml_reshape_3d(ctx0, q, hd, 1, nkv);                   // [hd, 1, nkv]
+            ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, nkv]
+            ggml_format_name(sc, "skv_scores-%d", il);
+            ggml_set_output(sc);
+            ggml_build_forward_expand(g.gf, sc);
+            inp->scores[li] = sc;
+        }
     }
 
     *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, inp->n_att,
@@ -325,8 +342,8 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             }
         }
         const bool chunk = ubatch.n_tokens > 1;
-        if (closed || chunk) {
-            reset_query(); // a chunk's mean query alone chooses the next chunk's sentences
+        if (closed || chunk || params.query_mode == LLAMA_SKV_QUERY_LAST) {
+            reset_query(); // a chunk's mean query alone chooses the next chunk's sentences (and query last: the step's)
         }
         for (size_t li = 0; li < layers.size(); ++li) {
             ggml_tensor * t = inp->scores.size() > li ? inp->scores[li] : nullptr;
@@ -339,7 +356,11 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                 ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
                 s = buf.data();
             }
-            add_scores(layers[li], s, (size_t) inp->n_scored, std::min(inp->n_scored, n_vec), inp->kq_scale);
+            if (inp->per_head) {
+                add_head_scores(layers[li], s, (size_t) inp->n_scored, std::min(inp->n_scored, n_vec), inp->kq_scale);
+            } else {
+                add_scores(layers[li], s, (size_t) inp->n_scored, std::min(inp->n_scored, n_vec), inp->kq_scale);
+            }
         }
         n_query = chunk ? std::max(n_query + 1, params.min_query_tokens) : n_query + 1;
     } else {
@@ -347,8 +368,13 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
         stats.positions_remapped = 0;
         stats.max_position       = p_last;
         const bool prefill = ubatch.n_tokens > 1;
-        if (closed || prefill) {
+        if (closed || prefill || params.query_mode == LLAMA_SKV_QUERY_LAST) {
             reset_query();
+        }
+        // the oracle's dense pass: this step's queries as the model scores them (not turned to a fixed distance)
+        const bool keep_oracle = !prefill && params.oracle != LLAMA_SKV_ORACLE_OFF && !inp->q_shift;
+        if (keep_oracle) {
+            oracle_pos = p_last;
         }
         std::vector<float> sc;
         for (size_t li = 0; li < layers.size(); ++li) {
@@ -365,8 +391,19 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                     l.seed_q[i] = buf[i] * inp->kq_scale;
                 }
             } else {
-                score_host(l, buf.data(), inp->kq_scale, sc);
-                add_scores(l, sc.data(), (size_t) sent_cap, n_vec, 1.0f);
+                if (keep_oracle) {
+                    l.oracle_q.resize(buf.size());
+                    for (size_t i = 0; i < buf.size(); ++i) {
+                        l.oracle_q[i] = buf[i] * inp->kq_scale;
+                    }
+                }
+                if (per_head_scores()) {
+                    score_host_heads(l, buf.data(), inp->kq_scale, head_scratch);
+                    add_head_scores(l, head_scratch.data(), (size_t) sent_cap, n_vec, 1.0f);
+                } else {
+                    score_host(l, buf.data(), inp->kq_scale, sc);
+                    add_scores(l, sc.data(), (size_t) sent_cap, n_vec, 1.0f);
+                }
             }
         }
         if (prefill) {

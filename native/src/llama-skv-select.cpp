@@ -177,13 +177,19 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
     order_need      = 0;
     const bool use_sel = params.policy == LLAMA_SKV_POLICY_SENTENCE || params.policy == LLAMA_SKV_POLICY_CHUNK;
     if (use_sel) {
-        choose_selection();
+        choose_selection(p);
     }
     int64_t n_rows = 0;
     int32_t n_list = -1;
     int32_t max_q  = 0; // remap: the largest rank a head gives its query
     for (size_t li = 0; li < layers.size(); ++li) {
         auto & l = layers[li];
+        if (dense_layer(li)) {
+            for (auto & s : l.sel) {
+                s.clear(); // attends every cached token (upstream's path), nothing staged
+            }
+            continue;
+        }
         for (int32_t h = 0; h < n_head_kv; ++h) {
             attended_positions(l, h, p, use_sel, list_scratch);
             GGML_ASSERT(n_list < 0 || n_list == (int32_t) list_scratch.size());
@@ -223,9 +229,13 @@ void llama_skv_cache::begin_step(int32_t p) {
 }
 
 // step 2: the selection order of every layer and head, from the scores accumulated through step p-1 (one-step
-// lag), else from the prefill's seed, else most recent first
-void llama_skv_cache::choose_selection() {
-    if (n_query >= params.min_query_tokens) {
+// lag), else from the prefill's seed, else most recent first (the oracle: from the true attention of step p)
+void llama_skv_cache::choose_selection(int32_t p) {
+    if (params.oracle == LLAMA_SKV_ORACLE_SENTENCES && oracle_ready(p)) {
+        oracle_select(p);
+        has_sel  = true;
+        has_seed = false;
+    } else if (n_query >= params.min_query_tokens) {
         for (auto & l : layers) {
             select_from(l, l.acc);
         }
@@ -235,7 +245,12 @@ void llama_skv_cache::choose_selection() {
         // first step after a prefill: seeded from the last prefilled token's queries
         std::vector<float> sc;
         for (auto & l : layers) {
-            score_host(l, l.seed_q.data(), 1.0f, sc);
+            if (per_head_scores()) {
+                score_host_heads(l, l.seed_q.data(), 1.0f, head_scratch);
+                derive_scores(head_scratch.data(), sc);
+            } else {
+                score_host(l, l.seed_q.data(), 1.0f, sc);
+            }
             select_from(l, sc);
         }
         has_sel  = true;
@@ -286,31 +301,74 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         }
         return got;
     };
-    if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
+    auto & sel = l.sel[h];
+    sel.clear();
+    const bool oracle_tok = use_sel && params.oracle == LLAMA_SKV_ORACLE_TOKENS && oracle_ready(p);
+    if (oracle_tok) {
+        // the oracle: the most attended tokens anywhere outside sink and ring, the open sentence's included
+        oracle_tokens(l, h, p, sink, ring_start, n_slot);
+    } else if (params.policy != LLAMA_SKV_POLICY_WINDOW) {
         take(idx.open_start_active(), p);
     }
     // the full order is kept (a kept selection must give every head the same candidates); the
     // reported selection lists the entries that got tokens
-    auto & sel = l.sel[h];
-    sel.clear();
-    if (use_sel && has_sel) {
+    if (use_sel && has_sel && !oracle_tok) {
         if (h == 0) {
             extend_order(l);
         }
         const auto & tab = idx.active();
-        auto visit = [&](int32_t id, float score) {
-            if (id >= (int32_t) tab.size()) {
+        // neighbours: an entry taken brings the ones around it, so each take is marked (an entry is taken once)
+        const int32_t nb = params.neighbours;
+        if (nb > 0) {
+            if (ent_mark.size() < tab.size()) {
+                ent_mark.assign(tab.size() + 256, 0);
+                ent_gen = 0;
+            }
+            ent_gen++;
+        }
+        // edge skip: entries passed over for not fitting whole; the room left at the end goes to them, cut, as
+        // under `cut` (the mask is one plane: every head attends the same number of tokens)
+        auto & skipped = skip_scratch;
+        skipped.clear();
+        bool cut_now = params.edge != LLAMA_SKV_EDGE_SKIP;
+        auto take_entry = [&](int32_t id, float score) {
+            if (id < 0 || id >= (int32_t) tab.size()) {
                 return;
             }
+            if (nb > 0) {
+                if (ent_mark[id] == ent_gen) {
+                    return;
+                }
+                ent_mark[id] = ent_gen;
+            }
             const skv_span sp = tab[id];
+            if (!cut_now) {
+                const int32_t len = std::min(sp.p1, ring_start) - std::max(sp.p0, sink);
+                if (len > n_slot - (int32_t) want.size()) {
+                    skipped.push_back({id, score, 0});
+                    if (nb > 0) {
+                        ent_mark[id] = 0; // not taken
+                    }
+                    return;
+                }
+            }
             const int32_t got = take(sp.p0, sp.p1);
             if (got > 0) {
                 sel.push_back({id, score, got});
             }
         };
+        auto visit = [&](int32_t id, float score) {
+            take_entry(id, score);
+            for (int32_t d = 1; d <= nb; ++d) {
+                for (const int32_t j : {id - d, id + d}) {
+                    const float sj = j >= 0 && j < l.scored_n ? choice_scores(l, h)[j] : 0.0f;
+                    take_entry(j, sj);
+                }
+            }
+        };
         int32_t batch = skv_first_batch(n_slot, n_cached, l.scored_n, order_need_last);
         size_t i = 0;
-        for (; (int32_t) want.size() < n_slot; ++i) {
+        for (; (int32_t) want.size() < n_slot && skipped.size() < 64; ++i) {
             if (i == l.order[h].size()) {
                 if (!order_more(l, h, batch)) {
                     break;
@@ -322,6 +380,10 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
         order_need = std::max(order_need, (int32_t) i);
         for (size_t i = 0; i < l.tail.size() && (int32_t) want.size() < n_slot; ++i) {
             visit(l.tail[i], 0.0f);
+        }
+        cut_now = true;
+        for (size_t i = 0; i < skipped.size() && (int32_t) want.size() < n_slot; ++i) {
+            take_entry(skipped[i].id, skipped[i].score);
         }
     }
     std::sort(runs.begin(), runs.end(), [&want](const skv_run & x, const skv_run & y) {

@@ -91,6 +91,13 @@ void llama_skv_cache::reserve_vec(int32_t n) {
             std::copy_n(l.acc.data() + (size_t) hh * sent_cap, sent_cap, acc.data() + (size_t) hh * cap);
         }
         l.acc = std::move(acc);
+        if (!l.acc_q.empty()) {
+            std::vector<float> aq((size_t) n_head * cap, 0.0f);
+            for (int32_t j = 0; j < n_head; ++j) {
+                std::copy_n(l.acc_q.data() + (size_t) j * sent_cap, sent_cap, aq.data() + (size_t) j * cap);
+            }
+            l.acc_q = std::move(aq);
+        }
     }
     ctx_vec  = std::move(ctx);
     buf_vec  = std::move(buf);
