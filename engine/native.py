@@ -109,10 +109,12 @@ class Oracle(IntEnum):
     OFF = 0
     TOKENS = 1  # per layer and KV head, the most attended tokens
     SENTENCES = 2  # whole entries by attention mass
+    TOKENS_LAG = 3  # the same from the previous step's queries (no dense pass: the policy's own lag)
+    SENTENCES_LAG = 4
 
     @classmethod
     def parse(cls, name: str) -> Oracle:
-        return _member(cls, name, "oracle", "off, tokens or sentences")
+        return _member(cls, name, "oracle", "off, tokens, sentences, tokens_lag or sentences_lag")
 
 
 # score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from
@@ -420,6 +422,10 @@ class SkvContext:
         c = params.to_c()
         rc = self._lib.llama_skv_set_params(self._ctx, ctypes.byref(c))
         if rc == ERR_INVALID:
+            n_layers = self.stats().n_layers
+            if params.dense_layers >= n_layers:
+                raise ValueError(f"dense_layers {params.dense_layers} would leave none of the {n_layers} SentenceKV "
+                                 f"layers sparse: choose at most {n_layers - 1}")
             raise ValueError(f"SentenceKV rejected {params}: the budget must exceed sink + ring")
         _check(rc, "set_params")
 

@@ -13,7 +13,7 @@ import pytest
 from engine.bench import qa
 from engine.bench.harness import load_book_text
 from engine.bench.report import books_dir
-from engine.native import SkvParams
+from engine.native import Gqa, Oracle, SkvParams
 
 BOOKS = ("alice_in_wonderland.txt", "christmas_carol.txt", "frankenstein.txt", "heart_of_darkness.txt",
          "walden.txt")
@@ -232,3 +232,37 @@ def test_eval_qa_is_registered():
     add_eval_parser(p.add_subparsers(dest="command"))
     args = p.parse_args(["eval", "qa", "--contexts", "8k,16k", "--budgets", "1024,2048", "--limit", "3"])
     assert args.eval_command == "qa" and args.contexts == "8k,16k" and args.limit == 3 and args.max_tokens == 32
+
+
+def test_variants_parse_typed_and_refuse_unknown_options():
+    assert qa.parse_variant("heads=gqa:heads,dense_layers:2") == ("heads", {"gqa": Gqa.HEADS, "dense_layers": 2})
+    assert qa.parse_variant("or=oracle:tokens") == ("or", {"oracle": Oracle.TOKENS})
+    assert qa.parse_variant("plain+qdense=") == ("plain+qdense", {})
+    for bad, what in (("nolabel", "LABEL="), ("x=nope:1", "unknown option"), ("x=gqa:mean", "GQA"),
+                      ("x=neighbours:9", "neighbours"), ("x=budget:50", "budget")):
+        with pytest.raises(ValueError, match=what):
+            qa.parse_variant(bad)
+
+
+def test_variants_and_the_trace_run_on_the_tiny_model(tiny_model_path, tmp_path):
+    text, qs = _synthetic()
+    book = tmp_path / "book.txt"
+    book.write_text(text, encoding="utf-8")
+    cfg = qa.QaConfig(model=str(tiny_model_path), questions=qs[:1], contexts=(512,), policies=("full", "sentence"),
+                      budgets=(128,), sink=8, ring=16, max_tokens=5, threads=1, texts={qs[0].book: text},
+                      out=tmp_path / "out")
+    cfg.variants = (qa.parse_variant("or-tok=oracle:tokens"), qa.parse_variant("heads=gqa:heads"))
+    cfg.trace = ("all",)
+    assert [k for k, _ in cfg.candidates()] == ["full", "sentence/128", "or-tok", "heads"]
+    data = qa.run_qa(cfg, log=lambda s: None)
+    (r,) = data["results"]
+    n = r["policies"]["full"]["n_tokens"]
+    assert n > 0 and "trace" not in r["policies"]["full"]
+    for k in ("sentence/128", "or-tok", "heads"):
+        t = r["policies"][k]["trace"]
+        assert len(t["logp"]) == len(t["top"]) == len(t["source_selections"]) == n
+        assert all(x <= 0.0 for x in t["logp"])
+        assert t["first_divergence"] == next((i for i, ok in enumerate(t["top"]) if not ok), None)
+        assert t["n_selections"] > 0
+    assert {row["label"] for row in data["summary"]["trace"]} <= {"sentence/128", "or-tok", "heads"}
+    assert "Trace along full's answer" in (tmp_path / "out" / "qa.md").read_text() or not data["summary"]["trace"]

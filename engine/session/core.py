@@ -701,7 +701,7 @@ class Session:
         params = self.skv.get_params() if self.skv is not None else None
         sparse = params is not None and params.policy != Policy.FULL
         dense = sparse and dense_starts and self._dense_next
-        oracle = sparse and not dense and params.oracle != native.Oracle.OFF
+        oracle = sparse and not dense and params.oracle in (native.Oracle.TOKENS, native.Oracle.SENTENCES)
         if dense or oracle:
             self.skv.set_params(replace(params, policy=Policy.FULL))
             try:

@@ -89,6 +89,10 @@ enum llama_skv_oracle {
     LLAMA_SKV_ORACLE_OFF       = 0,
     LLAMA_SKV_ORACLE_TOKENS    = 1, // per layer and KV head, the tokens of most attention (summed over the group)
     LLAMA_SKV_ORACLE_SENTENCES = 2, // whole entries by their attention mass, filled as the policy fills them
+    // the same from the previous step's queries (one-step lag, as the policy's own scores): no dense pass needed;
+    // an exact top-k over the whole context on the host, so a method, not only a bound (its cost grows with it)
+    LLAMA_SKV_ORACLE_TOKENS_LAG    = 3,
+    LLAMA_SKV_ORACLE_SENTENCES_LAG = 4,
 };
 
 // disk/ABI values: never renumber. Where a remapped step puts the retrieved sentences (native/README.md,

@@ -59,7 +59,7 @@ bool skv_params_valid(const llama_skv_params & p) {
     if (p.query_mode < LLAMA_SKV_QUERY_SENTENCE || p.query_mode > LLAMA_SKV_QUERY_LAST ||
         p.gqa_agg < LLAMA_SKV_GQA_SUM || p.gqa_agg > LLAMA_SKV_GQA_HEADS || p.dense_layers < 0 ||
         p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
-        p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES) {
+        p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

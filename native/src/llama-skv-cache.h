@@ -83,11 +83,12 @@ public:
     std::vector<ggml_tensor *> k_shift; // per SKV layer (remap): I32 [n_head_kv * n_att], RoPE delta of each
                                         // (slot, head) row, index h + n_head_kv * slot
 
+    bool    q_out    = false; // the step's queries are read back (oracle with lag)
     bool    per_head = false; // scores per query head (gqa_agg != sum): [n_scored, n_head] instead of [n_scored, nkv]
     int32_t dense_l  = 0;     // params.dense_layers the graph was built for
 
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
-    std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime)
+    std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime; staged with q_out)
 };
 
 struct skv_pick {
@@ -338,6 +339,15 @@ struct llama_skv_cache {
 
     // fidelity levers (llama-skv-fidelity.cpp)
     bool per_head_scores() const { return params.gqa_agg != LLAMA_SKV_GQA_SUM; }
+    bool oracle_lag() const {
+        return params.oracle == LLAMA_SKV_ORACLE_TOKENS_LAG || params.oracle == LLAMA_SKV_ORACLE_SENTENCES_LAG;
+    }
+    bool oracle_tokens_mode() const {
+        return params.oracle == LLAMA_SKV_ORACLE_TOKENS || params.oracle == LLAMA_SKV_ORACLE_TOKENS_LAG;
+    }
+    bool oracle_sentences_mode() const {
+        return params.oracle == LLAMA_SKV_ORACLE_SENTENCES || params.oracle == LLAMA_SKV_ORACLE_SENTENCES_LAG;
+    }
     bool dense_layer(size_t li) const { return (int32_t) li < params.dense_layers; }
     // per-query-head scores s (head j's nv scores at s + j * stride) times scale into acc_q, then acc derived
     void add_head_scores(skv_layer & l, const float * s, size_t stride, int32_t nv, float scale);

@@ -41,6 +41,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     res &= skv->staged_regime(m, p0) == staged;
     res &= score_d == skv->score_dist();
     res &= per_head == skv->per_head_scores();
+    res &= q_out == skv->oracle_lag();
     res &= dense_l == skv->params.dense_layers;
     if (staged) {
         res &= n_tok == m;
@@ -158,6 +159,7 @@ bool llama_skv_build_attn(
         p->remap    = staged && skv->remap_for(p0 + (int32_t) n_tokens - 1);
         p->score_d  = skv->score_dist();
         p->per_head = skv->per_head_scores();
+        p->q_out    = skv->oracle_lag();
         p->dense_l  = skv->params.dense_layers;
         if (p->score_d > 0) {
             p->q_shift = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, staged ? n_tokens : 1);
@@ -199,6 +201,17 @@ bool llama_skv_build_attn(
     const int64_t nkv = skv->n_head_kv;
 
     // q as the model scores it: [head_dim, n_head, n_tokens]
+    if (inp->staged && inp->q_out && n_tokens == 1) {
+        // the oracle with lag: this step's queries, read back for the next step's selection
+        ggml_tensor * ql = ggml_cont(ctx0, ggml_view_2d(ctx0, q_cur, q_cur->ne[0], q_cur->ne[1], q_cur->nb[1], 0));
+        if (ql->type != GGML_TYPE_F32) {
+            ql = ggml_cast(ctx0, ql, GGML_TYPE_F32);
+        }
+        ggml_format_name(ql, "skv_q_step-%d", il);
+        ggml_set_output(ql);
+        ggml_build_forward_expand(g.gf, ql);
+        inp->q_last[li] = ql;
+    }
     if (!inp->staged) {
         // dense regime: hand the last token's queries to the host (seed for the first decode step)
         ggml_tensor * ql = ggml_view_2d(ctx0, q_cur, q_cur->ne[0], q_cur->ne[1], q_cur->nb[1], (n_tokens - 1)*q_cur->nb[2]);
@@ -363,6 +376,22 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             }
         }
         n_query = chunk ? std::max(n_query + 1, params.min_query_tokens) : n_query + 1;
+        if (inp->q_out && !chunk) {
+            // the oracle with lag: the next step selects from this step's true attention
+            for (size_t li = 0; li < layers.size(); ++li) {
+                ggml_tensor * t = inp->q_last.size() > li ? inp->q_last[li] : nullptr;
+                auto & l = layers[li];
+                if (!t) {
+                    continue;
+                }
+                l.oracle_q.resize(ggml_nelements(t));
+                ggml_backend_tensor_get(t, l.oracle_q.data(), 0, ggml_nbytes(t));
+                for (float & x : l.oracle_q) {
+                    x *= inp->kq_scale;
+                }
+            }
+            oracle_pos = p_last + 1;
+        }
     } else {
         stats.n_dense_steps++;
         stats.positions_remapped = 0;
@@ -372,9 +401,10 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             reset_query();
         }
         // the oracle's dense pass: this step's queries as the model scores them (not turned to a fixed distance)
-        const bool keep_oracle = !prefill && params.oracle != LLAMA_SKV_ORACLE_OFF && !inp->q_shift;
+        // (with lag: for the next step; a prefill's last token too)
+        const bool keep_oracle = (!prefill || oracle_lag()) && params.oracle != LLAMA_SKV_ORACLE_OFF && !inp->q_shift;
         if (keep_oracle) {
-            oracle_pos = p_last;
+            oracle_pos = oracle_lag() ? p_last + 1 : p_last;
         }
         std::vector<float> sc;
         for (size_t li = 0; li < layers.size(); ++li) {
@@ -389,6 +419,9 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                 l.seed_q.resize(buf.size());
                 for (size_t i = 0; i < buf.size(); ++i) {
                     l.seed_q[i] = buf[i] * inp->kq_scale;
+                }
+                if (keep_oracle) {
+                    l.oracle_q = l.seed_q;
                 }
             } else {
                 if (keep_oracle) {

@@ -231,7 +231,7 @@ void llama_skv_cache::begin_step(int32_t p) {
 // step 2: the selection order of every layer and head, from the scores accumulated through step p-1 (one-step
 // lag), else from the prefill's seed, else most recent first (the oracle: from the true attention of step p)
 void llama_skv_cache::choose_selection(int32_t p) {
-    if (params.oracle == LLAMA_SKV_ORACLE_SENTENCES && oracle_ready(p)) {
+    if (oracle_sentences_mode() && oracle_ready(p)) {
         oracle_select(p);
         has_sel  = true;
         has_seed = false;
@@ -303,7 +303,7 @@ void llama_skv_cache::attended_positions(skv_layer & l, int32_t h, int32_t p, bo
     };
     auto & sel = l.sel[h];
     sel.clear();
-    const bool oracle_tok = use_sel && params.oracle == LLAMA_SKV_ORACLE_TOKENS && oracle_ready(p);
+    const bool oracle_tok = use_sel && oracle_tokens_mode() && oracle_ready(p);
     if (oracle_tok) {
         // the oracle: the most attended tokens anywhere outside sink and ring, the open sentence's included
         oracle_tokens(l, h, p, sink, ring_start, n_slot);
