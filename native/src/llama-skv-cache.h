@@ -336,6 +336,8 @@ struct llama_skv_cache {
     void compute_vector(skv_layer & l, int32_t idx, skv_span s);
     void update_vectors();
     void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
+    // scale * (q . v_i) for KV head h's vectors of every entry i < n_vec, into out[0, n_vec)
+    void score_vectors(const skv_layer & l, int32_t h, const float * q, float scale, float * out) const;
 
     // fidelity levers (llama-skv-fidelity.cpp)
     bool per_head_scores() const { return params.gqa_agg != LLAMA_SKV_GQA_SUM; }

@@ -72,20 +72,10 @@ void llama_skv_cache::set_scores(skv_layer & l, const std::vector<float> & src) 
 }
 
 void llama_skv_cache::score_host_heads(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
-    const int32_t n_embd = n_head_kv * head_dim;
-    const int32_t n_gqa  = n_head / n_head_kv;
+    const int32_t n_gqa = n_head / n_head_kv;
     out.assign((size_t) n_head * sent_cap, 0.0f);
     for (int32_t j = 0; j < n_head; ++j) {
-        const int32_t h = j / n_gqa;
-        const float * qj = q + (size_t) j * head_dim;
-        for (int32_t i = 0; i < n_vec; ++i) {
-            const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
-            float d = 0.0f;
-            for (int32_t t = 0; t < head_dim; ++t) {
-                d += qj[t] * vi[t];
-            }
-            out[(size_t) j * sent_cap + i] = d * scale;
-        }
+        score_vectors(l, j / n_gqa, q + (size_t) j * head_dim, scale, out.data() + (size_t) j * sent_cap);
     }
 }
 

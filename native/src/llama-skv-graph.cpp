@@ -262,27 +262,18 @@ bool llama_skv_build_attn(
             q = ggml_scale(ctx0, ggml_sum_rows(ctx0, q), 1.0f / n_tokens); // [1, hd, n_head]
             q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
         }
-        if (inp->per_head) {
-            // one score per query head (gqa_agg max / heads): [n_scored, gqa, nkv], query head h * gqa + g
-            q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);
-            ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);
-            ggml_format_name(sc, "skv_scores-%d", il);
-            ggml_set_output(sc);
-            ggml_build_forward_expand(g.gf, sc);
-            inp->scores[li] = sc;
-        } else if (n_gqa > 1) {
+        if (n_gqa > 1 && !inp->per_head) {
             q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);          // [hd, gqa, nkv]
             q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, hd, nkv]
             q = ggml_sum_rows(ctx0, q);                             // [1, hd, nkv]
         }
-        if (!inp->per_head) {
-            q = ggml_reshape_3d(ctx0, q, hd, 1, nkv);                   // [hd, 1, nkv]
-            ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);              // [n_scored, 1, nkv]
-            ggml_format_name(sc, "skv_scores-%d", il);
-            ggml_set_output(sc);
-            ggml_build_forward_expand(g.gf, sc);
-            inp->scores[li] = sc;
-        }
+        // per_head (gqa_agg max / heads): one score per query head, [n_scored, gqa, nkv], query head h * gqa + g
+        q = ggml_reshape_3d(ctx0, q, hd, inp->per_head ? n_gqa : 1, nkv); // [hd, 1 or gqa, nkv]
+        ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);                    // [n_scored, 1 or gqa, nkv]
+        ggml_format_name(sc, "skv_scores-%d", il);
+        ggml_set_output(sc);
+        ggml_build_forward_expand(g.gf, sc);
+        inp->scores[li] = sc;
     }
 
     *k = ggml_view_3d(ctx0, l.stage_k, hd, nkv, inp->n_att,
@@ -315,6 +306,14 @@ void llama_skv_after_compute(llama_memory_i * mem, llm_graph_result * res, const
         inp->skv->after(inp, ubatch);
     } catch (const std::exception & e) {
         LLAMA_LOG_ERROR("%s: %s\n", __func__, e.what());
+    }
+}
+
+// queries read back as the cache keeps them: times the model's kq_scale
+static void skv_scaled(const std::vector<float> & q, float scale, std::vector<float> & out) {
+    out.resize(q.size());
+    for (size_t i = 0; i < q.size(); ++i) {
+        out[i] = q[i] * scale;
     }
 }
 
@@ -384,11 +383,9 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
                 if (!t) {
                     continue;
                 }
-                l.oracle_q.resize(ggml_nelements(t));
-                ggml_backend_tensor_get(t, l.oracle_q.data(), 0, ggml_nbytes(t));
-                for (float & x : l.oracle_q) {
-                    x *= inp->kq_scale;
-                }
+                buf.resize(ggml_nelements(t));
+                ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
+                skv_scaled(buf, inp->kq_scale, l.oracle_q);
             }
             oracle_pos = p_last + 1;
         }
@@ -415,21 +412,12 @@ void llama_skv_cache::after(llm_graph_input_skv * inp, const llama_ubatch & ubat
             buf.resize(ggml_nelements(t));
             ggml_backend_tensor_get(t, buf.data(), 0, ggml_nbytes(t));
             auto & l = layers[li];
+            if (keep_oracle) {
+                skv_scaled(buf, inp->kq_scale, l.oracle_q);
+            }
             if (prefill) {
-                l.seed_q.resize(buf.size());
-                for (size_t i = 0; i < buf.size(); ++i) {
-                    l.seed_q[i] = buf[i] * inp->kq_scale;
-                }
-                if (keep_oracle) {
-                    l.oracle_q = l.seed_q;
-                }
+                skv_scaled(buf, inp->kq_scale, l.seed_q);
             } else {
-                if (keep_oracle) {
-                    l.oracle_q.resize(buf.size());
-                    for (size_t i = 0; i < buf.size(); ++i) {
-                        l.oracle_q[i] = buf[i] * inp->kq_scale;
-                    }
-                }
                 if (per_head_scores()) {
                     score_host_heads(l, buf.data(), inp->kq_scale, head_scratch);
                     add_head_scores(l, head_scratch.data(), (size_t) sent_cap, n_vec, 1.0f);

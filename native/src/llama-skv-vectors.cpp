@@ -201,9 +201,21 @@ void llama_skv_cache::update_vectors() {
     n_vec = n_new;
 }
 
+// out[i] = scale * (q . vector i of KV head h) for every entry i < n_vec
+void llama_skv_cache::score_vectors(const skv_layer & l, int32_t h, const float * q, float scale, float * out) const {
+    const int32_t n_embd = n_head_kv * head_dim;
+    for (int32_t i = 0; i < n_vec; ++i) {
+        const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
+        float d = 0.0f;
+        for (int32_t t = 0; t < head_dim; ++t) {
+            d += q[t] * vi[t];
+        }
+        out[i] = d * scale;
+    }
+}
+
 void llama_skv_cache::score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
     // a KV head's score sums its query group's: sum_j (q_j . v) = (sum_j q_j) . v (as the graph scores)
-    const int32_t n_embd = n_head_kv * head_dim;
     const int32_t n_gqa  = n_head / n_head_kv;
     out.assign((size_t) n_head_kv * sent_cap, 0.0f);
     std::vector<float> qs(head_dim);
@@ -215,13 +227,6 @@ void llama_skv_cache::score_host(const skv_layer & l, const float * q, float sca
                 qs[t] += qj[t];
             }
         }
-        for (int32_t i = 0; i < n_vec; ++i) {
-            const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
-            float d = 0.0f;
-            for (int32_t t = 0; t < head_dim; ++t) {
-                d += qs[t] * vi[t];
-            }
-            out[(size_t) h * sent_cap + i] = d * scale;
-        }
+        score_vectors(l, h, qs.data(), scale, out.data() + (size_t) h * sent_cap);
     }
 }
