@@ -102,6 +102,17 @@ class Edge(IntEnum):
         return _member(cls, name, "budget edge", "cut or skip")
 
 
+class Summary(IntEnum):
+    """What an entry's vector holds of its keys (enum llama_skv_summary; disk/ABI values: never renumber)."""
+
+    MEAN = 0  # the mean key (the paper's semantic vector)
+    BOUND = 1  # Quest's bound: per dimension the keys' centre and half range; score q.c + |q|.r >= every q.k
+
+    @classmethod
+    def parse(cls, name: str) -> Summary:
+        return _member(cls, name, "summary", "mean or bound")
+
+
 class Oracle(IntEnum):
     """Benchmarks only: select from the step's true attention (enum llama_skv_oracle). Session runs each token
     twice: once under `full` (the native cache keeps its queries), then again under the policy."""
@@ -153,6 +164,7 @@ class llama_skv_params(ctypes.Structure):
         ("edge", ctypes.c_int32),
         ("neighbours", ctypes.c_int32),
         ("oracle", ctypes.c_int32),
+        ("summary", ctypes.c_int32),
     ]
 
 
@@ -200,6 +212,7 @@ class SkvParams:
     edge: Edge = Edge.CUT
     neighbours: int = 0  # a selected entry brings this many entries before and after it (0..4)
     oracle: Oracle = Oracle.OFF  # benchmarks only
+    summary: Summary = Summary.MEAN  # what an entry's vector holds of its keys
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
@@ -224,13 +237,15 @@ class SkvParams:
             int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
             int(self.remap), self.score_distance, int(self.layout),
             int(self.query), int(self.gqa), self.dense_layers, int(self.edge), self.neighbours, int(self.oracle),
+            int(self.summary),
         )
 
     @classmethod
     def from_c(cls, p: llama_skv_params) -> SkvParams:
         return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
                    Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
-                   Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle))
+                   Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle),
+                   Summary(p.summary))
 
 
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native

@@ -22,7 +22,7 @@ BOOKS = ("alice_in_wonderland.txt", "christmas_carol.txt", "frankenstein.txt", "
 def _need_books() -> None:
     missing = [b for b in BOOKS if not (books_dir() / b).exists()]
     if missing:
-        pytest.skip(f"shared books missing from {books_dir()}: {', '.join(missing)}")
+        pytest.fail(f"books missing from {books_dir()}: {', '.join(missing)} (resources/books, or SKV_BOOKS_DIR)")
 
 
 def _quarter_tokens(s: str) -> int:  # ~4 characters per token, no model needed

@@ -15,13 +15,10 @@ from engine.native import Policy, SkvParams
 from engine.session import Session, SessionConfig
 
 ROOT = Path(__file__).resolve().parent.parent
-BOOKS = ROOT.parent / "shared" / "data" / "books"
 
 
 @pytest.mark.slow
 def test_sentence_answers_a_book_detail_that_window_cannot(default_model_path):
-    if not BOOKS.is_dir():
-        pytest.skip(f"the shared books folder is missing ({BOOKS})")
     from engine.bench.harness import load_book_text
 
     q = next(q for q in json.loads((ROOT / "resources" / "eval" / "qa_questions.json").read_text())["questions"]

@@ -8,6 +8,9 @@ scores) and the native's reported selections:
   host): the order of the entries that got tokens follows the largest per-query-head score, or the rank-by-rank
   merge of the query heads' own orders;
 - query last: the first entry each head attends is the best under the previous step's scores alone;
+- the bound summary (Quest): switched on after a mean prefill, the first entry each head attends is the best
+  under sum_j (q_j . c + |q_j| . r) of the previous step's queries, c and r each dimension's centre and half range
+  over the entry's keys; switched back, the mean's order returns;
 - dense layers: a dense layer's attention output equals `full`'s bit for bit, the layers after it attend only
   the budget; edge skip takes whole entries only (one cut at the end); neighbours bring the entries around each one.
 """
@@ -21,7 +24,7 @@ import pytest
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig
 
-from engine.native import Edge, Gqa, Oracle, Policy, QueryMode, SkvContext, SkvParams
+from engine.native import Edge, Gqa, Oracle, Policy, QueryMode, SkvContext, SkvParams, Summary
 
 CFG = TinyConfig()
 N_CTX = 1024
@@ -87,10 +90,23 @@ class Run:
             out.append(s.astype(np.float16).astype(np.float64))
         return np.stack(out)
 
-    def head_scores(self, il: int, q: np.ndarray) -> np.ndarray:
+    def bounds(self, il: int) -> tuple[np.ndarray, np.ndarray]:
+        """[n_sent, n_kv, hd] twice: each dimension's centre and half range over a sentence's K rows (F16)."""
+        c, r = [], []
+        for a, b in self.skv.sentences():
+            lo, hi = self.K[il, a:b].min(axis=0), self.K[il, a:b].max(axis=0)
+            c.append((np.float32(0.5) * (hi + lo)).astype(np.float16).astype(np.float64))
+            r.append((np.float32(0.5) * (hi - lo)).astype(np.float16).astype(np.float64))
+        return np.stack(c), np.stack(r)
+
+    def head_scores(self, il: int, q: np.ndarray, bound: bool = False) -> np.ndarray:
         """[n_head, n_sent]: each query head's (unsummed) score of every sentence."""
-        v = self.vectors(il)
         g = CFG.n_head // CFG.n_head_kv
+        if bound:
+            c, r = self.bounds(il)
+            return np.stack([c[:, j // g] @ q[j] + r[:, j // g] @ np.abs(q[j])
+                             for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
+        v = self.vectors(il)
         return np.stack([v[:, j // g] @ q[j] for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
 
     def has_tokens(self, p: int) -> list[bool]:
@@ -215,6 +231,44 @@ def test_query_last_selects_from_the_previous_step_alone(tiny_model_path):
         r.close()
 
 
+def test_bound_summary_scores_like_quest_and_switches_at_run_time(tiny_model_path):
+    params = SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, query=QueryMode.LAST)
+    r = Run(tiny_model_path, params)
+    try:
+        mean_bytes = r.skv.stats().device_vec_bytes
+        g = CFG.n_head // CFG.n_head_kv
+        checked = {True: 0, False: 0}
+        differs = 0
+        prev_q = None
+        for p in range(N_PREFILL, N_PREFILL + 14):
+            bound = p < N_PREFILL + 8  # bound for 8 steps, then the mean again
+            r.skv.set_params(replace(params, summary=Summary.BOUND if bound else Summary.MEAN))
+            n_before = len(r.skv.sentences())
+            rec = r.step(p)
+            if bound:
+                assert r.skv.stats().device_vec_bytes == 2 * mean_bytes  # (c, r) per entry and head
+            if prev_q is not None and len(r.skv.sentences()) == n_before and p not in (N_PREFILL, N_PREFILL + 8):
+                has = r.has_tokens(p)
+                for il in range(CFG.n_layer):
+                    sc = r.head_scores(il, prev_q[il], bound)[:, :n_before]
+                    other = r.head_scores(il, prev_q[il], not bound)[:, :n_before]
+                    for h in range(CFG.n_head_kv):
+                        s = sc[h * g : (h + 1) * g].sum(axis=0)
+                        o = other[h * g : (h + 1) * g].sum(axis=0)
+                        order = [i for i in np.argsort(-s, kind="stable") if has[i]]
+                        differs += order[0] != [i for i in np.argsort(-o, kind="stable") if has[i]][0]
+                        first = _picks(r.skv, il, h)[0][0]
+                        if s[order[0]] - s[order[1]] > 1e-3 * abs(s[order[0]]):
+                            assert first == order[0], (p, bound, il, h)
+                            checked[bound] += 1
+            prev_q = r._q(rec)[:, 0]
+        assert checked[True] >= 8 and checked[False] >= 4, checked
+        assert differs > 0  # the two summaries choose differently somewhere: the check can tell them apart
+        assert r.skv.get_params().summary == Summary.MEAN
+    finally:
+        r.close()
+
+
 def test_dense_layers_attend_like_full_and_the_rest_stay_sparse(tiny_model_path):
     params = SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, dense_layers=1)
     r = Run(tiny_model_path, params, extra=("kqv_out",))
@@ -270,7 +324,7 @@ def test_edge_skip_takes_whole_entries_and_neighbours_come_along(tiny_model_path
 
 def test_levers_round_trip_through_the_c_params_and_reject_bad_values():
     p = SkvParams(query=QueryMode.LAST, gqa=Gqa.HEADS, dense_layers=2, edge=Edge.SKIP, neighbours=1,
-                  oracle=Oracle.TOKENS_LAG)
+                  oracle=Oracle.TOKENS_LAG, summary=Summary.BOUND)
     assert SkvParams.from_c(p.to_c()) == p
     with pytest.raises(ValueError, match="neighbours"):
         SkvParams(neighbours=5)

@@ -146,7 +146,7 @@ def _table_rows(rows: list[dict]) -> list[list]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
-    p.add_argument("--book", default="frankenstein.txt", help="book file or name in shared/data/books")
+    p.add_argument("--book", default="frankenstein.txt", help="book file or name in resources/books")
     p.add_argument("--n-ctx", type=int, default=8192)
     p.add_argument(
         "--prefix", type=int, default=6000, help="tokens prefilled densely before the evaluated ones"

@@ -1,7 +1,7 @@
 """`skv eval niah`: RULER-style needle-in-a-haystack tasks in natural text (RESEARCH.md), generated from the task
 definitions, the question decoded under each policy.
 
-Haystack: a book from the shared books folder, cut to the length; needles are inserted between sentences at
+Haystack: a book from resources/books, cut to the length; needles are inserted between sentences at
 seeded random depths. Tasks (RULER's templates, numbers of needles as in its defaults for small models):
 - `single`: one needle "One of the special magic numbers for {key} is: {value}."; the question asks for it.
 - `multikey`: four needles with different keys; the question asks for one of them (the others distract).
@@ -277,7 +277,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--trials", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--book", default="frankenstein.txt", help="haystack book (shared books folder or a path)")
+    p.add_argument("--book", default="frankenstein.txt", help="haystack book (resources/books or a path)")
     p.add_argument("--out", default="bench-results/niah", help="output folder (default bench-results/niah)")
 
 

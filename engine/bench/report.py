@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-BOOKS_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "books"
+BOOKS_DIR = Path(__file__).resolve().parents[2] / "resources" / "books"
 
 
 def books_dir() -> Path:
-    """The shared Gutenberg books (SKV_BOOKS_DIR overrides)."""
+    """The public-domain books in resources/books (SKV_BOOKS_DIR overrides)."""
     env = os.environ.get("SKV_BOOKS_DIR")
     return Path(env).expanduser() if env else BOOKS_DIR
 

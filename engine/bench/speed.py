@@ -348,7 +348,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--policies", default="sentence,window,full", help="SKV policies (default sentence,window,full)")
-    p.add_argument("--book", default=DEFAULT_BOOK, help="book file or name in the shared books folder")
+    p.add_argument("--book", default=DEFAULT_BOOK, help="book file or name in resources/books")
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")
 
 

@@ -61,6 +61,14 @@ struct llama_skv_params {
     int32_t edge;             // enum llama_skv_edge: an entry that does not fit the budget whole
     int32_t neighbours;       // a selected entry brings this many entries before and after it (0..4)
     int32_t oracle;           // enum llama_skv_oracle: diagnostics only (needs the step's dense queries)
+    int32_t summary;          // enum llama_skv_summary: what an entry's vector holds of its keys
+};
+
+// disk/ABI values: never renumber. An entry's summary of its keys, scored against the query
+enum llama_skv_summary {
+    LLAMA_SKV_SUMMARY_MEAN  = 0, // the mean key (the paper's semantic vector): score q . mean
+    LLAMA_SKV_SUMMARY_BOUND = 1, // Quest's bound: per dimension the keys' centre c and half range r, score
+                                 // q . c + |q| . r = sum_d max(q_d min_d, q_d max_d) >= every key's q . k
 };
 
 // disk/ABI values: never renumber. The queries an entry's score sums

@@ -37,6 +37,7 @@ llama_skv_params skv_default_params() {
     p.edge             = LLAMA_SKV_EDGE_CUT;
     p.neighbours       = 0;
     p.oracle           = LLAMA_SKV_ORACLE_OFF;
+    p.summary          = LLAMA_SKV_SUMMARY_MEAN;
     return p;
 }
 
@@ -59,7 +60,8 @@ bool skv_params_valid(const llama_skv_params & p) {
     if (p.query_mode < LLAMA_SKV_QUERY_SENTENCE || p.query_mode > LLAMA_SKV_QUERY_LAST ||
         p.gqa_agg < LLAMA_SKV_GQA_SUM || p.gqa_agg > LLAMA_SKV_GQA_HEADS || p.dense_layers < 0 ||
         p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
-        p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG) {
+        p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG ||
+        p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_BOUND) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token
@@ -255,6 +257,9 @@ bool llama_skv_cache::set_params(const llama_skv_params & p) {
     if (scores_changed) {
         reset_query(); // the accumulated scores are of another form
     }
+    if (p.summary != old.summary) {
+        set_vec_dim(p.summary == LLAMA_SKV_SUMMARY_BOUND ? 2 * head_dim : head_dim);
+    }
     GGML_UNUSED(ring_changed); // the staging rewrites from the first slot whose position changed
     GGML_UNUSED(len_changed);  // future pieces use the new length; closed pieces stay
     return true;
@@ -383,7 +388,8 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
             skv->on_device = true;
         }
 
-        const int32_t n_embd_k = skv->n_head_kv * skv->head_dim;
+        skv->vec_dim = skv->params.summary == LLAMA_SKV_SUMMARY_BOUND ? 2 * skv->head_dim : skv->head_dim;
+        const int32_t n_embd_k = skv->n_head_kv * skv->vec_dim;
         ggml_init_params ip = {
             /*.mem_size   =*/ size_t(srcs.size() + 1)*ggml_tensor_overhead(),
             /*.mem_buffer =*/ NULL,

@@ -120,11 +120,11 @@ struct skv_layer {
     ggml_tensor * k; // host cache
     ggml_tensor * v;
 
-    ggml_tensor * vec     = nullptr; // [head_dim, sent_cap, n_head_kv] on the device (head-major)
+    ggml_tensor * vec     = nullptr; // [vec_dim, sent_cap, n_head_kv] on the device (head-major)
     ggml_tensor * stage_k = nullptr; // [n_embd_k_gqa, s_max]
     ggml_tensor * stage_v = nullptr; // [n_embd_v_gqa, s_max]
 
-    std::vector<float> vec_host; // mirror of vec (same rounding), [sent_cap][n_embd_k_gqa]
+    std::vector<float> vec_host; // mirror of vec (same rounding), [sent_cap][n_head_kv * vec_dim]
     std::vector<float> acc;      // [n_head_kv][sent_cap] scores of the current query sentence
     std::vector<float> seed_q;   // [n_head][head_dim] queries of the last prefilled token (scaled)
     std::vector<float> acc_q;    // [n_head][sent_cap] per query head (gqa_agg != sum); acc is derived from it
@@ -165,6 +165,7 @@ struct llama_skv_cache {
     int32_t n_head_kv = 0;
     int32_t head_dim  = 0;
     int32_t head_dim_v = 0;
+    int32_t vec_dim   = 0; // floats of one KV head's entry vector: head_dim (mean), 2 * head_dim (bound: c, r)
     int32_t s_max     = 0;
     uint64_t gen      = 0;
     bool    on_device = false;
@@ -326,6 +327,10 @@ struct llama_skv_cache {
     // tensors, the vectors uploaded again from the host mirror, the scores re-laid out. Only between graphs: a
     // built graph keeps the old tensors (gen changes, so it is not reused).
     void reserve_vec(int32_t n);
+    // new tables of sent_cap rows (a new cap, or a new vec_dim), the vectors uploaded again from the host mirror
+    void realloc_vec(int32_t cap);
+    // the summary changed (mean <-> bound): tables of the other width, every vector recomputed at the next step
+    void set_vec_dim(int32_t d);
     ggml_tensor * new_vec_table(ggml_context * ctx, int32_t il, int32_t cap) const;
     void upload_vectors(skv_layer & l, int32_t i0, int32_t i1);
     // the RoPE of every SKV layer under the context's parameters (the graph's hook and the API calls that close
@@ -336,8 +341,10 @@ struct llama_skv_cache {
     void compute_vector(skv_layer & l, int32_t idx, skv_span s);
     void update_vectors();
     void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
-    // scale * (q . v_i) for KV head h's vectors of every entry i < n_vec, into out[0, n_vec)
-    void score_vectors(const skv_layer & l, int32_t h, const float * q, float scale, float * out) const;
+    // scale * (q . v_i) for KV head h's vectors of every entry i < n_vec, into out[0, n_vec); with the bound
+    // summary v_i = (c_i, r_i) and the score scale * (q . c_i + qa . r_i), qa the summed |q| of the group
+    void score_vectors(const skv_layer & l, int32_t h, const float * q, const float * qa, float scale, float * out) const;
+    bool bound_summary() const { return vec_dim == 2 * head_dim; }
 
     // fidelity levers (llama-skv-fidelity.cpp)
     bool per_head_scores() const { return params.gqa_agg != LLAMA_SKV_GQA_SUM; }

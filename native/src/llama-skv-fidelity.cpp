@@ -74,8 +74,13 @@ void llama_skv_cache::set_scores(skv_layer & l, const std::vector<float> & src) 
 void llama_skv_cache::score_host_heads(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
     const int32_t n_gqa = n_head / n_head_kv;
     out.assign((size_t) n_head * sent_cap, 0.0f);
+    std::vector<float> qa(head_dim);
     for (int32_t j = 0; j < n_head; ++j) {
-        score_vectors(l, j / n_gqa, q + (size_t) j * head_dim, scale, out.data() + (size_t) j * sent_cap);
+        const float * qj = q + (size_t) j * head_dim;
+        for (int32_t t = 0; t < head_dim; ++t) {
+            qa[t] = std::fabs(qj[t]);
+        }
+        score_vectors(l, j / n_gqa, qj, qa.data(), scale, out.data() + (size_t) j * sent_cap);
     }
 }
 

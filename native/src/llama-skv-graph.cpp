@@ -246,8 +246,9 @@ bool llama_skv_build_attn(
     // sum over its query group, and sum_j (q_j . v) = (sum_j q_j) . v, so the group's queries are summed first
     // (one dot product per KV head instead of one per query head)
     {
-        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, hd, inp->n_scored, nkv,
-                l.vec->nb[1], l.vec->nb[2], 0);                     // [hd, n_scored, nkv]
+        const int64_t vd = l.vec->ne[0]; // hd, or 2 hd for the bound summary (c, r)
+        ggml_tensor * vec = ggml_view_3d(ctx0, l.vec, vd, inp->n_scored, nkv,
+                l.vec->nb[1], l.vec->nb[2], 0);                     // [vd, n_scored, nkv]
         const int64_t n_gqa = q_cur->ne[1] / nkv;
         ggml_tensor * q = ggml_is_contiguous(q_cur) ? q_cur : ggml_cont(ctx0, q_cur);
         if (inp->q_shift) {
@@ -262,13 +263,21 @@ bool llama_skv_build_attn(
             q = ggml_scale(ctx0, ggml_sum_rows(ctx0, q), 1.0f / n_tokens); // [1, hd, n_head]
             q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
         }
+        if (vd == 2 * hd) {
+            // the bound: (q, |q|) . (c, r) = q . c + |q| . r; the group sum below sums the |q_j|
+            q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
+            if (q->type != GGML_TYPE_F32) {
+                q = ggml_cast(ctx0, q, GGML_TYPE_F32);
+            }
+            q = ggml_concat(ctx0, q, ggml_abs(ctx0, q), 0);        // [2 hd, n_head, 1]
+        }
         if (n_gqa > 1 && !inp->per_head) {
-            q = ggml_reshape_3d(ctx0, q, hd, n_gqa, nkv);          // [hd, gqa, nkv]
-            q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, hd, nkv]
-            q = ggml_sum_rows(ctx0, q);                             // [1, hd, nkv]
+            q = ggml_reshape_3d(ctx0, q, vd, n_gqa, nkv);          // [vd, gqa, nkv]
+            q = ggml_cont(ctx0, ggml_permute(ctx0, q, 1, 0, 2, 3)); // [gqa, vd, nkv]
+            q = ggml_sum_rows(ctx0, q);                             // [1, vd, nkv]
         }
         // per_head (gqa_agg max / heads): one score per query head, [n_scored, gqa, nkv], query head h * gqa + g
-        q = ggml_reshape_3d(ctx0, q, hd, inp->per_head ? n_gqa : 1, nkv); // [hd, 1 or gqa, nkv]
+        q = ggml_reshape_3d(ctx0, q, vd, inp->per_head ? n_gqa : 1, nkv); // [vd, 1 or gqa, nkv]
         ggml_tensor * sc = ggml_mul_mat(ctx0, vec, q);                    // [n_scored, 1 or gqa, nkv]
         ggml_format_name(sc, "skv_scores-%d", il);
         ggml_set_output(sc);

@@ -29,7 +29,7 @@ void llama_skv_cache::reserve_for_step(int32_t p) {
 // a layer's vector table, head-major: [head_dim, cap, n_head_kv], so that a KV head's vectors are contiguous and
 // the scoring pass reads each head's rows in one sequential sweep
 ggml_tensor * llama_skv_cache::new_vec_table(ggml_context * ctx, int32_t il, int32_t cap) const {
-    ggml_tensor * t = ggml_new_tensor_3d(ctx, type_vec, head_dim, cap, n_head_kv);
+    ggml_tensor * t = ggml_new_tensor_3d(ctx, type_vec, vec_dim, cap, n_head_kv);
     ggml_format_name(t, "skv_vec_l%d", il);
     return t;
 }
@@ -40,12 +40,12 @@ void llama_skv_cache::upload_vectors(skv_layer & l, int32_t i0, int32_t i1) {
     if (i1 <= i0) {
         return;
     }
-    const int32_t n_embd = n_head_kv * head_dim;
-    vec_scratch.resize((size_t) (i1 - i0) * head_dim);
+    const int32_t n_embd = n_head_kv * vec_dim;
+    vec_scratch.resize((size_t) (i1 - i0) * vec_dim);
     for (int32_t h = 0; h < n_head_kv; ++h) {
         for (int32_t i = i0; i < i1; ++i) {
-            ggml_fp32_to_fp16_row(l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim,
-                                  vec_scratch.data() + (size_t) (i - i0) * head_dim, head_dim);
+            ggml_fp32_to_fp16_row(l.vec_host.data() + (size_t) i * n_embd + (size_t) h * vec_dim,
+                                  vec_scratch.data() + (size_t) (i - i0) * vec_dim, vec_dim);
         }
         ggml_backend_tensor_set(l.vec, vec_scratch.data(), (size_t) h * l.vec->nb[2] + (size_t) i0 * l.vec->nb[1],
                                 vec_scratch.size() * sizeof(ggml_fp16_t));
@@ -61,8 +61,12 @@ void llama_skv_cache::reserve_vec(int32_t n) {
         return;
     }
     GGML_ASSERT(!in_prepare && "the SentenceKV vector table cannot grow inside a step");
-    const int32_t cap = std::min(sent_max, skv_pad(std::max(n, sent_cap + sent_cap / 8)));
-    const int32_t n_embd = n_head_kv * head_dim;
+    realloc_vec(std::min(sent_max, skv_pad(std::max(n, sent_cap + sent_cap / 8))));
+}
+
+void llama_skv_cache::realloc_vec(int32_t cap) {
+    GGML_ASSERT(!in_prepare && cap >= sent_cap);
+    const int32_t n_embd = n_head_kv * vec_dim;
     ggml_init_params ip = {
         /*.mem_size   =*/ size_t(layers.size() + 1)*ggml_tensor_overhead(),
         /*.mem_buffer =*/ NULL,
@@ -86,6 +90,9 @@ void llama_skv_cache::reserve_vec(int32_t n) {
         l.vec_host.resize((size_t) cap * n_embd, 0.0f);
         l.vec = ts[li];
         upload_vectors(l, 0, n_vec);
+        if (cap == sent_cap) {
+            continue;
+        }
         std::vector<float> acc((size_t) n_head_kv * cap, 0.0f);
         for (int32_t hh = 0; hh < n_head_kv; ++hh) {
             std::copy_n(l.acc.data() + (size_t) hh * sent_cap, sent_cap, acc.data() + (size_t) hh * cap);
@@ -104,6 +111,23 @@ void llama_skv_cache::reserve_vec(int32_t n) {
     sent_cap = cap;
     idx.cap  = cap;
     gen++;
+}
+
+void llama_skv_cache::set_vec_dim(int32_t d) {
+    if (d == vec_dim) {
+        return;
+    }
+    vec_dim = d;
+    for (auto & l : layers) {
+        l.vec_host.assign((size_t) sent_cap * n_head_kv * vec_dim, 0.0f);
+    }
+    n_vec = 0; // realloc_vec uploads nothing; update_vectors recomputes every entry in the new form
+    if (!layers.empty()) {
+        realloc_vec(sent_cap);
+    }
+    vec_dirty = true;
+    reset_query(); // scores of the other form; the seed (queries) stays valid
+    has_sel = false;
 }
 
 void llama_skv_cache::set_rope(const llama_cparams & cp) {
@@ -143,10 +167,14 @@ void llama_skv_cache::unrope_row(const skv_layer & l, float * row, int32_t pos) 
 }
 
 // an entry's vector into the host mirror: the mean of its tokens' keys as cached (post-RoPE), or, for content vectors
-// (score_dist() > 0), of the keys turned back to position 0 (upload_vectors takes it to the device)
+// (score_dist() > 0), of the keys turned back to position 0 (upload_vectors takes it to the device). With the bound
+// summary, per KV head the centre (max + min) / 2 and half range (max - min) / 2 of each dimension over the keys.
 void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
     const int32_t n_embd = n_head_kv * head_dim;
+    const bool bound = bound_summary();
     std::vector<float> sum(n_embd, 0.0f);
+    std::vector<float> lo(bound ? n_embd : 0, INFINITY);
+    std::vector<float> hi(bound ? n_embd : 0, -INFINITY);
     std::vector<float> row(n_embd);
     const bool unrope = vec_content && l.rope;
     int32_t n = 0;
@@ -164,15 +192,36 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
         if (unrope) {
             unrope_row(l, row.data(), p);
         }
-        for (int32_t i = 0; i < n_embd; ++i) {
-            sum[i] += row[i];
+        if (bound) {
+            for (int32_t i = 0; i < n_embd; ++i) {
+                lo[i] = std::min(lo[i], row[i]);
+                hi[i] = std::max(hi[i], row[i]);
+            }
+        } else {
+            for (int32_t i = 0; i < n_embd; ++i) {
+                sum[i] += row[i];
+            }
         }
         n++;
     }
-    const float inv = n > 0 ? 1.0f / n : 0.0f;
-    for (int32_t i = 0; i < n_embd; ++i) {
-        // rounded to F16 as the device table holds it (upload_vectors)
-        l.vec_host[(size_t) idx * n_embd + i] = ggml_fp16_to_fp32(ggml_fp32_to_fp16(sum[i] * inv));
+    // rounded to F16 as the device table holds it (upload_vectors)
+    auto f16 = [](float x) { return ggml_fp16_to_fp32(ggml_fp32_to_fp16(x)); };
+    float * out = l.vec_host.data() + (size_t) idx * n_head_kv * vec_dim;
+    if (!bound) {
+        const float inv = n > 0 ? 1.0f / n : 0.0f;
+        for (int32_t i = 0; i < n_embd; ++i) {
+            out[i] = f16(sum[i] * inv);
+        }
+        return;
+    }
+    for (int32_t h = 0; h < n_head_kv; ++h) {
+        for (int32_t t = 0; t < head_dim; ++t) {
+            const size_t i = (size_t) h * head_dim + t;
+            const float c = n > 0 ? 0.5f * (hi[i] + lo[i]) : 0.0f;
+            const float r = n > 0 ? 0.5f * (hi[i] - lo[i]) : 0.0f;
+            out[(size_t) h * vec_dim + t]            = f16(c);
+            out[(size_t) h * vec_dim + head_dim + t] = f16(r);
+        }
     }
 }
 
@@ -201,32 +250,43 @@ void llama_skv_cache::update_vectors() {
     n_vec = n_new;
 }
 
-// out[i] = scale * (q . vector i of KV head h) for every entry i < n_vec
-void llama_skv_cache::score_vectors(const skv_layer & l, int32_t h, const float * q, float scale, float * out) const {
-    const int32_t n_embd = n_head_kv * head_dim;
+// out[i] = scale * (q . vector i of KV head h) for every entry i < n_vec (bound: q . c_i + qa . r_i)
+void llama_skv_cache::score_vectors(const skv_layer & l, int32_t h, const float * q, const float * qa, float scale,
+                                    float * out) const {
+    const int32_t n_embd = n_head_kv * vec_dim;
+    const bool bound = bound_summary();
     for (int32_t i = 0; i < n_vec; ++i) {
-        const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * head_dim;
+        const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * vec_dim;
         float d = 0.0f;
         for (int32_t t = 0; t < head_dim; ++t) {
             d += q[t] * vi[t];
+        }
+        if (bound) {
+            for (int32_t t = 0; t < head_dim; ++t) {
+                d += qa[t] * vi[head_dim + t];
+            }
         }
         out[i] = d * scale;
     }
 }
 
 void llama_skv_cache::score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const {
-    // a KV head's score sums its query group's: sum_j (q_j . v) = (sum_j q_j) . v (as the graph scores)
+    // a KV head's score sums its query group's: sum_j (q_j . v) = (sum_j q_j) . v (as the graph scores); the
+    // bound's half-range term sums the group's |q_j|
     const int32_t n_gqa  = n_head / n_head_kv;
     out.assign((size_t) n_head_kv * sent_cap, 0.0f);
     std::vector<float> qs(head_dim);
+    std::vector<float> qa(head_dim);
     for (int32_t h = 0; h < n_head_kv; ++h) {
         std::fill(qs.begin(), qs.end(), 0.0f);
+        std::fill(qa.begin(), qa.end(), 0.0f);
         for (int32_t g = 0; g < n_gqa; ++g) {
             const float * qj = q + (size_t) (h * n_gqa + g) * head_dim;
             for (int32_t t = 0; t < head_dim; ++t) {
                 qs[t] += qj[t];
+                qa[t] += std::fabs(qj[t]);
             }
         }
-        score_vectors(l, h, qs.data(), scale, out.data() + (size_t) h * sent_cap);
+        score_vectors(l, h, qs.data(), qa.data(), scale, out.data() + (size_t) h * sent_cap);
     }
 }

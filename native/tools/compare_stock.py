@@ -69,7 +69,7 @@ def main() -> int:
         subprocess.run(
             ["cmake", "--build", str(build), "--target", "llama", "-j", str(os.cpu_count() or 2)], check=True
         )
-    book = Path(__file__).resolve().parents[3] / "shared" / "data" / "books" / "alice_in_wonderland.txt"
+    book = Path(__file__).resolve().parents[2] / "resources" / "books" / "alice_in_wonderland.txt"
     out = {}
     for name, env in (("stock", {"LLAMA_CPP_LIB_PATH": str(lib_dir)}), ("patched", {})):
         npy = root / f"logits_{name}.npy"

@@ -11,7 +11,7 @@ Writes
 - `.gpu/site/`: the pure-Python packages the engine needs that such a machine lacks: `llama_cpp` (the bindings from
   the same sdist; they load the library named by LLAMA_CPP_LIB_PATH), `gguf` (writes the synthetic models there),
   `pysbd` (sentence splitting) and `diskcache` (imported by llama_cpp);
-- `.gpu/books/`: the books the checks read (the shared folder beside the checkout does not travel);
+- `.gpu/books/`: the books the checks read (a copy of resources/books, so the pack stands alone);
 - `.gpu/MANIFEST.json`: sizes, the build key, and the working tree's size, so the 64 MiB carry limit is checked here.
 
 Needs `make setup` first (the sdist cached; nothing is downloaded). Exit codes: 0 ok, 2 missing input or over size.

@@ -14,7 +14,7 @@ def book_text(name: str = "alice_in_wonderland.txt", start: int = 20_000, n_char
     if not path.exists():
         import pytest
 
-        pytest.skip(f"{path} is missing (the shared books folder sits beside the checkout)")
+        pytest.fail(f"{path} is missing: the books live in resources/books (or set SKV_BOOKS_DIR)")
     return path.read_text(encoding="utf-8")[start : start + n_chars]
 
 
