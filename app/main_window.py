@@ -47,7 +47,7 @@ from app.widgets import Banner, ProgressBox
 from engine import events as ev
 from engine import paths
 from engine.documents import SUPPORTED, Document, load_document
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.session import SessionConfig, TurnRecord
 from engine.worker import Ask, LoadModel, OpenDocuments, SetParams
 

@@ -28,23 +28,23 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from engine.native import DEFAULT_PARAMS
+from engine.params import APP_MAX_TOKENS, APP_N_CTX, DEFAULT_PARAMS, POLICY_NAMES, SERVER_PORT, budget_problem
 
-POLICIES = ("sentence", "chunk", "window", "full")
+POLICIES = POLICY_NAMES
 THEMES = ("system", "light", "dark")
 
 
 @dataclass(frozen=True, slots=True)
 class AppSettings:
     model_path: str = ""  # "" = the built-in default model
-    n_ctx: int = 32768  # the built-in model's trained context (lowered at load when the memory estimate needs it)
+    n_ctx: int = APP_N_CTX  # the built-in model's trained context (lowered at load when the memory estimate needs it)
     threads: int = max(1, min(8, (os.cpu_count() or 2) - 1))
     gpu_layers: int = 0
     policy: str = "sentence"
     budget: int = DEFAULT_PARAMS.budget
     sink: int = DEFAULT_PARAMS.sink
     ring: int = DEFAULT_PARAMS.ring
-    max_tokens: int = 256
+    max_tokens: int = APP_MAX_TOKENS
     theme: str = "system"
 
     def __post_init__(self) -> None:
@@ -52,10 +52,9 @@ class AppSettings:
             raise ValueError(f"unknown policy {self.policy!r}: use one of {', '.join(POLICIES)}")
         if self.theme not in THEMES:
             raise ValueError(f"unknown theme {self.theme!r}: use one of {', '.join(THEMES)}")
-        if self.budget <= self.sink + self.ring:
-            raise ValueError(
-                f"budget {self.budget} must be larger than sink + ring ({self.sink} + {self.ring})"
-            )
+        problem = budget_problem(self.budget, self.sink, self.ring)
+        if problem:
+            raise ValueError(problem)
 
     def needs_reload(self, other: AppSettings) -> bool:
         return (self.model_path, self.n_ctx, self.threads, self.gpu_layers) != (
@@ -238,7 +237,7 @@ class LocalServer(QObject):
     has stopped."""
 
     changed = Signal(str)
-    PORT = 8765
+    PORT = SERVER_PORT
 
     def __init__(self, parent: QObject | None = None) -> None:
         super().__init__(parent)

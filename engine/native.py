@@ -8,9 +8,25 @@ from __future__ import annotations
 
 import ctypes
 from dataclasses import dataclass
-from enum import IntEnum
 
 import numpy as np
+
+from engine.params import (  # noqa: F401  (re-exported: the C conversion's types)
+    DEFAULT_PARAMS,
+    SCORE_AUTO,
+    SCORE_REAL,
+    Edge,
+    Gqa,
+    Layout,
+    Oracle,
+    Policy,
+    QueryMode,
+    Remap,
+    SkvParams,
+    Summary,
+    parse_score_distance,
+    score_distance_name,
+)
 
 ERR_NOT_ENABLED = -1
 ERR_INVALID = -2
@@ -23,128 +39,6 @@ class NativeError(RuntimeError):
 
 class SkvNotEnabledError(NativeError):
     """The context has no SentenceKV cache."""
-
-
-def _member(cls, name: str, what: str, choices: str):
-    """The member of an enum by its (case-insensitive) name; ValueError naming the choices."""
-    try:
-        return cls[name.upper()]
-    except KeyError:
-        raise ValueError(f"unknown {what} {name!r}: use {choices}") from None
-
-
-class Policy(IntEnum):
-    # disk/ABI values: never renumber (enum llama_skv_policy)
-    FULL = 0
-    WINDOW = 1
-    CHUNK = 2
-    SENTENCE = 3
-
-    @classmethod
-    def parse(cls, name: str) -> Policy:
-        return _member(cls, name, "policy", "full, window, chunk or sentence")
-
-
-class Remap(IntEnum):
-    """Virtual positions for the attended tokens (enum llama_skv_remap; disk/ABI values: never renumber)."""
-
-    OFF = 0
-    ON = 1
-    AUTO = 2  # on for decode steps at or past the model's trained length
-
-    @classmethod
-    def parse(cls, name: str) -> Remap:
-        return _member(cls, name, "remap mode", "auto, on or off")
-
-
-class Layout(IntEnum):
-    """Where a remapped step puts the retrieved sentences (enum llama_skv_layout; disk/ABI values: never renumber)."""
-
-    ORDER = 0  # in their original order, compressed, right before the open sentence and the ring
-    STACK = 1  # each one ending right before the open sentence and the ring: all at the same distance (InfLLM)
-
-    @classmethod
-    def parse(cls, name: str) -> Layout:
-        return _member(cls, name, "remap layout", "order or stack")
-
-
-class QueryMode(IntEnum):
-    """The queries an entry's score sums (enum llama_skv_query; disk/ABI values: never renumber)."""
-
-    SENTENCE = 0  # every query of the current query sentence (the paper's mean)
-    LAST = 1  # the last decoded token's query alone
-
-    @classmethod
-    def parse(cls, name: str) -> QueryMode:
-        return _member(cls, name, "query mode", "sentence or last")
-
-
-class Gqa(IntEnum):
-    """One score per KV head from its query group (enum llama_skv_gqa; disk/ABI values: never renumber)."""
-
-    SUM = 0  # the sum of the group's dot products
-    MAX = 1  # the largest of the group's accumulated dot products (ShadowKV)
-    HEADS = 2  # each query head's order, merged rank by rank into the KV head's budget
-
-    @classmethod
-    def parse(cls, name: str) -> Gqa:
-        return _member(cls, name, "GQA aggregation", "sum, max or heads")
-
-
-class Edge(IntEnum):
-    """The last selected entry when the budget cannot hold it whole (enum llama_skv_edge)."""
-
-    CUT = 0  # cut, its earliest tokens kept
-    SKIP = 1  # skipped for the next entries that fit whole
-
-    @classmethod
-    def parse(cls, name: str) -> Edge:
-        return _member(cls, name, "budget edge", "cut or skip")
-
-
-class Summary(IntEnum):
-    """What an entry's vector holds of its keys (enum llama_skv_summary; disk/ABI values: never renumber)."""
-
-    MEAN = 0  # the mean key (the paper's semantic vector)
-    BOUND = 1  # Quest's bound: per dimension the keys' centre and half range; score q.c + |q|.r >= every q.k
-
-    @classmethod
-    def parse(cls, name: str) -> Summary:
-        return _member(cls, name, "summary", "mean or bound")
-
-
-class Oracle(IntEnum):
-    """Benchmarks only: select from the step's true attention (enum llama_skv_oracle). Session runs each token
-    twice: once under `full` (the native cache keeps its queries), then again under the policy."""
-
-    OFF = 0
-    TOKENS = 1  # per layer and KV head, the most attended tokens
-    SENTENCES = 2  # whole entries by attention mass
-    TOKENS_LAG = 3  # the same from the previous step's queries (no dense pass: the policy's own lag)
-    SENTENCES_LAG = 4
-
-    @classmethod
-    def parse(cls, name: str) -> Oracle:
-        return _member(cls, name, "oracle", "off, tokens, sentences, tokens_lag or sentences_lag")
-
-
-# score_distance (enum llama_skv_score; a value > 0 is the distance itself): where each sentence is scored from
-SCORE_AUTO = -1  # a fixed distance of budget / 2 where positions can be remapped, else each sentence's own
-SCORE_REAL = 0  # each sentence at its own distance (the paper's: the mean of its post-RoPE keys)
-
-
-def parse_score_distance(text: str) -> int:
-    """`auto`, `real` or a positive distance in tokens (the CLI's --score-distance)."""
-    t = text.strip().lower()
-    if t in ("auto", "real"):
-        return SCORE_AUTO if t == "auto" else SCORE_REAL
-    if not t.isdigit() or int(t) <= 0:
-        raise ValueError(f"unknown score distance {text!r}: use auto, real or a positive number of tokens")
-    return int(t)
-
-
-def score_distance_name(d: int) -> str:
-    return "auto" if d == SCORE_AUTO else "real" if d == SCORE_REAL else str(d)
 
 
 class llama_skv_params(ctypes.Structure):
@@ -194,63 +88,19 @@ class llama_skv_stats(ctypes.Structure):
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class SkvParams:
-    policy: Policy = Policy.SENTENCE
-    budget: int = 1024
-    sink: int = 32
-    ring: int = 64
-    min_query_tokens: int = 1
-    max_sentence_len: int = 128
-    remap: Remap = Remap.AUTO
-    score_distance: int = SCORE_AUTO  # native/README.md, "Scores at a fixed distance"
-    layout: Layout = Layout.ORDER  # native/README.md, "Positions past the trained length"
-    # the fidelity levers (native/README.md, "Fidelity levers")
-    query: QueryMode = QueryMode.SENTENCE
-    gqa: Gqa = Gqa.SUM
-    dense_layers: int = 0  # the first n SKV layers attend every cached token on decode steps
-    edge: Edge = Edge.CUT
-    neighbours: int = 0  # a selected entry brings this many entries before and after it (0..4)
-    oracle: Oracle = Oracle.OFF  # benchmarks only
-    summary: Summary = Summary.MEAN  # what an entry's vector holds of its keys
-
-    def __post_init__(self) -> None:
-        for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
-        if self.dense_layers < 0:
-            raise ValueError(f"dense_layers must not be negative, got {self.dense_layers}")
-        if not 0 <= self.neighbours <= 4:
-            raise ValueError(f"neighbours must be 0 to 4, got {self.neighbours}")
-        if self.ring < 1:
-            raise ValueError(f"ring must be at least 1, got {self.ring}")
-        if self.score_distance < SCORE_AUTO:
-            raise ValueError(f"score_distance must be auto (-1), real (0) or a distance > 0, got {self.score_distance}")
-        if self.budget <= self.sink + self.ring:
-            raise ValueError(
-                f"budget {self.budget} must be larger than sink + ring ({self.sink} + {self.ring}): "
-                "the budget counts them and needs room for sentences"
-            )
-
-    def to_c(self) -> llama_skv_params:
-        return llama_skv_params(
-            int(self.policy), self.budget, self.sink, self.ring, self.min_query_tokens, self.max_sentence_len,
-            int(self.remap), self.score_distance, int(self.layout),
-            int(self.query), int(self.gqa), self.dense_layers, int(self.edge), self.neighbours, int(self.oracle),
-            int(self.summary),
-        )
-
-    @classmethod
-    def from_c(cls, p: llama_skv_params) -> SkvParams:
-        return cls(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-                   Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
-                   Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle),
-                   Summary(p.summary))
+def params_to_c(p: SkvParams) -> llama_skv_params:
+    return llama_skv_params(
+        int(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
+        int(p.remap), p.score_distance, int(p.layout),
+        int(p.query), int(p.gqa), p.dense_layers, int(p.edge), p.neighbours, int(p.oracle), int(p.summary),
+    )
 
 
-# The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native
-# llama_skv_default_params(), which tests/test_native_selection.py checks field by field.
-DEFAULT_PARAMS = SkvParams()
+def params_from_c(p: llama_skv_params) -> SkvParams:
+    return SkvParams(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
+                     Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
+                     Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle),
+                     Summary(p.summary))
 
 
 @dataclass(frozen=True, slots=True)
@@ -388,14 +238,14 @@ def debug_fill(ctx, n_tokens: int, seed: int = 0) -> None:
 
 
 def default_params() -> SkvParams:
-    return SkvParams.from_c(_bind().llama_skv_default_params())
+    return params_from_c(_bind().llama_skv_default_params())
 
 
 def request(params: SkvParams, sent_cap: int = 0) -> None:
     """Turn SentenceKV on for the next llama context created in this process (one shot)."""
     if sent_cap < 0:
         raise ValueError(f"sent_cap must not be negative, got {sent_cap}")
-    c = params.to_c()
+    c = params_to_c(params)
     if _bind().llama_skv_request(ctypes.byref(c), sent_cap) != 0:
         raise ValueError(f"invalid SentenceKV parameters: {params}")
 
@@ -431,10 +281,10 @@ class SkvContext:
     def get_params(self) -> SkvParams:
         out = llama_skv_params()
         _check(self._lib.llama_skv_get_params(self._ctx, ctypes.byref(out)), "get_params")
-        return SkvParams.from_c(out)
+        return params_from_c(out)
 
     def set_params(self, params: SkvParams) -> None:
-        c = params.to_c()
+        c = params_to_c(params)
         rc = self._lib.llama_skv_set_params(self._ctx, ctypes.byref(c))
         if rc == ERR_INVALID:
             n_layers = self.stats().n_layers

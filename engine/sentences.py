@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import pysbd
 
+from engine.params import MAX_SENTENCE_LEN
+
 # pysbd is slow on very long runs without punctuation: paragraphs longer than this are cut first
 _MAX_PARAGRAPH_CHARS = 20_000
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
@@ -84,7 +86,7 @@ def split_sentences(text: str, language: str = "en") -> list[tuple[int, int]]:
 
 
 def tokenize_sentences(
-    text: str, tokenize: Tokenize, max_tokens: int = 128, language: str = "en", min_tokens: int = 6
+    text: str, tokenize: Tokenize, max_tokens: int = MAX_SENTENCE_LEN, language: str = "en", min_tokens: int = 6
 ) -> tuple[list[int], list[Sentence]]:
     """Tokenize text sentence by sentence. Returns (tokens, sentences) with exact token spans.
 
@@ -141,7 +143,7 @@ class SentenceStream:
     A sentence counts as closed once pysbd sees another one start after it, or at a blank line.
     """
 
-    def __init__(self, language: str = "en", max_tokens: int = 128) -> None:
+    def __init__(self, language: str = "en", max_tokens: int = MAX_SENTENCE_LEN) -> None:
         self._seg = pysbd.Segmenter(language=language, clean=False)
         self._max_tokens = max_tokens
         self._text = ""  # text since the last boundary

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine import params as defaults
 from engine.documents import Document, DocumentError, load_document
 from engine.events import (
     DocumentsLoaded,
@@ -44,7 +45,8 @@ from engine.events import (
     TokenEvent,
     TurnEnded,
 )
-from engine.native import NativeError, SkvParams
+from engine.native import NativeError
+from engine.params import SkvParams
 from engine.session import (
     Cancelled,
     ContextFullError,
@@ -89,7 +91,7 @@ class Ask:
 
     question: str
     answer_prefix: str = ""
-    max_tokens: int = 128
+    max_tokens: int = defaults.MAX_TOKENS
     temperature: float = 0.0
     ignore_eos: bool = False
     stop: tuple[str, ...] = ()  # stop strings (never part of the answer)

@@ -139,7 +139,7 @@ def test_more_distinct_needles_than_the_set_holds_is_an_option_error():
 
 
 def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_path):
-    from engine.native import SCORE_AUTO, SCORE_REAL
+    from engine.params import SCORE_AUTO, SCORE_REAL
 
     cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
                                 ring=16, score_distances=(SCORE_AUTO, SCORE_REAL, 64))
@@ -161,7 +161,7 @@ def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_pat
 
 
 def test_layouts_make_a_sentence_candidate_each(tiny_model_path):
-    from engine.native import Layout
+    from engine.params import Layout
 
     cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
                                 ring=16, layouts=(Layout.ORDER, Layout.STACK))
@@ -175,7 +175,7 @@ def test_layouts_make_a_sentence_candidate_each(tiny_model_path):
 def test_prefill_cache_restores_the_haystack_instead_of_prefilling(tiny_model_path, tmp_path):
     """A second run with --prefill-cache restores the first run's snapshot: the same answers, the first run's prefill
     time reported, and no prefill ubatch decoded."""
-    from engine.native import Layout
+    from engine.params import Layout
 
     def run(out: str) -> tuple[dict, int]:
         cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.3, 0.7), budget=128,

@@ -13,7 +13,7 @@ import pytest
 from engine.bench import qa
 from engine.bench.harness import load_book_text
 from engine.bench.report import books_dir
-from engine.native import Gqa, Oracle, SkvParams
+from engine.params import Gqa, Oracle, SkvParams
 
 BOOKS = ("alice_in_wonderland.txt", "christmas_carol.txt", "frankenstein.txt", "heart_of_darkness.txt",
          "walden.txt")

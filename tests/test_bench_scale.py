@@ -13,7 +13,8 @@ from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine import native
 from engine.bench import scale
-from engine.native import NativeError, Policy, SkvContext, SkvParams
+from engine.native import NativeError, SkvContext
+from engine.params import Policy, SkvParams
 
 TEXT = " ".join(f"Sentence number {i} tells of a river and {i % 7} boats. It is short." for i in range(300))
 

@@ -12,7 +12,7 @@ import pytest
 
 from engine.bench.harness import load_book_text
 from engine.documents import Document
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.session import ContextFullError, Session, SessionConfig
 from engine.session_store import SessionStore
 

@@ -15,7 +15,7 @@ from worker_helpers import TEXT, assert_one_terminal_per_run, make_worker, tiny_
 from engine import events as ev
 from engine.cli import main as cli_main
 from engine.documents import Document
-from engine.native import Remap, SkvParams
+from engine.params import Remap, SkvParams
 from engine.session import Session, SessionConfig, SessionInputError, check_model
 from engine.session_store import SessionStore
 from engine.worker import Ask, EngineWorker, LoadModel, OpenDocuments

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from engine.documents import Document
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.session import Session, SessionConfig
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from skv_harness import book_text, compare, open_session, prefill_text, teacher_forced
 
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 
 
 def _exactness(model_path, n_ctx: int, n_prefill: int, n_steps: int, budget: int) -> None:

@@ -24,7 +24,8 @@ import pytest
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig
 
-from engine.native import Edge, Gqa, Oracle, Policy, QueryMode, SkvContext, SkvParams, Summary
+from engine.native import SkvContext, params_from_c, params_to_c
+from engine.params import Edge, Gqa, Oracle, Policy, QueryMode, SkvParams, Summary
 
 CFG = TinyConfig()
 N_CTX = 1024
@@ -325,7 +326,7 @@ def test_edge_skip_takes_whole_entries_and_neighbours_come_along(tiny_model_path
 def test_levers_round_trip_through_the_c_params_and_reject_bad_values():
     p = SkvParams(query=QueryMode.LAST, gqa=Gqa.HEADS, dense_layers=2, edge=Edge.SKIP, neighbours=1,
                   oracle=Oracle.TOKENS_LAG, summary=Summary.BOUND)
-    assert SkvParams.from_c(p.to_c()) == p
+    assert params_from_c(params_to_c(p)) == p
     with pytest.raises(ValueError, match="neighbours"):
         SkvParams(neighbours=5)
     with pytest.raises(ValueError, match="dense_layers"):

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 from eval_capture import Capture, LowLevelContext, attention_nodes
 
-from engine.native import Policy, Remap, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Policy, Remap, SkvParams
 
 N_CTX = 16896  # 16k + 512
 BUDGET = 1024

@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from skv_harness import open_session
 
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 
 N_CTX = 1024
 MAX_LEN = 24

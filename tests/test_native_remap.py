@@ -23,7 +23,8 @@ from eval_capture import Capture, LowLevelContext
 from test_native_sparse_output import _attend, _attended
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
-from engine.native import Layout, Policy, Remap, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Layout, Policy, Remap, SkvParams
 
 CFG = TinyConfig(n_head=8, n_head_kv=2, head_dim=32, n_ctx_train=512, seed=91)
 BUDGET, SINK, RING = 160, 8, 16

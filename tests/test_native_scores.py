@@ -20,7 +20,8 @@ import test_native_remap
 from eval_capture import Capture, LowLevelContext
 from test_native_remap import CFG, RING, SINK, _ends, rope
 
-from engine.native import SCORE_AUTO, SCORE_REAL, Policy, Remap, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import SCORE_AUTO, SCORE_REAL, Policy, Remap, SkvParams
 
 BUDGET = 160
 N_PREFILL = 600

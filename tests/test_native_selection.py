@@ -37,7 +37,8 @@ import pytest
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
-from engine.native import Policy, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Policy, SkvParams
 
 # F16 rounding of q (round to nearest): |dq| <= 2^-11 |q| per element, hence |dscore| <= 2^-11 * sum |q_i v_i|;
 # the rest (F32 accumulation, the reference's F64) is far below the absolute floor.
@@ -467,7 +468,8 @@ import sys
 sys.path.insert(0, sys.argv[2])
 import numpy as np
 from eval_capture import LowLevelContext
-from engine.native import Policy, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Policy, SkvParams
 toks = np.random.default_rng(9).integers(100, 30000, 600).tolist()
 with LowLevelContext(sys.argv[1], 1024, None, skv=SkvParams(Policy.SENTENCE, 200, 4, 8, 1, 128), n_threads=1) as c:
     skv = SkvContext(c.ctx)

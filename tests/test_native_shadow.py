@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from skv_harness import book_text, open_session, prefill_text, teacher_forced
 
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 
 
 def _run(model_path, shadow: bool, monkeypatch) -> list[np.ndarray]:

@@ -19,7 +19,8 @@ import pytest
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
-from engine.native import Policy, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Policy, SkvParams
 
 # CPU flash attention rounds q to F16 and accumulates V·softmax in F16: ~1e-3 of the output's scale
 TOL = 5e-3

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from skv_harness import book_text, open_session, prefill_text, teacher_forced
 
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 
 N_PREFILL = 700
 STEPS = 12

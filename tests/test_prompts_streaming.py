@@ -7,7 +7,7 @@ import pytest
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine.documents import Document
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.prompts import COMPLETION, PromptFormatError, chat_format, choose_format
 from engine.session import Session, SessionConfig
 from engine.stopping import StopStrings

@@ -10,7 +10,7 @@ import pytest
 from skv_harness import book_text
 
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.params import SkvParams
 from engine.session import Cancelled, Session, SessionConfig
 from engine.session.persistence import partial_key
 from engine.session_store import SessionStore

@@ -6,7 +6,7 @@ from __future__ import annotations
 from skv_harness import book_text
 
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.params import SkvParams
 from engine.session import Session, SessionConfig
 from engine.session.retrieval import read_step
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import uvicorn
 
-from engine.native import DEFAULT_PARAMS
+from engine.params import DEFAULT_PARAMS
 from engine.server.app import ServerSettings, create_app
 from engine.server.bridge import EngineBridge
 from engine.session import SessionConfig

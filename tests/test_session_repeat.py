@@ -9,7 +9,7 @@ import pytest
 from skv_harness import book_text
 
 from engine.documents import Document
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.session import Session, SessionConfig
 from engine.session_store import SessionStore
 

@@ -13,7 +13,7 @@ import pytest
 from skv_harness import book_text
 
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.params import SkvParams
 from engine.session import DocRange, Session, SessionConfig
 from engine.session_store import FORMAT_VERSION, MAGIC, SessionStore, make_key
 

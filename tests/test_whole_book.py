@@ -11,7 +11,7 @@ from worker_helpers import make_worker
 
 from engine import events as ev
 from engine.documents import Document
-from engine.native import Remap, SkvParams
+from engine.params import Remap, SkvParams
 from engine.session import SessionConfig
 from engine.worker import Ask, LoadModel, OpenDocuments
 

@@ -12,7 +12,7 @@ from worker_helpers import TEXT, Recorder, assert_one_terminal_per_run, make_wor
 
 from engine import events as ev
 from engine.documents import Document
-from engine.native import SkvParams
+from engine.params import SkvParams
 from engine.session import SessionConfig
 from engine.worker import Ask, EngineWorker, LoadModel, OpenDocuments, SetParams, Stop
 

@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import OptionError, load_book_text
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 QUESTIONS = ("Who is the author of this text, and where does he live?", "What does he say about his house?",
              "What does he eat, and what does it cost him?", "Summarise what he thinks of his neighbours.")
@@ -29,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default="8k", help="document tokens to prefill (default 8k)")
     p.add_argument("--turns", type=int, default=3, help="turns before the reopen (default 3, at most 3)")
     p.add_argument("--max-tokens", type=int, default=64, help="tokens per answer (default 64)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
     p.add_argument("--book", default="walden.txt")
     p.add_argument("--out", default="bench-results/chat", help="output folder (default bench-results/chat)")

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.bench import report
-from engine.native import SkvParams
+from engine.params import SkvParams
 
 Log = Callable[[str], None]
 

@@ -16,15 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import params as defaults
 from engine.bench.report import books_dir, machine_info, markdown_table, text_table, write_json, write_text
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 
 @dataclass(frozen=True, slots=True)
 class KlConfig:
     model: str
     book: str = "frankenstein.txt"
-    n_ctx: int = 8192
+    n_ctx: int = defaults.N_CTX
     prefix_tokens: int = 6000
     n_eval: int = 128
     budgets: tuple[int, ...] = (1024,)
@@ -147,14 +148,14 @@ def _table_rows(rows: list[dict]) -> list[list]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--book", default="frankenstein.txt", help="book file or name in resources/books")
-    p.add_argument("--n-ctx", type=int, default=8192)
+    p.add_argument("--n-ctx", type=int, default=defaults.N_CTX)
     p.add_argument(
         "--prefix", type=int, default=6000, help="tokens prefilled densely before the evaluated ones"
     )
     p.add_argument("--n-eval", type=int, default=128, help="tokens decoded teacher-forced and compared")
     p.add_argument("--budgets", default=str(DEFAULT_PARAMS.budget), help="comma-separated budgets (default %(default)s)")
     p.add_argument("--policies", default="sentence,chunk,window")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--out", default="bench-out/kl", help="folder for kl.json and kl.md")
 
 

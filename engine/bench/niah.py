@@ -29,9 +29,10 @@ from typing import Any
 
 import numpy as np
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 TASKS = ("single", "multikey", "multivalue", "vt")
 DEFAULT_LENGTHS = (4096, 8192)
@@ -274,7 +275,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--trials", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--book", default="frankenstein.txt", help="haystack book (resources/books or a path)")

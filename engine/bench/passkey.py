@@ -30,9 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from engine import params as defaults
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError
-from engine.native import (
+from engine.params import (
     DEFAULT_PARAMS,
     SCORE_AUTO,
     Layout,
@@ -254,7 +255,7 @@ class PasskeyRunner:
         from engine.sentences import tokenize_sentences
 
         # tokens per filler repetition as the prefill counts them (sentence by sentence)
-        sample, _ = tokenize_sentences(" ".join([FILLER] * 20), s.tokenize, max_tokens=128)
+        sample, _ = tokenize_sentences(" ".join([FILLER] * 20), s.tokenize, max_tokens=defaults.MAX_SENTENCE_LEN)
         self.rep_tokens = len(sample) / 20
         if cfg.fmt == "chat":  # the question closes the user turn; the answer prefix opens the model's turn
             self.suffix_tokens = s.prompt_tokens(QUESTION, ANSWER_PREFIX)
@@ -310,7 +311,7 @@ class PasskeyRunner:
             h = s.tokenize("Document: passkey\n\n")
             spans.append(SpanInfo(-1, 0, 0, len(tokens), len(tokens) + len(h), "Document: passkey\n\n"))
             tokens += h
-        max_len = s.config.skv.max_sentence_len if s.config.skv else 128
+        max_len = s.config.skv.max_sentence_len if s.config.skv else defaults.MAX_SENTENCE_LEN
         d_toks, sents = tokenize_sentences(text, s.tokenize, max_tokens=max_len)
         base = len(tokens)
         needle_ids: list[list[int]] = [[] for _ in needle_chars]
@@ -626,7 +627,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--format", dest="fmt", default="landmark-qa", choices=FORMATS, help="prompt format")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
     p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],

@@ -13,9 +13,10 @@ import tempfile
 import time
 from pathlib import Path
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import OptionError, int_list, load_book_text, prefill_interleaved
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 QUESTION = "What does the author say about his house?"
 
@@ -23,7 +24,7 @@ QUESTION = "What does the author say about his house?"
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", default="8k,16k,24k", help="document sizes in tokens (default 8k,16k,24k)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--n-batch", type=int, default=512, help="prefill batch = ubatch (default 512, the session's)")
     p.add_argument("--book", default="walden.txt")
     p.add_argument("--out", default="bench-results/prefill", help="output folder (default bench-results/prefill)")

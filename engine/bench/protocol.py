@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import argparse
 
-QUESTION_ATTENTION = ("policy", "dense")
-SENTENCE_START = ("keep", "dense")
+from engine.params import QUESTION_ATTENTION_CHOICES as QUESTION_ATTENTION
+from engine.params import SENTENCE_START_CHOICES as SENTENCE_START
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -38,9 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from engine import params as defaults
 from engine.bench import protocol, report
 from engine.bench.harness import OptionError, ctx_label, int_list, load_book_text
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_QUESTIONS = Path(__file__).resolve().parents[2] / "resources" / "eval" / "qa_questions.json"
 DEFAULT_CONTEXTS = (8192,)
@@ -475,7 +476,7 @@ def run_qa(cfg: QaConfig, log: Log = print) -> dict:
     windows: list[dict] = []
     t0 = time.perf_counter()
     try:
-        max_len = session.config.skv.max_sentence_len if session.config.skv else 128
+        max_len = session.config.skv.max_sentence_len if session.config.skv else defaults.MAX_SENTENCE_LEN
 
         def count_tokens(s: str) -> int:  # document tokens as Session.plan counts them
             return len(tokenize_sentences(s, session.tokenize, max_tokens=max_len)[0])
@@ -781,7 +782,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=int, default=32, help="greedy answer tokens (default 32)")
     p.add_argument("--limit", type=int, help="questions per context (default all), spread over the books")
     p.add_argument("--books", help="only these books, e.g. walden,frankenstein")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--stop", action="append", metavar="TEXT",
                    help="stop string ending an answer (repeatable; default: a newline followed by 'Question:')")

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import (
     Candidate,
@@ -38,7 +39,7 @@ from engine.bench.harness import (
     policy_table,
     run_options,
 )
-from engine.native import DEFAULT_PARAMS, Policy, Remap, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, Remap, SkvParams
 
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
 FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
@@ -399,7 +400,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model (default: the generated random-weight 1B-like model)")
     p.add_argument("--contexts", help="context sizes (default 4k,16k,64k; --full: 1k,4k,16k,32k,64k)")
     p.add_argument("--full", action="store_true", help="the full grid of contexts")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--steps", type=int, default=16, help="decode steps per run (default 16)")
     p.add_argument("--repeats", type=int, default=3, help="interleaved repeats (default 3)")
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)

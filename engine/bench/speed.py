@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import (
     Candidate,
@@ -35,7 +36,7 @@ from engine.bench.harness import (
     prefill_interleaved,
     run_options,
 )
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 DEFAULT_CONTEXTS = (1024, 4096, 8192, 16384)
 FULL_CONTEXTS = (*DEFAULT_CONTEXTS, 32768)
@@ -341,7 +342,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", help="context sizes, e.g. 1k,4k,8k,16k (default; --full adds 32k)")
     p.add_argument("--full", action="store_true", help="full grid: 32k context, budgets 512/1024/2048, chunk")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)")
     p.add_argument("--steps", type=int, default=32, help="decode steps per run (default 32)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="main budget tau (default %(default)s)")

@@ -15,9 +15,10 @@ import argparse
 import time
 from pathlib import Path
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import OptionError, int_list, load_book_text
-from engine.native import DEFAULT_PARAMS, Policy, SkvParams
+from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contexts", default="24k", help="cache sizes in tokens (default 24k)")
     p.add_argument("--steps", type=int, default=96, help="answer tokens decoded per context (default 96)")
     p.add_argument("--repeats", type=int, default=3, help="asks per context (default 3; the median share is kept)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
     p.add_argument("--book", default="walden.txt", help="whose sentence lengths are declared (default walden.txt)")
     p.add_argument("--out", default="bench-results/tax", help="output folder (default bench-results/tax)")

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine import params as defaults
 from engine.bench import report
 from engine.bench.harness import OptionError, load_book_text
 from engine.bench.passkey import tok_s_between
@@ -29,7 +30,7 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
     from engine import events as ev
     from engine.bench.qa import load_questions, score_answer
     from engine.documents import Document
-    from engine.native import SkvParams
+    from engine.params import SkvParams
     from engine.session import SessionConfig
     from engine.worker import Ask, EngineWorker, LoadModel, OpenDocuments
 
@@ -124,8 +125,8 @@ def render_markdown(d: dict) -> str:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--book", default="christmas_carol.txt", help="book (default christmas_carol.txt)")
-    p.add_argument("--n-ctx", type=int, default=32768, help="the context the app opens first (default 32768)")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--n-ctx", type=int, default=defaults.APP_N_CTX, help="the context the app opens first (default %(default)s)")
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--limit", type=int, default=None, help="at most this many of the book's questions")
     p.add_argument("--out", default="bench-results/whole", help="output folder (default bench-results/whole)")

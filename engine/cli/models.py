@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine import params as defaults
 from engine.cli.errors import UsageError
 
 
@@ -35,7 +36,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         progress.end()
         print(path)
         return 0
-    n_ctx = getattr(args, "n_ctx", 8192)
+    n_ctx = getattr(args, "n_ctx", defaults.N_CTX)
     if n_ctx <= 0:
         raise UsageError(f"--n-ctx must be positive, got {n_ctx}")
     default = default_model_path()
@@ -104,7 +105,7 @@ class _DownloadProgress:
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models (the default is assembled on first use) or download one")
-    p.add_argument("--n-ctx", type=int, default=8192, help="context size for the memory estimate (default 8192)")
+    p.add_argument("--n-ctx", type=int, default=defaults.N_CTX, help="context size for the memory estimate (default %(default)s)")
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     msub.add_parser(
         "list", help="the default model and the GGUF files in the models folder (the default action)"

@@ -6,15 +6,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine import params as defaults
 from engine.cli.errors import UsageError
-from engine.native import DEFAULT_PARAMS, Layout, Policy, Remap, SkvParams, parse_score_distance
+from engine.params import DEFAULT_PARAMS, Layout, Policy, Remap, SkvParams, parse_score_distance
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
     """Model, context, policy, sampling and document options (shared by ask and chat)."""
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
-    p.add_argument("--n-ctx", type=int, default=8192, help="context size in tokens (default 8192)")
-    p.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    p.add_argument("--n-ctx", type=int, default=defaults.N_CTX, help="context size in tokens (default %(default)s)")
+    p.add_argument("--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)")
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--doc", action="append", default=[], required=True, help="document file (repeatable)")
     p.add_argument("--policy", default="sentence", help="full, window, chunk or sentence (default sentence)")
@@ -33,17 +34,17 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remap-layout", default="order", choices=["order", "stack"],
                    help="where remapped retrieved sentences sit: order (their document order, compressed; the "
                         "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)")
-    p.add_argument("--max-tokens", type=int, default=128, help="answer length limit (default 128)")
+    p.add_argument("--max-tokens", type=int, default=defaults.MAX_TOKENS, help="answer length limit (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     p.add_argument("--stop", action="append", default=[], metavar="TEXT",
                    help="end the answer before this text (repeatable)")
     p.add_argument("--prompt-format", default="auto", choices=["auto", "completion", "chat"],
                    help="auto: the model's chat template when it has one, else a document-QA completion (default)")
-    p.add_argument("--question-attention", default="policy", choices=["policy", "dense"],
+    p.add_argument("--question-attention", default=defaults.QUESTION_ATTENTION, choices=defaults.QUESTION_ATTENTION_CHOICES,
                    help="policy: the question is decoded under the policy (default); dense: prefilled densely over "
                         "the documents, as the paper's evaluation does")
-    p.add_argument("--sentence-start", default="keep", choices=["keep", "dense"],
+    p.add_argument("--sentence-start", default=defaults.SENTENCE_START, choices=defaults.SENTENCE_START_CHOICES,
                    help="keep: the first token of a generated sentence keeps the last selection (default); dense: "
                         "it attends the whole cache, as the paper's decoder does")
     add_document_options(p)

@@ -12,11 +12,12 @@ import signal
 import socket
 import sys
 
+from engine import params as defaults
 from engine.cli.errors import UsageError
 from engine.cli.options import add_session_options, cli_store, parse_ranges, session_config
 
 API_KEY_ENV = "SKV_API_KEY"
-DEFAULT_MAX_TOKENS = 512
+DEFAULT_MAX_TOKENS = defaults.SERVER_MAX_TOKENS
 
 
 def add_serve_parser(sub: argparse._SubParsersAction) -> None:
@@ -32,11 +33,11 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     options["--stop"].help = "end every answer before this text (repeatable; added to a request's stop)"
     p.set_defaults(max_tokens=DEFAULT_MAX_TOKENS)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8765, help="port (default 8765; 0: a free one)")
+    p.add_argument("--port", type=int, default=defaults.SERVER_PORT, help="port (default %(default)s; 0: a free one)")
     p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
                    help=f"require Authorization: Bearer KEY (default: ${API_KEY_ENV}); needed off loopback")
-    p.add_argument("--max-queue", type=int, default=16,
-                   help="requests that may wait for the model; more are refused with 429 (default 16)")
+    p.add_argument("--max-queue", type=int, default=defaults.SERVER_QUEUE,
+                   help="requests that may wait for the model; more are refused with 429 (default %(default)s)")
 
 
 def cmd_serve(args: argparse.Namespace) -> int:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine import params as defaults
 from engine.documents import Document
 from engine.events import (
     DocumentsLoaded,
@@ -102,7 +103,7 @@ class _Answer:
 class EngineBridge:
     def __init__(self, config: SessionConfig, documents: tuple[Document, ...] = (),
                  ranges: Mapping[int, DocRange] | None = None, store: SessionStore | None = None,
-                 max_queue: int = 16, max_tokens: int = 512, temperature: float = 0.0,
+                 max_queue: int = defaults.SERVER_QUEUE, max_tokens: int = defaults.SERVER_MAX_TOKENS, temperature: float = 0.0,
                  stop: tuple[str, ...] = ()) -> None:
         """max_tokens, temperature, stop: what a request that does not say gets (stop strings add up)."""
         self.config = config

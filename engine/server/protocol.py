@@ -11,7 +11,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 
-from engine.native import Policy, SkvParams
+from engine.params import Policy, SkvParams
 from engine.server.errors import ApiError, invalid
 
 MAX_STOPS = 4

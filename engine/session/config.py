@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from engine import native
-from engine.native import SkvParams
+from engine import params as defaults
+from engine.params import SkvParams
 from engine.prompts import FORMATS
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ def check_model(model_path: str | Path, n_ctx: int, remap: bool = False) -> tupl
     return info, []
 
 
-QUESTION_ATTENTION = ("policy", "dense")
-SENTENCE_START = ("keep", "dense")
+QUESTION_ATTENTION = defaults.QUESTION_ATTENTION_CHOICES
+SENTENCE_START = defaults.SENTENCE_START_CHOICES
 
 
 def check_protocol(question_attention: str, sentence_start: str) -> None:
@@ -92,8 +93,8 @@ class Cancelled(Exception):
 @dataclass(frozen=True, slots=True)
 class SessionConfig:
     model_path: str
-    n_ctx: int = 8192
-    n_threads: int = 2
+    n_ctx: int = defaults.N_CTX
+    n_threads: int = defaults.N_THREADS
     n_gpu_layers: int = 0
     n_batch: int = 512
     skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)

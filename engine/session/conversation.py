@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engine.native import SkvParams
+from engine import params as defaults
+from engine.params import SkvParams
 from engine.session.layout import SpanInfo
 
 ROLES = ("user", "assistant")
@@ -26,8 +27,8 @@ class TurnRecord:
     answer: str = ""
     answer_prefix: str = ""
     reason: str = "max_tokens"
-    question_attention: str = "policy"
-    sentence_start: str = "keep"
+    question_attention: str = defaults.QUESTION_ATTENTION
+    sentence_start: str = defaults.SENTENCE_START
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engine import native
+from engine import params as defaults
 from engine.documents import Document
-from engine.native import Policy, SkvContext, SkvParams
+from engine.native import SkvContext
+from engine.params import Policy, SkvParams
 from engine.prompts import PromptFormat, PromptFormatError, choose_format
 from engine.sentences import SentenceStream
 from engine.session.config import (
@@ -456,7 +458,7 @@ class Session:
         self,
         question: str,
         answer_prefix: str = "",
-        max_tokens: int = 128,
+        max_tokens: int = defaults.MAX_TOKENS,
         temperature: float = 0.0,
         ignore_eos: bool = False,
         on_token: Callable[[int, str, StepRetrieval | None], None] | None = None,
@@ -593,7 +595,7 @@ class Session:
 
     def _run_turn(self, question, answer_prefix, segments, max_tokens, temperature, ignore_eos, on_token,
                   should_stop, stop, question_attention, sentence_start, sampler, custom_prompt, t0) -> AskResult:
-        self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else 128)
+        self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else defaults.MAX_SENTENCE_LEN)
         self._turn_no = len(self._turns) + 1
         self._turn_tokens = []
         base = self.n_past

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from engine import params as defaults
 from engine.documents import Document
 from engine.sentences import Sentence, tokenize_sentences
 from engine.session.config import SessionError
@@ -136,7 +137,7 @@ def plan_documents(
         tokens.extend(head)
     n_total = n_selected = 0
     full = True
-    max_len = session.config.skv.max_sentence_len if session.config.skv else 128
+    max_len = session.config.skv.max_sentence_len if session.config.skv else defaults.MAX_SENTENCE_LEN
     tail = session.tokenize(session.prompts.doc_tail)
     for di, doc in enumerate(documents):
         header = session.prompts.header(doc.name)

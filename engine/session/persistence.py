@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from engine import native
+from engine import params as defaults
 from engine.documents import Document
 from engine.session.config import SessionError
 from engine.session.layout import DOC_FORMAT, DocRange, DocumentPlan, LoadReport, SpanInfo
@@ -42,7 +43,7 @@ def store_key(session: Session, documents: list[Document], ranges: Mapping[int, 
         "documents": [text_sha256(d.text) for d in documents],
         "ranges": {str(i): r.key() for i, r in sorted((ranges or {}).items())},
         "n_ctx": session.n_ctx,
-        "max_sentence_len": skv.max_sentence_len if skv else 128,
+        "max_sentence_len": skv.max_sentence_len if skv else defaults.MAX_SENTENCE_LEN,
         "doc_format": DOC_FORMAT,
         "prompt": session.prompts.key(),
         "engine": __version__,

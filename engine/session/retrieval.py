@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine.native import Policy
+from engine.params import Policy
 from engine.session.conversation import turn_entry
 
 if TYPE_CHECKING:

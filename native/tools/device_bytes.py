@@ -25,7 +25,7 @@ def main() -> int:
     from engine import native
     from engine.bench.harness import load_book_text
     from engine.models import resolve_model
-    from engine.native import SkvParams
+    from engine.params import SkvParams
     from engine.sentences import tokenize_sentences
     from engine.session import Session, SessionConfig
 

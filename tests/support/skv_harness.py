@@ -22,7 +22,7 @@ def open_session(model_path: Path, n_ctx: int, budget: int, sink: int = 32, ring
     """Layers on the CPU unless SKV_TEST_GPU_LAYERS says (native/tools/gpu_check.sh)."""
     from eval_capture import gpu_layers
 
-    from engine.native import SkvParams
+    from engine.params import SkvParams
     from engine.session import Session, SessionConfig
 
     return Session(

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from engine import events as ev
-from engine.native import SkvParams
+from engine.params import SkvParams
 from engine.session import SessionConfig
 from engine.worker import EngineWorker
 
