@@ -1,4 +1,4 @@
-"""EngineBridge: the UI's only way into the engine (STYLE.md, "For this project" 3).
+"""EngineBridge: the UI's only way into the engine (docs/STYLE.md, rule 3).
 
 The EngineWorker calls `dispatch(event)` on its own thread; the bridge emits one Qt signal per event type from that
 thread. Every receiver lives on the GUI thread, so Qt queues the call (an AutoConnection across threads is a

@@ -1,5 +1,5 @@
 """Saved document sessions: the KV state and sentence table of a prefilled document set, so it is never prefilled
-twice (DESIGN.md, "Document sessions persist").
+twice (docs/DESIGN.md, "The path of one question").
 
 One file per key under <cache>/sessions/<key>.skvsession. The key is the sha256 of everything that makes a saved
 state valid for a new context: the model's identity, the documents' text, the chosen ranges, n_ctx, the sentence

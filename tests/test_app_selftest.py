@@ -1,5 +1,5 @@
-"""The window loads the model off the GUI thread and answers one prompt, offscreen (issue 2; the window is the full
-app since issue 5)."""
+"""The window loads the model off the GUI thread and answers one prompt, offscreen (the window is the full
+app)."""
 
 import os
 import subprocess

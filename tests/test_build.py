@@ -1,4 +1,4 @@
-"""native/build.py: stable cache key, cache hits without rebuilding, one clear line for a bad patch (issue 2)."""
+"""native/build.py: stable cache key, cache hits without rebuilding, one clear line for a bad patch."""
 
 import json
 import os

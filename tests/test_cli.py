@@ -1,4 +1,4 @@
-"""`skv` CLI contract: --version content, exit codes, one-line errors (issue 2)."""
+"""`skv` CLI contract: --version content, exit codes, one-line errors."""
 
 import subprocess
 import sys

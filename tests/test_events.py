@@ -1,4 +1,4 @@
-"""Engine events are frozen, slotted dataclasses of plain values (STYLE.md, rule 2)."""
+"""Engine events are frozen, slotted dataclasses of plain values (docs/STYLE.md, rule 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The llama_cpp that tests import must load OUR patched library, not a stock build (issue 2)."""
+"""The llama_cpp that tests import must load OUR patched library, not a stock build."""
 
 import ctypes
 

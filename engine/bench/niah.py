@@ -1,4 +1,4 @@
-"""`skv eval niah`: RULER-style needle-in-a-haystack tasks in natural text (RESEARCH.md), generated from the task
+"""`skv eval niah`: RULER-style needle-in-a-haystack tasks in natural text (RULER, Hsieh et al. 2024), generated from the task
 definitions, the question decoded under each policy.
 
 Haystack: a book from resources/books, cut to the length; needles are inserted between sentences at

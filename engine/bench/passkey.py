@@ -1,4 +1,4 @@
-"""`skv eval passkey`: the passkey retrieval protocol (RESEARCH.md; landmark attention / Quest).
+"""`skv eval passkey`: the passkey retrieval protocol (landmark attention, Quest).
 
 Haystack: the filler "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
 repeated, with the needle "The pass key is {K}. Remember it. {K} is the pass key." inserted at a depth (fraction

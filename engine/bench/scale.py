@@ -13,7 +13,7 @@ Protocol:
   medians of all steps;
 - position remapping is off (`Remap.OFF`): the decode steps of the 256k row sit past the synthetic model's trained
   262,144 tokens, where `auto` would turn every staged key (and the scored query) to virtual positions; that is the
-  whole-book path's cost (issue 15), not the selection's this benchmark measures.
+  whole-book path's cost, not the selection's this benchmark measures.
 """
 
 from __future__ import annotations

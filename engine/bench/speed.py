@@ -1,6 +1,6 @@
 """`skv bench speed`: decode ms/token and prefill tok/s vs context, SentenceKV against the stock baseline.
 
-Protocol (DESIGN.md, issue 3 item 4, issue 6):
+Protocol:
 - model gemma-3-270m by default, 2 threads; contexts 1k, 4k, 8k, 16k (32k with --full) of book text (walden).
 - "stock" is a context with SentenceKV off (flash attention on, swa_full=False, same n_ctx/threads): the best the
   unpatched library does. The SentenceKV context is a second, live context with the same settings.

@@ -5,7 +5,7 @@ ends, stop strings) runs over a synthetic cache of N tokens (the real weights; r
 llama_skv_debug_fill; a real book's sentence lengths declared), so a 24k context needs no 12-minute prefill. The
 share is 1 - (time inside the decode call) / (the loop's time), from perf_counter around each call (not a
 profiler). The GGUF header read (engine.models.read_model_info, what the app and the CLI do before llama.cpp loads
-the model) is timed as well. Targets (issue 16): Python <= 3 % of decode at 24k on the default model; metadata
+the model) is timed as well. Targets: Python <= 3 % of decode at 24k on the default model; metadata
 <= 0.2 s.
 """
 

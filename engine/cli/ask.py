@@ -1,4 +1,4 @@
-"""`skv ask`: one question over documents (the CLI contract of DESIGN.md)."""
+"""`skv ask`: one question over documents (its output is described in the README)."""
 
 from __future__ import annotations
 

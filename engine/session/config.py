@@ -101,7 +101,7 @@ class SessionConfig:
     sent_cap: int = 0
     seed: int = 0
     prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
-    # the paper's protocol beside ours (RESEARCH.md): how the question is read and how a generated sentence starts
+    # the paper's protocol beside ours (native/README.md): how the question is read and how a generated sentence starts
     question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
     sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
 

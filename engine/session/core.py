@@ -1,5 +1,5 @@
 """The Session: one llama context over documents — the dense prefill of the documents, then the question, the
-answer prefix and the answer decoded token by token under the SentenceKV policy (DESIGN.md, data flow 3).
+answer prefix and the answer decoded token by token under the SentenceKV policy (docs/DESIGN.md, "The path of one question").
 
 The session owns a `llama_cpp.Llama`, which is not thread-safe: only one thread (the engine worker, or the CLI's
 main thread) may call into a Session.

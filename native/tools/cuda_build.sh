@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# Configure and compile the patched libllama with the CUDA backend on a machine without a GPU (issue 3 item 9).
+# Configure and compile the patched libllama with the CUDA backend on a machine without a GPU.
 #   bash native/tools/cuda_build.sh [CUBLAS_ROOT]
 # CUBLAS_ROOT: an unpacked `nvidia-cublas` wheel's nvidia/cu13 folder (lib/ + include/); the CUDA toolkit here has no
-# cuBLAS (../shared/NATIVE_NOTES.md). Get one with:
+# cuBLAS (native/README.md, "CUDA"). Get one with:
 #   pip download nvidia-cublas==13.0.2.14 --no-deps -d /tmp/cublas && unzip -q /tmp/cublas/*.whl -d /tmp/cublas/w
 # On a GPU machine with the full toolkit, `python native/build.py --cuda` builds the wheel instead.
 # ~144 CUDA objects: 25-35 min with -j2 here. Needs `make setup` first (the patched source tree in the cache dir).

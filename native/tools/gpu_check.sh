@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One-command GPU check (issue 16 item 4): build the patched libllama with CUDA (sm_90) from the packed, trimmed
+# One-command GPU check: build the patched libllama with CUDA (sm_90) from the packed, trimmed
 # source, run the exactness and sparse-output checks with every layer offloaded, then a speed/memory table (stock
 # vs SentenceKV at 4k/32k/64k on the synthetic 1B-shaped model, device bytes from CUDA's allocator).
 #
@@ -58,7 +58,7 @@ flags=(-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_COMMON=OF
 if [ "$MODE" = cuda ]; then
   flags+=(-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 -DGGML_CUDA_FA_ALL_QUANTS=OFF)
   cuda_home=$(dirname "$(dirname "$(command -v nvcc)")")
-  if [ ! -f "$cuda_home/include/cublas_v2.h" ]; then  # a toolkit without cuBLAS: the pip wheel's (../shared/NATIVE_NOTES.md)
+  if [ ! -f "$cuda_home/include/cublas_v2.h" ]; then  # a toolkit without cuBLAS: the pip wheel's (native/README.md, "CUDA")
     cb=$($PY -c 'import nvidia, pathlib, sys; r = [p for d in nvidia.__path__ for p in pathlib.Path(d).glob("**/include/cublas_v2.h")]; print(r[0].parent.parent if r else "")' 2>/dev/null || true)
     [ -n "$cb" ] || { echo "gpu_check: no cuBLAS in $cuda_home nor in python's nvidia packages" >&2; exit 2; }
     lib=$(ls "$cb"/lib/libcublas.so* | head -1) lt=$(ls "$cb"/lib/libcublasLt.so* | head -1)
