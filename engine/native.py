@@ -59,6 +59,7 @@ class llama_skv_params(ctypes.Structure):
         ("neighbours", ctypes.c_int32),
         ("oracle", ctypes.c_int32),
         ("summary", ctypes.c_int32),
+        ("exclude_sink", ctypes.c_int32),
     ]
 
 
@@ -93,6 +94,7 @@ def params_to_c(p: SkvParams) -> llama_skv_params:
         int(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
         int(p.remap), p.score_distance, int(p.layout),
         int(p.query), int(p.gqa), p.dense_layers, int(p.edge), p.neighbours, int(p.oracle), int(p.summary),
+        p.exclude_sink,
     )
 
 
@@ -100,7 +102,7 @@ def params_from_c(p: llama_skv_params) -> SkvParams:
     return SkvParams(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
                      Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
                      Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle),
-                     Summary(p.summary))
+                     Summary(p.summary), p.exclude_sink)
 
 
 @dataclass(frozen=True, slots=True)

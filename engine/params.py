@@ -177,6 +177,7 @@ class SkvParams:
     neighbours: int = 0  # a selected entry brings this many entries before and after it (0..4)
     oracle: Oracle = Oracle.OFF  # benchmarks only
     summary: Summary = Summary.MEAN  # what an entry's vector holds of its keys
+    exclude_sink: int = 0  # 1: an entry's vector leaves out its tokens inside the sink
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):
@@ -184,6 +185,8 @@ class SkvParams:
                 raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
         if self.dense_layers < 0:
             raise ValueError(f"dense_layers must not be negative, got {self.dense_layers}")
+        if self.exclude_sink not in (0, 1):
+            raise ValueError(f"exclude_sink must be 0 or 1, got {self.exclude_sink}")
         if not 0 <= self.neighbours <= 4:
             raise ValueError(f"neighbours must be 0 to 4, got {self.neighbours}")
         if self.ring < 1:

@@ -83,10 +83,13 @@ class Run:
         ll.llama_memory_seq_rm(ll.llama_get_memory(self.ctx.ctx), 0, p, -1)
         self.ctx.n_past = p
 
-    def vectors(self, il: int) -> np.ndarray:
-        """[n_sent, n_kv, hd]: the mean of each closed sentence's K rows, rounded to F16 (as the device holds it)."""
+    def vectors(self, il: int, exclude_sink: bool = False, sink: int = SINK) -> np.ndarray:
+        """[n_sent, n_kv, hd]: the mean of each closed sentence's K rows, rounded to F16 (as the device holds it);
+        exclude_sink: without the rows inside the sink (unless the sentence has no other)."""
         out = []
         for a, b in self.skv.sentences():
+            if exclude_sink and b > sink:
+                a = max(a, sink)
             s = self.K[il, a:b].sum(axis=0, dtype=np.float32) * np.float32(1.0 / (b - a))
             out.append(s.astype(np.float16).astype(np.float64))
         return np.stack(out)
@@ -100,14 +103,14 @@ class Run:
             r.append((np.float32(0.5) * (hi - lo)).astype(np.float16).astype(np.float64))
         return np.stack(c), np.stack(r)
 
-    def head_scores(self, il: int, q: np.ndarray, bound: bool = False) -> np.ndarray:
+    def head_scores(self, il: int, q: np.ndarray, bound: bool = False, exclude_sink: bool = False) -> np.ndarray:
         """[n_head, n_sent]: each query head's (unsummed) score of every sentence."""
         g = CFG.n_head // CFG.n_head_kv
         if bound:
             c, r = self.bounds(il)
             return np.stack([c[:, j // g] @ q[j] + r[:, j // g] @ np.abs(q[j])
                              for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
-        v = self.vectors(il)
+        v = self.vectors(il, exclude_sink)
         return np.stack([v[:, j // g] @ q[j] for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
 
     def has_tokens(self, p: int) -> list[bool]:
@@ -270,6 +273,46 @@ def test_bound_summary_scores_like_quest_and_switches_at_run_time(tiny_model_pat
         r.close()
 
 
+def test_exclude_sink_leaves_the_sinks_keys_out_of_the_vectors(tiny_model_path):
+    """The entry that reaches into the sink is scored by its keys past the sink alone: every decided place of each
+    head's order (query last) follows the reference without the sink's rows, and that reference orders
+    differently from the one with them somewhere (the check can tell them apart)."""
+    params = SkvParams(Policy.SENTENCE, BUDGET, 40, RING, query=QueryMode.LAST, exclude_sink=1)
+    r = Run(tiny_model_path, replace(params, exclude_sink=0))
+    try:
+        r.skv.set_params(params)  # switched on after the prefill: every vector again
+        g = CFG.n_head // CFG.n_head_kv
+        sink = params.sink
+        first = next(i for i, (a, b) in enumerate(r.skv.sentences()) if a < sink < b)  # reaches into the sink
+        checked = moved = 0
+        prev_q = None
+        for p in range(N_PREFILL, N_PREFILL + 6):
+            n_before = len(r.skv.sentences())
+            rec = r.step(p)
+            if prev_q is not None and len(r.skv.sentences()) == n_before:
+                ring_start = max(sink, p - RING + 1)
+                has = [min(b, ring_start) > max(a, sink) for a, b in r.skv.sentences()]
+                for il in range(CFG.n_layer):
+                    for h in range(CFG.n_head_kv):
+                        ref = {}
+                        for xs in (True, False):
+                            v = r.vectors(il, exclude_sink=xs, sink=sink)[:n_before, h]
+                            s = (v @ prev_q[il, h * g : (h + 1) * g].sum(axis=0)) / np.sqrt(CFG.head_dim)
+                            ref[xs] = (s, [i for i in np.argsort(-s, kind="stable") if has[i]])
+                        s, order = ref[True]
+                        moved += order.index(first) != ref[False][1].index(first)
+                        got = [e for e, _ in _picks(r.skv, il, h)]
+                        ks = [s[i] for i in order]
+                        for i, e in enumerate(got[:-1]):
+                            if i + 1 < len(order) and (i == 0 or _gap_ok(ks, i - 1, 1e-3)) and _gap_ok(ks, i, 1e-3):
+                                assert e == order[i], (p, il, h, i)
+                                checked += 1
+            prev_q = r._q(rec)[:, 0]
+        assert checked >= 20 and moved > 0, (checked, moved)
+    finally:
+        r.close()
+
+
 def test_dense_layers_attend_like_full_and_the_rest_stay_sparse(tiny_model_path):
     params = SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, dense_layers=1)
     r = Run(tiny_model_path, params, extra=("kqv_out",))
@@ -325,7 +368,7 @@ def test_edge_skip_takes_whole_entries_and_neighbours_come_along(tiny_model_path
 
 def test_levers_round_trip_through_the_c_params_and_reject_bad_values():
     p = SkvParams(query=QueryMode.LAST, gqa=Gqa.HEADS, dense_layers=2, edge=Edge.SKIP, neighbours=1,
-                  oracle=Oracle.TOKENS_LAG, summary=Summary.BOUND)
+                  oracle=Oracle.TOKENS_LAG, summary=Summary.BOUND, exclude_sink=1)
     assert params_from_c(params_to_c(p)) == p
     with pytest.raises(ValueError, match="neighbours"):
         SkvParams(neighbours=5)

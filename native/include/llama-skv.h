@@ -62,6 +62,8 @@ struct llama_skv_params {
     int32_t neighbours;       // a selected entry brings this many entries before and after it (0..4)
     int32_t oracle;           // enum llama_skv_oracle: diagnostics only (needs the step's dense queries)
     int32_t summary;          // enum llama_skv_summary: what an entry's vector holds of its keys
+    int32_t exclude_sink;     // 1: an entry's vector leaves out its tokens inside the sink (always attended anyway;
+                              // the first tokens' keys draw every query and made the document's first entry a hub)
 };
 
 // disk/ABI values: never renumber. An entry's summary of its keys, scored against the query

@@ -38,6 +38,7 @@ llama_skv_params skv_default_params() {
     p.neighbours       = 0;
     p.oracle           = LLAMA_SKV_ORACLE_OFF;
     p.summary          = LLAMA_SKV_SUMMARY_MEAN;
+    p.exclude_sink     = 0;
     return p;
 }
 
@@ -61,7 +62,8 @@ bool skv_params_valid(const llama_skv_params & p) {
         p.gqa_agg < LLAMA_SKV_GQA_SUM || p.gqa_agg > LLAMA_SKV_GQA_HEADS || p.dense_layers < 0 ||
         p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
         p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG ||
-        p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_BOUND) {
+        p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_BOUND ||
+        p.exclude_sink < 0 || p.exclude_sink > 1) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token
@@ -259,6 +261,10 @@ bool llama_skv_cache::set_params(const llama_skv_params & p) {
     }
     if (p.summary != old.summary) {
         set_vec_dim(p.summary == LLAMA_SKV_SUMMARY_BOUND ? 2 * head_dim : head_dim);
+    } else if (p.exclude_sink != old.exclude_sink || (p.exclude_sink && p.sink != old.sink)) {
+        vec_dirty = true; // every vector again, with or without the sink's keys
+        reset_query();
+        has_sel = false;
     }
     GGML_UNUSED(ring_changed); // the staging rewrites from the first slot whose position changed
     GGML_UNUSED(len_changed);  // future pieces use the new length; closed pieces stay

@@ -177,8 +177,10 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
     std::vector<float> hi(bound ? n_embd : 0, -INFINITY);
     std::vector<float> row(n_embd);
     const bool unrope = vec_content && l.rope;
+    // exclude_sink: the keys of an entry's tokens inside the sink are left out (unless it has no other)
+    const int32_t p_first = params.exclude_sink && s.p1 > params.sink ? std::max(s.p0, params.sink) : s.p0;
     int32_t n = 0;
-    for (int32_t p = s.p0; p < s.p1; ++p) {
+    for (int32_t p = p_first; p < s.p1; ++p) {
         const int32_t c = cell_of(p);
         if (c < 0) {
             continue;
