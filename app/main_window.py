@@ -539,6 +539,7 @@ class MainWindow(QMainWindow):
     def _handle_progress(self, e: ev.ProgressEvent) -> None:
         if e.phase == "prefill":
             self.progress.show_progress("Reading the document…", e.done, e.total, e.eta_s)
+            self.memory.show_prefill(e.done)
         elif e.phase == "replay" and e.done < e.total:
             self.progress.show_progress("Restoring the conversation…", e.done, e.total, e.eta_s)
         elif e.phase == "load" and e.done < e.total:
@@ -553,6 +554,7 @@ class MainWindow(QMainWindow):
         except OSError:
             size = 0
         self.memory.set_model(e.name, size)
+        self.memory.show_context(0, e.n_ctx)
         if not e.skv_enabled:
             self.banner.show_message("this model runs without SentenceKV: retrieval is not shown", "warn")
 

@@ -33,6 +33,7 @@ class MemoryPanel(QWidget):
         super().__init__(parent)
         self.weights_bytes = 0
         self.last_memory: ev.MemoryEvent | None = None
+        self.n_ctx = 0  # the context's size (the model's load, then memory events)
         self.last_stats: ev.StatsEvent | None = None
 
         strip = QFrame()
@@ -137,23 +138,33 @@ class MemoryPanel(QWidget):
             if m.full_kv_bytes > 0 and saved > 0
             else "–"
         )
-        n_ctx = max(1, m.n_ctx)
-        frac = m.n_past / n_ctx
+        self.show_context(m.n_past, m.n_ctx)
+
+    def show_context(self, n_past: int, n_ctx: int) -> None:
+        """The context strip: tokens held of the context (memory events, and the prefill as it runs)."""
+        self.n_ctx = n_ctx
+        n_ctx = max(1, n_ctx)
+        frac = n_past / n_ctx
         self.context_bar.setRange(0, n_ctx)
-        self.context_bar.setValue(min(m.n_past, n_ctx))
+        self.context_bar.setValue(min(n_past, n_ctx))
         level = "full" if frac >= 0.98 else "warn" if frac >= WARN_FRACTION else "ok"
         if self.context_bar.property("level") != level:
             self.context_bar.setProperty("level", level)
             self.context_bar.style().unpolish(self.context_bar)
             self.context_bar.style().polish(self.context_bar)
-        text = f"Context {m.n_past:,} / {m.n_ctx:,}"
+        text = f"Context {n_past:,} / {self.n_ctx:,}"
         if level == "warn":
             text += " · nearly full"
         elif level == "full":
             text += " · full"
         self.context_label.setText(text)
         self.context_bar.setToolTip(f"{frac:.0%} of the context is used")
-        self._values["context"].setText(f"{m.n_past:,} of {m.n_ctx:,} tokens ({frac:.0%})")
+        self._values["context"].setText(f"{n_past:,} of {self.n_ctx:,} tokens ({frac:.0%})")
+
+    def show_prefill(self, n_done: int) -> None:
+        """The prefill's progress in the context strip (the tokens already in the context)."""
+        if self.n_ctx > 0:
+            self.show_context(n_done, self.n_ctx)
 
     @property
     def context_level(self) -> str:

@@ -72,8 +72,8 @@ def missing_libraries(plugin: Path, ldd=None, find_library=None) -> list[str]:
     missing = []
     for line in run(plugin).splitlines():
         name, sep, where = line.strip().partition("=>")
-        if sep and "not found" in where:
-            missing.append(name.strip())
+        if sep and "not found" in where and name.strip() not in missing:
+            missing.append(name.strip())  # ldd prints a missing library once per library that needs it
     for lib in DLOPENED:
         stem = lib.removeprefix("lib").split(".so")[0]
         if lib not in missing and find(stem) is None:

@@ -396,6 +396,17 @@ def test_memory_panel_shows_vectors_and_staging_apart(qtbot, make_window):
     assert "vectors 1.2 MB" in text and "staging 2.0 MB" in text and text.startswith("3.2 MB")
 
 
+def test_the_context_count_follows_the_prefill(qtbot, make_window):
+    """The status bar said "Context 0 / 32,768" all through a document's prefill: it follows the prefill now."""
+    w = make_window()
+    seen: list[str] = []
+    w.bridge.progress.connect(lambda e: seen.append(w.memory.context_label.text()) if e.phase == "prefill" else None)
+    open_sample(qtbot, w)
+    counts = [int(t.split()[1].replace(",", "")) for t in seen if t.split()[1].replace(",", "").isdigit()]
+    assert len(counts) == len(seen) >= 3, seen
+    assert counts == sorted(counts) and len(set(counts)) >= 3 and counts[-1] > 0, seen
+
+
 def test_the_keyboard_alone_drives_the_window(qtbot, make_window, monkeypatch):
     """Ctrl+O opens documents, Ctrl+N starts a chat, typing + Ctrl+Enter asks, Esc stops, Ctrl+, opens the
     settings (Esc closes them), and Tab reaches every main control."""

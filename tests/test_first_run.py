@@ -71,6 +71,15 @@ def test_missing_xcb_libraries_are_named_with_the_packages_to_install(tmp_path):
     assert qt_platform.missing_libraries(plugin, ldd=lambda p: "", find_library=lambda n: f"lib{n}.so") == []
 
 
+def test_each_missing_library_is_named_once(tmp_path):
+    """ldd prints a missing library once per library that needs it: the message named some of them twice."""
+    plugin = tmp_path / "libqxcb.so"
+    plugin.write_bytes(b"")
+    twice = FAKE_LDD + "\tlibxcb-icccm.so.4 => not found\n\tlibxcb-cursor.so.0 => not found\n"
+    missing = qt_platform.missing_libraries(plugin, ldd=lambda p: twice, find_library=lambda name: None)
+    assert missing == ["libxcb-icccm.so.4", "libxkbcommon-x11.so.0", "libxcb-cursor.so.0"]
+
+
 def test_platform_problem_says_what_to_install_and_the_app_exits_2(monkeypatch, capsys, tmp_path):
     plugin = tmp_path / "libqxcb.so"
     plugin.write_bytes(b"")
