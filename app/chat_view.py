@@ -34,7 +34,9 @@ class ChatItem:
     token_starts: list[int] = field(default_factory=list)  # char offset in text where each token starts
     steps: dict[int, tuple[tuple[int, float], ...]] = field(default_factory=dict)  # token index -> retrieval
     # token index -> per SKV layer (layer id, its sentences): what "per layer" shows for a clicked word
-    layer_steps: dict[int, tuple[tuple[int, tuple[tuple[int, float], ...]], ...]] = field(default_factory=dict)
+    layer_steps: dict[int, tuple[tuple[int, tuple[tuple[int, float], ...]], ...]] = field(
+        default_factory=dict
+    )
     footer: str = ""  # e.g. "12.3 tok/s · first token 0.4 s"
     answer_ids: list[int] = field(default_factory=list)  # an answer's decoded tokens (to rebuild the context)
     reason: str = ""  # why an answer ended ("eos", "max_tokens", "stopped", ...)

@@ -36,7 +36,7 @@ HEAT_LEVELS = 24  # shades of the heat: a sentence's selection is rebuilt only w
 # characters of a document's text put in the view per turn of the event loop: a book's ~600k at once blocked the loop
 # 60-100 ms (the text blocks made, then the first layout); the rest follows in pieces of this size
 LOAD_CHUNK = 200_000
-_ASTRAL = re.compile("[\U00010000-\U0010FFFF]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -313,8 +313,11 @@ class DocumentView(QWidget):
             return []
         last = max((t for t, _, _ in self.turn_entries.values()), default=0)
         ranked = sorted(
-            ((sid, w / self._n_steps) for sid, w in self.heat.items()
-             if (sid in self.map.sentences) or (not documents_only and self._known(sid, last))),
+            (
+                (sid, w / self._n_steps)
+                for sid, w in self.heat.items()
+                if (sid in self.map.sentences) or (not documents_only and self._known(sid, last))
+            ),
             key=lambda kv: (-kv[1], kv[0]),
         )
         return ranked[:n]
@@ -448,8 +451,12 @@ class DocumentView(QWidget):
                 span = self.map.sentences.get(sid)
                 if span is not None:
                     level = round(HEAT_LEVELS * w / top)
-                    sel(("heat", heat, level), span[1], span[2],
-                        lambda level=level: {"background": _shade(heat, 0.12 + 0.58 * level / HEAT_LEVELS)})
+                    sel(
+                        ("heat", heat, level),
+                        span[1],
+                        span[2],
+                        lambda level=level: {"background": _shade(heat, 0.12 + 0.58 * level / HEAT_LEVELS)},
+                    )
         focus = self._colors["focus"]
         for sid, _w in self.focus:
             span = self.map.sentences.get(sid)

@@ -16,7 +16,9 @@ DEFAULT_PROMPT = "The Eiffel Tower is located in the city of"
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="skv-desktop", description="SentenceKV Desktop")
-    p.add_argument("--model", default="", help="GGUF file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
+    p.add_argument(
+        "--model", default="", help="GGUF file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)"
+    )
     p.add_argument("--selftest", action="store_true", help="answer one prompt, print it and exit")
     p.add_argument("--prompt", default=None, help="prompt for --selftest")
     p.add_argument("--max-tokens", type=int, default=48, help="tokens per answer (default 48)")

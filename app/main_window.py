@@ -78,7 +78,9 @@ class MainWindow(QMainWindow):
     load_finished = Signal(bool)  # the model load ended: True when it is ready
     documents_finished = Signal(bool)  # a document prefill ended
     answer_finished = Signal(str)  # an answer ended (its text; "" when it failed)
-    _model_resolved = Signal(str, str, int, str)  # path, error, n_ctx (0: the setting's), note (resolver thread)
+    _model_resolved = Signal(
+        str, str, int, str
+    )  # path, error, n_ctx (0: the setting's), note (resolver thread)
     _documents_read = Signal(object, object)  # list[LoadedDoc], list[str] errors (from the reader thread)
 
     def __init__(
@@ -322,9 +324,7 @@ class MainWindow(QMainWindow):
             self.banner.show_message(note, "warn")
         try:
             skv = SkvParams(Policy.parse(s.policy), s.budget, s.sink, s.ring)
-            config = SessionConfig(
-                path, n_ctx=n_ctx, n_threads=s.threads, n_gpu_layers=s.gpu_layers, skv=skv
-            )
+            config = SessionConfig(path, n_ctx=n_ctx, n_threads=s.threads, n_gpu_layers=s.gpu_layers, skv=skv)
         except ValueError as e:
             self.progress.hide()
             self.banner.show_message(f"{e}: fix it in Settings (Ctrl+,)")
@@ -412,14 +412,21 @@ class MainWindow(QMainWindow):
     def edit_question(self, item_index: int) -> None:
         """Put an earlier question back in the prompt box; sending it replaces that question and every message
         after it (the conversation is cut there and goes on from the edited question)."""
-        if self._ask_run or not 0 <= item_index < len(self.chat.items) or self.chat.items[item_index].role != "user":
+        if (
+            self._ask_run
+            or not 0 <= item_index < len(self.chat.items)
+            or self.chat.items[item_index].role != "user"
+        ):
             return
         self._edit_from = item_index
         self.prompt_edit.setPlainText(self.chat.items[item_index].text)
         self.prompt_edit.setFocus()
         later = len(self.chat.items) - item_index
-        self.banner.show_message(f"editing an earlier question: Send replaces it and the {later - 1} message(s) "
-                                 "after it", "info", actions=(("Cancel the edit", self._cancel_edit),))
+        self.banner.show_message(
+            f"editing an earlier question: Send replaces it and the {later - 1} message(s) after it",
+            "info",
+            actions=(("Cancel the edit", self._cancel_edit),),
+        )
 
     def _cancel_edit(self) -> None:
         self._edit_from = -1
@@ -476,18 +483,28 @@ class MainWindow(QMainWindow):
     def _turn_pairs(self) -> list[tuple[int, int]]:
         """(user item index, assistant item index) of every answered turn on screen, oldest first."""
         items = self.chat.items
-        return [(i, i + 1) for i in range(len(items) - 1)
-                if items[i].role == "user" and items[i + 1].role == "assistant"
-                and (items[i + 1].text or items[i + 1].answer_ids)]
+        return [
+            (i, i + 1)
+            for i in range(len(items) - 1)
+            if items[i].role == "user"
+            and items[i + 1].role == "assistant"
+            and (items[i + 1].text or items[i + 1].answer_ids)
+        ]
 
     def _history(self) -> tuple[TurnRecord, ...]:
         """The turns before the question being asked (the last user message), minus those dropped from the
         context."""
         pairs = self._turn_pairs()
-        recs = tuple(TurnRecord(self.chat.items[u].text, tuple(self.chat.items[a].answer_ids),
-                                self.chat.items[a].text, reason=self.chat.items[a].reason or "max_tokens")
-                     for u, a in pairs)
-        return recs[self._dropped.get(self._conv_id, 0):]
+        recs = tuple(
+            TurnRecord(
+                self.chat.items[u].text,
+                tuple(self.chat.items[a].answer_ids),
+                self.chat.items[a].text,
+                reason=self.chat.items[a].reason or "max_tokens",
+            )
+            for u, a in pairs
+        )
+        return recs[self._dropped.get(self._conv_id, 0) :]
 
     def _show_turn(self, turn: int, role: str) -> None:
         """Scroll the chat to an earlier turn's message (turn: counted in the context)."""
@@ -571,7 +588,8 @@ class MainWindow(QMainWindow):
         trained = self.model_info.n_ctx_train if self.model_info else 0
         if not e.restored and not e.truncated and 0 < trained < e.n_tokens_loaded:
             self.banner.show_message(
-                f"{e.n_tokens_loaded:,} tokens loaded — beyond the model's {trained:,}: positions remapped", "info"
+                f"{e.n_tokens_loaded:,} tokens loaded — beyond the model's {trained:,}: positions remapped",
+                "info",
             )
         model = self.model_info.path if self.model_info else ""
         self._docs_key = f"{model}|{e.names}|{e.n_tokens_loaded}|{[d.offset for d in self._docs]}"
@@ -614,9 +632,13 @@ class MainWindow(QMainWindow):
     def _handle_failed(self, e: ev.Failed) -> None:
         if e.kind == "context_full":
             self.banner.show_message(
-                e.message, "warn",
-                actions=(("Drop the oldest turns", self._drop_oldest_and_ask), ("New chat", self.new_conversation),
-                         ("Settings…", self.open_settings)),
+                e.message,
+                "warn",
+                actions=(
+                    ("Drop the oldest turns", self._drop_oldest_and_ask),
+                    ("New chat", self.new_conversation),
+                    ("Settings…", self.open_settings),
+                ),
             )
             return
         self.banner.show_message(e.message)
@@ -639,7 +661,9 @@ class MainWindow(QMainWindow):
         item = self.chat.items[-1]
         item.answer_ids = list(e.answer_tokens)
         item.reason = e.reason
-        self._dropped[self._conv_id] = max(0, self._turns_before - (e.turn - 1))  # the engine may have dropped some
+        self._dropped[self._conv_id] = max(
+            0, self._turns_before - (e.turn - 1)
+        )  # the engine may have dropped some
         self.doc_view.set_turn_entries(e.entries)
 
     @Slot(object)
@@ -680,8 +704,10 @@ class MainWindow(QMainWindow):
             meta = {
                 "tokens": item.token_starts,
                 "steps": {str(k): [[s, round(w, 4)] for s, w in v] for k, v in item.steps.items()},
-                "layers": {str(k): [[lid, [[s, round(w, 4)] for s, w in picks]] for lid, picks in v]
-                           for k, v in item.layer_steps.items()},
+                "layers": {
+                    str(k): [[lid, [[s, round(w, 4)] for s, w in picks]] for lid, picks in v]
+                    for k, v in item.layer_steps.items()
+                },
                 "docs_key": self._docs_key,
                 "top": top,
                 "footer": footer,

@@ -127,8 +127,11 @@ class MemoryPanel(QWidget):
         self.device_label.setText(f"Device {fmt_bytes(m.device_skv_bytes)}")
         self.host_label.setText(f"Host KV {fmt_bytes(m.host_kv_bytes)}")
         self.device_label.setToolTip("SentenceKV semantic vectors and staging on the compute device")
-        parts = (f" (vectors {fmt_bytes(m.device_vec_bytes)} + staging {fmt_bytes(m.device_stage_bytes)})"
-                 if m.device_vec_bytes or m.device_stage_bytes else "")
+        parts = (
+            f" (vectors {fmt_bytes(m.device_vec_bytes)} + staging {fmt_bytes(m.device_stage_bytes)})"
+            if m.device_vec_bytes or m.device_stage_bytes
+            else ""
+        )
         self._values["device"].setText(fmt_bytes(m.device_skv_bytes) + parts)
         self._values["host"].setText(fmt_bytes(m.host_kv_bytes))
         self._values["full"].setText(fmt_bytes(m.full_kv_bytes))

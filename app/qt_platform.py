@@ -97,11 +97,15 @@ def platform_problem(env: dict[str, str] | None = None, ldd=None, find_library=N
     if plugin is None:
         return None
     if not env.get("DISPLAY"):
-        return ("no display to open the window on (DISPLAY is not set): run it in a desktop session, or set "
-                "QT_QPA_PLATFORM=offscreen for a window nobody sees")
+        return (
+            "no display to open the window on (DISPLAY is not set): run it in a desktop session, or set "
+            "QT_QPA_PLATFORM=offscreen for a window nobody sees"
+        )
     missing = missing_libraries(plugin, ldd, find_library)
     if not missing:
         return None
     packages = sorted({XCB_PACKAGES.get(m, m) for m in missing})
-    return (f"Qt cannot open a window: the system libraries {', '.join(missing)} are missing; install them with "
-            f"`sudo apt-get install {' '.join(packages)}` (Debian/Ubuntu; see the README for other systems)")
+    return (
+        f"Qt cannot open a window: the system libraries {', '.join(missing)} are missing; install them with "
+        f"`sudo apt-get install {' '.join(packages)}` (Debian/Ubuntu; see the README for other systems)"
+    )

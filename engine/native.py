@@ -91,18 +91,46 @@ class llama_skv_stats(ctypes.Structure):
 
 def params_to_c(p: SkvParams) -> llama_skv_params:
     return llama_skv_params(
-        int(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-        int(p.remap), p.score_distance, int(p.layout),
-        int(p.query), int(p.gqa), p.dense_layers, int(p.edge), p.neighbours, int(p.oracle), int(p.summary),
+        int(p.policy),
+        p.budget,
+        p.sink,
+        p.ring,
+        p.min_query_tokens,
+        p.max_sentence_len,
+        int(p.remap),
+        p.score_distance,
+        int(p.layout),
+        int(p.query),
+        int(p.gqa),
+        p.dense_layers,
+        int(p.edge),
+        p.neighbours,
+        int(p.oracle),
+        int(p.summary),
         p.exclude_sink,
     )
 
 
 def params_from_c(p: llama_skv_params) -> SkvParams:
-    return SkvParams(Policy(p.policy), p.budget, p.sink, p.ring, p.min_query_tokens, p.max_sentence_len,
-                     Remap(p.remap_positions), p.score_distance, Layout(p.remap_layout), QueryMode(p.query_mode),
-                     Gqa(p.gqa_agg), p.dense_layers, Edge(p.edge), p.neighbours, Oracle(p.oracle),
-                     Summary(p.summary), p.exclude_sink)
+    return SkvParams(
+        Policy(p.policy),
+        p.budget,
+        p.sink,
+        p.ring,
+        p.min_query_tokens,
+        p.max_sentence_len,
+        Remap(p.remap_positions),
+        p.score_distance,
+        Layout(p.remap_layout),
+        QueryMode(p.query_mode),
+        Gqa(p.gqa_agg),
+        p.dense_layers,
+        Edge(p.edge),
+        p.neighbours,
+        Oracle(p.oracle),
+        Summary(p.summary),
+        p.exclude_sink,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,8 +319,10 @@ class SkvContext:
         if rc == ERR_INVALID:
             n_layers = self.stats().n_layers
             if params.dense_layers >= n_layers:
-                raise ValueError(f"dense_layers {params.dense_layers} would leave none of the {n_layers} SentenceKV "
-                                 f"layers sparse: choose at most {n_layers - 1}")
+                raise ValueError(
+                    f"dense_layers {params.dense_layers} would leave none of the {n_layers} SentenceKV "
+                    f"layers sparse: choose at most {n_layers - 1}"
+                )
             raise ValueError(f"SentenceKV rejected {params}: the budget must exceed sink + ring")
         _check(rc, "set_params")
 
@@ -357,8 +387,10 @@ class SkvContext:
         op = offs.ctypes.data_as(_P(ctypes.c_int32))
         while True:
             ip = self._sel_ids.ctypes.data_as(_P(ctypes.c_int32))
-            n = _check(self._lib.llama_skv_get_selections(self._ctx, ip, len(self._sel_ids), op, len(offs)),
-                       "get_selections")
+            n = _check(
+                self._lib.llama_skv_get_selections(self._ctx, ip, len(self._sel_ids), op, len(offs)),
+                "get_selections",
+            )
             if n <= len(self._sel_ids):
                 return self._sel_ids[:n].copy(), offs.copy()
             self._sel_ids = np.zeros(2 * n, dtype=np.int32)

@@ -64,7 +64,9 @@ class Layout(IntEnum):
     """Where a remapped step puts the retrieved sentences (enum llama_skv_layout; disk/ABI values: never renumber)."""
 
     ORDER = 0  # in their original order, compressed, right before the open sentence and the ring
-    STACK = 1  # each one ending right before the open sentence and the ring: all at the same distance (InfLLM)
+    STACK = (
+        1  # each one ending right before the open sentence and the ring: all at the same distance (InfLLM)
+    )
 
     @classmethod
     def parse(cls, name: str) -> Layout:
@@ -153,8 +155,10 @@ def score_distance_name(d: int) -> str:
 def budget_problem(budget: int, sink: int, ring: int) -> str:
     """Why a budget cannot hold sink + ring and any sentence ('' when it can): the rule the C side checks too."""
     if budget <= sink + ring:
-        return (f"budget {budget} must be larger than sink + ring ({sink} + {ring}): "
-                "the budget counts them and needs room for sentences")
+        return (
+            f"budget {budget} must be larger than sink + ring ({sink} + {ring}): "
+            "the budget counts them and needs room for sentences"
+        )
     return ""
 
 
@@ -192,7 +196,9 @@ class SkvParams:
         if self.ring < 1:
             raise ValueError(f"ring must be at least 1, got {self.ring}")
         if self.score_distance < SCORE_AUTO:
-            raise ValueError(f"score_distance must be auto (-1), real (0) or a distance > 0, got {self.score_distance}")
+            raise ValueError(
+                f"score_distance must be auto (-1), real (0) or a distance > 0, got {self.score_distance}"
+            )
         problem = budget_problem(self.budget, self.sink, self.ring)
         if problem:
             raise ValueError(problem)
@@ -204,5 +210,3 @@ POLICY_NAMES = ("sentence", "chunk", "window", "full")
 # The SentenceKV defaults for every Python caller (CLI flags, benchmarks, app settings): the mirror of the native
 # llama_skv_default_params(), which tests/test_native_selection.py checks field by field.
 DEFAULT_PARAMS = SkvParams()
-
-

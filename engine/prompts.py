@@ -43,7 +43,9 @@ class PromptFormat:
     def question(self, question: str) -> str:
         return self.question_before + question.strip() + self.question_after
 
-    def parts(self, question: str, answer_prefix: str = "", follow_up: bool = False) -> list[tuple[str, bool]]:
+    def parts(
+        self, question: str, answer_prefix: str = "", follow_up: bool = False
+    ) -> list[tuple[str, bool]]:
         """What is decoded at ask time as (text, special) pieces: special=True for the format's own text only.
         follow_up: the question follows an earlier answer in the context (turn 2 and later)."""
         before = self.follow_up_before if follow_up else self.question_before
@@ -97,7 +99,9 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
     try:
         text = render([first])
     except TemplateError as e:
-        raise PromptFormatError(f"the model's chat template does not render ({e}): use the completion format") from None
+        raise PromptFormatError(
+            f"the model's chat template does not render ({e}): use the completion format"
+        ) from None
     if text.count(_DOC) != 1 or text.count(_QUESTION) != 1 or text.index(_DOC) > text.index(_QUESTION):
         raise PromptFormatError(
             "the model's chat template does not keep the user's text as it is: use the completion format"
@@ -107,7 +111,9 @@ def chat_format(template: str, eos_token: str = "") -> PromptFormat:
     # a follow-up: the text between an answer and the next question (the end of the model's turn, a new user turn)
     follow_up = "\n\n"
     try:
-        text2 = render([first, {"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _FOLLOW_UP}])
+        text2 = render(
+            [first, {"role": "assistant", "content": _ANSWER}, {"role": "user", "content": _FOLLOW_UP}]
+        )
     except TemplateError:
         text2 = ""
     if text2.count(_ANSWER) == 1 and text2.count(_FOLLOW_UP) == 1 and text2.endswith(_FOLLOW_UP + after):

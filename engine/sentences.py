@@ -86,7 +86,11 @@ def split_sentences(text: str, language: str = "en") -> list[tuple[int, int]]:
 
 
 def tokenize_sentences(
-    text: str, tokenize: Tokenize, max_tokens: int = MAX_SENTENCE_LEN, language: str = "en", min_tokens: int = 6
+    text: str,
+    tokenize: Tokenize,
+    max_tokens: int = MAX_SENTENCE_LEN,
+    language: str = "en",
+    min_tokens: int = 6,
 ) -> tuple[list[int], list[Sentence]]:
     """Tokenize text sentence by sentence. Returns (tokens, sentences) with exact token spans.
 
@@ -200,4 +204,3 @@ class SentenceStream:
         self._tok_ends = [e - cut for e in self._tok_ends[n_tok:]]
         self._n_done += n_tok
         ends.append(self._n_done)
-

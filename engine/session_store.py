@@ -159,10 +159,18 @@ class SessionStore:
                 meta = _read(path, with_payload=False).meta
             except (SessionStoreError, _OtherVersion, OSError):
                 continue
-            out.append(StoreEntry(path, str(meta.get("key", "")), st.st_size, st.st_mtime,
-                                  tuple(d.get("name", "?") for d in meta.get("documents", [])),
-                                  str(meta.get("model_name", "?")), int(meta.get("n_ctx", 0)),
-                                  int(meta.get("n_doc_tokens", 0))))
+            out.append(
+                StoreEntry(
+                    path,
+                    str(meta.get("key", "")),
+                    st.st_size,
+                    st.st_mtime,
+                    tuple(d.get("name", "?") for d in meta.get("documents", [])),
+                    str(meta.get("model_name", "?")),
+                    int(meta.get("n_ctx", 0)),
+                    int(meta.get("n_doc_tokens", 0)),
+                )
+            )
         out.sort(key=lambda e: e.mtime, reverse=True)
         return out
 
@@ -183,11 +191,19 @@ class SessionStore:
         path = self.path_for(key)
         size_hint = len(input_ids) + len(state)
         if size_hint > self.max_bytes:
-            self._warn(f"the document session ({size_hint / 2**20:.0f} MiB) is larger than the session cache limit "
-                       f"({self.max_bytes / 2**20:.0f} MiB, {MAX_BYTES_ENV}): not saved")
+            self._warn(
+                f"the document session ({size_hint / 2**20:.0f} MiB) is larger than the session cache limit "
+                f"({self.max_bytes / 2**20:.0f} MiB, {MAX_BYTES_ENV}): not saved"
+            )
             return None
-        full = {**meta, "key": key, "ids_len": len(input_ids), "state_len": len(state),
-                "crc32": zlib.crc32(state, zlib.crc32(input_ids)), "saved_at": time.time()}
+        full = {
+            **meta,
+            "key": key,
+            "ids_len": len(input_ids),
+            "state_len": len(state),
+            "crc32": zlib.crc32(state, zlib.crc32(input_ids)),
+            "saved_at": time.time(),
+        }
         blob = json.dumps(full, separators=(",", ":")).encode("utf-8")
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
@@ -199,8 +215,10 @@ class SessionStore:
                 f.write(state)
             os.replace(tmp, path)
         except OSError as e:
-            self._warn(f"could not save the document session in {self.root} ({e.strerror or e}): "
-                       "the next open will prefill again")
+            self._warn(
+                f"could not save the document session in {self.root} ({e.strerror or e}): "
+                "the next open will prefill again"
+            )
             with contextlib.suppress(OSError):  # the folder may not exist (a regular file in the path)
                 tmp.unlink(missing_ok=True)
             return None
@@ -289,7 +307,9 @@ def _read(path: Path, with_payload: bool) -> StoredSession:
         except (ValueError, KeyError, TypeError) as e:
             raise SessionStoreError(f"unreadable metadata: {e}") from None
         if size != _HEAD.size + n_meta + ids_len + state_len:
-            raise SessionStoreError(f"the file has {size} bytes, expected {_HEAD.size + n_meta + ids_len + state_len}")
+            raise SessionStoreError(
+                f"the file has {size} bytes, expected {_HEAD.size + n_meta + ids_len + state_len}"
+            )
         if not with_payload:
             return StoredSession(str(meta.get("key", "")), meta, b"", b"")
         ids = f.read(ids_len)

@@ -77,7 +77,9 @@ class OpenDocuments:
 
     documents: tuple[str | Path | Document, ...]
     reserve: int = 512
-    ranges: Mapping[int, DocRange] | None = None  # document index -> the part to load (default: from the start)
+    ranges: Mapping[int, DocRange] | None = (
+        None  # document index -> the part to load (default: from the start)
+    )
     # documents longer than the context load whole when SentenceKV remaps positions and memory allows: the context
     # is opened again at their size (the app; not the server, whose context is fixed at its start)
     whole: bool = False
@@ -127,6 +129,8 @@ def _same_turn(a: TurnRecord, b: TurnRecord) -> bool:
     if a.answer_tokens and b.answer_tokens:
         return a.answer_tokens == b.answer_tokens
     return a.answer.strip() == b.answer.strip()
+
+
 _SHUTDOWN = object()  # queue sentinel
 
 
@@ -250,7 +254,9 @@ class EngineWorker:
             if self._stopping(run_id):  # an aborted llama_decode surfaces as a SessionError
                 terminal = Stopped(run_id, "stopped by the user")
             else:
-                terminal = Failed(run_id, _message(e), "context_full" if isinstance(e, ContextFullError) else "")
+                terminal = Failed(
+                    run_id, _message(e), "context_full" if isinstance(e, ContextFullError) else ""
+                )
         self._emit(terminal)
 
     def _need_session(self) -> Session:
@@ -302,10 +308,21 @@ class EngineWorker:
     @staticmethod
     def _model_loaded(run_id: int, session: Session, load_s: float) -> ModelLoaded:
         path = Path(session.config.model_path)
-        return ModelLoaded(run_id, path.name, str(path), session.n_ctx, session.info.n_layer, session.n_vocab,
-                           session.info.context_length, session.skv is not None, load_s)
+        return ModelLoaded(
+            run_id,
+            path.name,
+            str(path),
+            session.n_ctx,
+            session.info.n_layer,
+            session.n_vocab,
+            session.info.context_length,
+            session.skv is not None,
+            load_s,
+        )
 
-    def _grow_for_whole(self, run_id: int, session: Session, docs: list[Document], cmd: OpenDocuments) -> Session:
+    def _grow_for_whole(
+        self, run_id: int, session: Session, docs: list[Document], cmd: OpenDocuments
+    ) -> Session:
         """With `whole`, documents longer than the context load whole when SentenceKV remaps positions (past the
         model's trained length too) and the host memory holds their K/V: the context is opened again at their size (the model
         reloads; a second ModelLoaded says so). Else, and with chosen ranges, the context stays (loaded from the
@@ -323,9 +340,14 @@ class EngineWorker:
         avail = available_memory_bytes()
         freed = estimate_memory(session.info, session.n_ctx).total_bytes_max  # the context it replaces
         if avail is not None and est.total_bytes_max > avail + freed:
-            self._emit(ErrorEvent(run_id, f"the whole of {n_total:,} tokens needs up to "
-                                          f"{est.total_bytes_max / 2**30:.1f} GiB ({est.describe()}), more than the "
-                                          f"free memory: loading what fits in {session.n_ctx:,} tokens"))
+            self._emit(
+                ErrorEvent(
+                    run_id,
+                    f"the whole of {n_total:,} tokens needs up to "
+                    f"{est.total_bytes_max / 2**30:.1f} GiB ({est.describe()}), more than the "
+                    f"free memory: loading what fits in {session.n_ctx:,} tokens",
+                )
+            )
             return session
         self._emit(ProgressEvent(run_id, "load", 0, 1, -1.0))
         t0 = time.perf_counter()
@@ -410,8 +432,9 @@ class EngineWorker:
             self._emit(TokenEvent(run_id, i, text, tok))
             if step is not None and step.n_selections > 0:
                 weights = tuple((sid, n / step.n_selections) for sid, n in step.counts)
-                layers = tuple((lid, tuple((sid, n / step.n_head_kv) for sid, n in picks))
-                               for lid, picks in step.layers)
+                layers = tuple(
+                    (lid, tuple((sid, n / step.n_head_kv) for sid, n in picks)) for lid, picks in step.layers
+                )
                 self._emit(RetrievalEvent(run_id, i, weights, layers))
             self._emit(self._memory(run_id, session))
 
@@ -438,11 +461,18 @@ class EngineWorker:
                     raise
                 history = history[1:]  # the estimate was short: one more turn leaves the context
         if result.turn:
-            self._emit(TurnEnded(
-                run_id, result.turn, tuple(result.tokens), result.reason,
-                tuple((sid, sp.turn, sp.role, sp.text.strip()) for sid, sp in session.turn_entries()),
-                session.n_past, session.n_ctx, tuple(t.tok_end for t in session.turns),
-            ))
+            self._emit(
+                TurnEnded(
+                    run_id,
+                    result.turn,
+                    tuple(result.tokens),
+                    result.reason,
+                    tuple((sid, sp.turn, sp.role, sp.text.strip()) for sid, sp in session.turn_entries()),
+                    session.n_past,
+                    session.n_ctx,
+                    tuple(t.tok_end for t in session.turns),
+                )
+            )
         tok_s = result.decode_tokens / result.decode_s if result.decode_s > 0 else 0.0
         self._emit(StatsEvent(run_id, result.ttft_s, tok_s, self._prefill_tok_s, result.decode_tokens))
         if result.stopped or self._stopping(run_id):
@@ -455,8 +485,11 @@ class EngineWorker:
         for the question and its answer (the documents always stay). Refuses up front (ContextFullError) when
         the whole history does not fit and dropping is not asked for."""
         history = list(cmd.history)
-        cost = [len(session.prompt_tokens(r.question, r.answer_prefix)) + max(len(r.answer_tokens), len(r.answer) // 3)
-                for r in history]
+        cost = [
+            len(session.prompt_tokens(r.question, r.answer_prefix))
+            + max(len(r.answer_tokens), len(r.answer) // 3)
+            for r in history
+        ]
         need = len(session.prompt_tokens(cmd.question, cmd.answer_prefix)) + cmd.max_tokens
         room = session.n_ctx - session.n_doc_tokens - need
         if sum(cost) <= room:
@@ -466,7 +499,10 @@ class EngineWorker:
                 f"the conversation ({len(history)} turns, about {sum(cost)} tokens) and this question "
                 f"({need} tokens with its answer) do not fit in what the documents leave of the context "
                 f"({session.n_ctx - session.n_doc_tokens} tokens): drop the oldest turns, start a new chat, or "
-                "raise n_ctx", sum(cost) + need, session.n_ctx - session.n_doc_tokens)
+                "raise n_ctx",
+                sum(cost) + need,
+                session.n_ctx - session.n_doc_tokens,
+            )
         while history and sum(cost) > room:
             history.pop(0)
             cost.pop(0)

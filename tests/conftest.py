@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 
 TESTS_DIR = Path(__file__).resolve().parent
-SUPPORT_DIR = TESTS_DIR / "support"  # what tests share that is not a test: the tiny model, harnesses, the fake worker
+SUPPORT_DIR = (
+    TESTS_DIR / "support"
+)  # what tests share that is not a test: the tiny model, harnesses, the fake worker
 if str(SUPPORT_DIR) not in sys.path:
     sys.path.insert(0, str(SUPPORT_DIR))
 

@@ -123,8 +123,12 @@ def test_reopening_a_document_restores_its_saved_session(qtbot, tiny_model_path,
     doc = tmp_path / "mill.txt"
     doc.write_text(TEXT, encoding="utf-8")
     for attempt in range(2):
-        w = MainWindow(model_path=str(tiny_model_path), settings=settings, data_dir=tmp_path / f"data{attempt}",
-                       bridge_factory=lambda on_event: EngineWorker(on_event, store=store))
+        w = MainWindow(
+            model_path=str(tiny_model_path),
+            settings=settings,
+            data_dir=tmp_path / f"data{attempt}",
+            bridge_factory=lambda on_event: EngineWorker(on_event, store=store),
+        )
         qtbot.addWidget(w)
         w.show()
         try:

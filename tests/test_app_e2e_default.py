@@ -27,8 +27,9 @@ def make(qtbot, model: Path, data: Path, **settings):
     from app.main_window import MainWindow
     from app.settings import AppSettings
 
-    s = AppSettings(**{"n_ctx": 8192, "threads": 2, "budget": 1024, "sink": 32, "ring": 64, "max_tokens": 24,
-                       **settings})
+    s = AppSettings(
+        **{"n_ctx": 8192, "threads": 2, "budget": 1024, "sink": 32, "ring": 64, "max_tokens": 24, **settings}
+    )
     w = MainWindow(model_path=str(model), settings=s, data_dir=data)
     qtbot.addWidget(w)
     w.show()
@@ -51,8 +52,15 @@ def _drop(window, path: Path) -> None:
 
     mime = QMimeData()
     mime.setUrls([QUrl.fromLocalFile(str(path))])
-    window.dropEvent(QDropEvent(QPointF(5, 5), Qt.DropAction.CopyAction, mime, Qt.MouseButton.NoButton,
-                                Qt.KeyboardModifier.NoModifier))
+    window.dropEvent(
+        QDropEvent(
+            QPointF(5, 5),
+            Qt.DropAction.CopyAction,
+            mime,
+            Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier,
+        )
+    )
 
 
 def test_drop_ask_stream_highlight_click_and_restart(qtbot, window, default_model_path, tmp_path):
@@ -108,8 +116,9 @@ def test_28k_book_prefill_keeps_the_event_loop_free_and_stops_within_half_a_seco
     with EventLoopWatch() as watch:
         window.open_paths([str(book)])
         # reading, sentence splitting and tokenizing happen off the GUI thread, then llama.cpp prefills
-        qtbot.waitUntil(lambda: window.progress.bar.maximum() > 1 and window.progress.bar.value() >= 2048,
-                        timeout=300_000)
+        qtbot.waitUntil(
+            lambda: window.progress.bar.maximum() > 1 and window.progress.bar.value() >= 2048, timeout=300_000
+        )
         total = window.progress.bar.maximum()
         t_watch = time.perf_counter()
         qtbot.wait(15_000)
@@ -118,8 +127,10 @@ def test_28k_book_prefill_keeps_the_event_loop_free_and_stops_within_half_a_seco
         with qtbot.waitSignal(window.documents_finished, timeout=2000) as ended:
             window.stop()
         stop_s = time.perf_counter() - t0
-    print(f"\n28k prefill: {total} tokens, watched {time.perf_counter() - t_watch:.1f} s, {watch.ticks} ticks, "
-          f"longest event-loop gap {watch.longest * 1e3:.1f} ms, stop -> control back in {stop_s * 1e3:.0f} ms")
+    print(
+        f"\n28k prefill: {total} tokens, watched {time.perf_counter() - t_watch:.1f} s, {watch.ticks} ticks, "
+        f"longest event-loop gap {watch.longest * 1e3:.1f} ms, stop -> control back in {stop_s * 1e3:.0f} ms"
+    )
     assert ended.args == [False] and stop_s < 0.5, stop_s
     assert total > 25_000, f"the book is ~28k tokens ({total})"
     assert watch.ticks > 500 and watch.longest < 0.1, f"longest event-loop gap {watch.longest * 1e3:.0f} ms"
@@ -141,8 +152,9 @@ def test_stop_during_an_answer_returns_within_half_a_second(qtbot, window, tmp_p
     assert time.perf_counter() - t0 < 0.5
 
 
-def test_book_longer_than_the_context_shows_the_banner_and_loads_the_chosen_range(qtbot, default_model_path,
-                                                                                  tmp_path, monkeypatch):
+def test_book_longer_than_the_context_shows_the_banner_and_loads_the_chosen_range(
+    qtbot, default_model_path, tmp_path, monkeypatch
+):
     w = make(qtbot, default_model_path, tmp_path / "data", n_ctx=2048)
     # a book whose K/V the memory cannot hold (a book that fits loads whole: tests/test_whole_book.py)
     monkeypatch.setattr("engine.models.available_memory_bytes", lambda: 1)
@@ -201,7 +213,9 @@ def test_a_follow_up_through_the_window_sees_the_earlier_turn_and_the_chat_survi
     window.close()
     w2 = make(qtbot, default_model_path, data)
     try:
-        qtbot.waitUntil(lambda: bool(w2.doc_view.map is not None and w2.doc_view.map.sentences), timeout=120_000)
+        qtbot.waitUntil(
+            lambda: bool(w2.doc_view.map is not None and w2.doc_view.map.sentences), timeout=120_000
+        )
         phases: list[str] = []
         w2.bridge.progress.connect(lambda e: phases.append(e.phase))
         reopened: list = []
@@ -210,6 +224,7 @@ def test_a_follow_up_through_the_window_sees_the_earlier_turn_and_the_chat_survi
         assert [e.turn for e in reopened] == [3] and "replay" in phases and "prefill" not in phases, phases
         msgs = w2.store.messages(w2._conv_id)
         assert [m.role for m in msgs] == ["user", "assistant"] * 3 and all(
-            m.meta.get("answer_ids") for m in msgs if m.role == "assistant")
+            m.meta.get("answer_ids") for m in msgs if m.role == "assistant"
+        )
     finally:
         w2.shutdown()

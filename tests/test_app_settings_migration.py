@@ -48,7 +48,10 @@ def test_the_default_context_is_lowered_to_what_fits(tiny_model_path, monkeypatc
     assert 2048 <= n < 32768 and n % 256 == 0 and note and str(n) in note
     info = models.read_model_info(tiny_model_path)
     assert models.estimate_memory(info, n).total_bytes_max <= 80 * 2**20
-    assert st.fitting_ctx(str(tiny_model_path), 65536) == (65536, None)  # chosen by the user: the engine decides
+    assert st.fitting_ctx(str(tiny_model_path), 65536) == (
+        65536,
+        None,
+    )  # chosen by the user: the engine decides
 
 
 def test_the_picker_lists_the_installed_built_ins_with_memory_and_speed(default_model_path, gemma_model_path):

@@ -71,7 +71,11 @@ def test_clicking_a_word_lists_and_scrolls_to_its_sentences(qtbot, make_window):
     # per layer: the chooser lists the SKV layers; one layer shows only its own sentences
     choice = w.doc_view.layer_choice
     assert choice.isVisible() and [choice.itemText(k) for k in range(choice.count())] == [
-        "All layers", "Layer 5", "Layer 11", "Layer 17"]
+        "All layers",
+        "Layer 5",
+        "Layer 11",
+        "Layer 17",
+    ]
     merged = {s for s, _ in w.doc_view.focus}
     layers = dict(item.layer_steps[t])
     choice.setCurrentIndex(2)
@@ -128,9 +132,15 @@ def test_a_book_past_the_trained_length_loads_whole_with_a_banner(qtbot, tmp_pat
         return f
 
     book = tmp_path / "book.txt"
-    book.write_text(" ".join(f"Line {i} of the long book tells a story." for i in range(4000)), encoding="utf-8")
-    w = MainWindow(model_path="/models/fake-model.gguf", bridge_factory=factory, settings=AppSettings(),
-                   data_dir=tmp_path / "data")
+    book.write_text(
+        " ".join(f"Line {i} of the long book tells a story." for i in range(4000)), encoding="utf-8"
+    )
+    w = MainWindow(
+        model_path="/models/fake-model.gguf",
+        bridge_factory=factory,
+        settings=AppSettings(),
+        data_dir=tmp_path / "data",
+    )
     qtbot.addWidget(w)
     w.show()
     qtbot.waitUntil(lambda: w.model_ready, timeout=5000)
@@ -264,8 +274,9 @@ def test_a_150k_token_book_stays_smooth(qtbot, tmp_path):
 
     w = MainWindow(
         model_path="/models/fake-model.gguf",
-        bridge_factory=lambda on_event: FakeWorker(on_event, token_delay=0.002, answer=[" word"] * 300,
-                                                  n_ctx=200_000),
+        bridge_factory=lambda on_event: FakeWorker(
+            on_event, token_delay=0.002, answer=[" word"] * 300, n_ctx=200_000
+        ),
         settings=AppSettings(),
         data_dir=tmp_path / "data",
     )
@@ -309,7 +320,9 @@ def test_a_long_text_goes_into_the_view_in_pieces(qtbot):
     line = "A sentence of the long text, one of many. " * 2 + "\n"
     n = 3 * LOAD_CHUNK // len(line)
     text = line * n
-    view = document_view(qtbot, "long.txt", text, [(i * len(line), (i + 1) * len(line)) for i in range(n)], 20 * n)
+    view = document_view(
+        qtbot, "long.txt", text, [(i * len(line), (i + 1) * len(line)) for i in range(n)], 20 * n
+    )
     assert view.loading and 0 < len(view.text.toPlainText()) < len(text)
     far = n - 1
     view.set_heat({far: 1.0}, 1)
@@ -367,8 +380,10 @@ def test_shades_follow_the_weights_as_they_change(qtbot):
     view = document_view(qtbot, "three.txt", text, spans, 12)
 
     def alphas() -> dict[str, float]:
-        return {sel.cursor.selectedText(): sel.format.background().color().alphaF()
-                for sel in view.text.extraSelections()}
+        return {
+            sel.cursor.selectedText(): sel.format.background().color().alphaF()
+            for sel in view.text.extraSelections()
+        }
 
     view.add_retrieval(((0, 1.0), (1, 0.5)))
     view.refresh()
@@ -385,7 +400,10 @@ def test_shades_follow_the_weights_as_they_change(qtbot):
     view.set_loaded(((0, 0, 0, 15),), 4, 4, False)
     view.set_heat({0: 1.0}, 1)
     # the shaded sentence and the greyed rest (out of the context), both in the new text
-    assert sorted(sel.cursor.selectedText() for sel in view.text.extraSelections()) == [other[0:15], other[15:]]
+    assert sorted(sel.cursor.selectedText() for sel in view.text.extraSelections()) == [
+        other[0:15],
+        other[15:],
+    ]
 
 
 def test_memory_panel_shows_vectors_and_staging_apart(qtbot, make_window):
@@ -400,7 +418,9 @@ def test_the_context_count_follows_the_prefill(qtbot, make_window):
     """The status bar said "Context 0 / 32,768" all through a document's prefill: it follows the prefill now."""
     w = make_window()
     seen: list[str] = []
-    w.bridge.progress.connect(lambda e: seen.append(w.memory.context_label.text()) if e.phase == "prefill" else None)
+    w.bridge.progress.connect(
+        lambda e: seen.append(w.memory.context_label.text()) if e.phase == "prefill" else None
+    )
     open_sample(qtbot, w)
     counts = [int(t.split()[1].replace(",", "")) for t in seen if t.split()[1].replace(",", "").isdigit()]
     assert len(counts) == len(seen) >= 3, seen
@@ -473,9 +493,23 @@ def test_the_self_test_exits_cleanly(tiny_model_path, tmp_path):
     import sys
 
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "SKV_DATA_DIR": str(tmp_path / "data")}
-    r = subprocess.run([sys.executable, "-m", "app.main", "--selftest", "--model", str(tiny_model_path),
-                        "--max-tokens", "24"], capture_output=True, text=True, timeout=180, env=env,
-                       cwd=Path(__file__).resolve().parents[1])
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.main",
+            "--selftest",
+            "--model",
+            str(tiny_model_path),
+            "--max-tokens",
+            "24",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert r.returncode == 0, r.stderr[-800:]
     assert "answer:" in r.stdout and "Fatal Python error" not in r.stderr
 
@@ -537,8 +571,14 @@ def test_editing_an_earlier_question_cuts_the_conversation_there(qtbot, make_win
     with qtbot.waitSignal(w.answer_finished, timeout=10_000):
         w.send()
     last = [c for c in w.bridge._worker.commands if isinstance(c, Ask)][-1]
-    assert last.question == "Where is the map?" and [r.question for r in last.history] == ["What is the pass code?"]
+    assert last.question == "Where is the map?" and [r.question for r in last.history] == [
+        "What is the pass code?"
+    ]
     msgs = w.store.messages(w._conv_id)
     assert [(m.role, m.text if m.role == "user" else "") for m in msgs] == [
-        ("user", "What is the pass code?"), ("assistant", ""), ("user", "Where is the map?"), ("assistant", "")]
+        ("user", "What is the pass code?"),
+        ("assistant", ""),
+        ("user", "Where is the map?"),
+        ("assistant", ""),
+    ]
     assert [i.role for i in w.chat.items] == ["user", "assistant"] * 2

@@ -9,8 +9,26 @@ from engine.cli import main
 
 
 def test_bench_chat_reopens_a_conversation_exactly(tiny_model_path, tmp_path, capsys):
-    rc = main(["bench", "chat", "--model", str(tiny_model_path), "--context", "600", "--turns", "2",
-               "--max-tokens", "12", "--threads", "1", "--budget", "128", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "chat",
+            "--model",
+            str(tiny_model_path),
+            "--context",
+            "600",
+            "--turns",
+            "2",
+            "--max-tokens",
+            "12",
+            "--threads",
+            "1",
+            "--budget",
+            "128",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     data = json.loads((tmp_path / "chat.json").read_text())
     assert data["documents_restored"] and data["next_turn_logits_identical"]
@@ -21,4 +39,3 @@ def test_bench_chat_reopens_a_conversation_exactly(tiny_model_path, tmp_path, ca
 def test_bench_chat_refuses_bad_options(capsys):
     assert main(["bench", "chat", "--turns", "9"]) == 2
     assert "--turns" in capsys.readouterr().err
-

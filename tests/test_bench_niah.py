@@ -41,9 +41,19 @@ def test_needles_are_inserted_between_sentences_in_order():
 
 
 def test_niah_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_path):
-    cfg = niah.NiahConfig(model=str(tiny_model_path), tasks=("single", "vt"), lengths=(1024,),
-                          policies=("full", "sentence", "window"), budget=256, sink=8, ring=16, threads=1,
-                          text=BOOK, book="inline", out=tmp_path)
+    cfg = niah.NiahConfig(
+        model=str(tiny_model_path),
+        tasks=("single", "vt"),
+        lengths=(1024,),
+        policies=("full", "sentence", "window"),
+        budget=256,
+        sink=8,
+        ring=16,
+        threads=1,
+        text=BOOK,
+        book="inline",
+        out=tmp_path,
+    )
     data = niah.run_niah(cfg, log=lambda s: None)
     assert data["benchmark"] == "niah" and not data["partial"] and len(data["cells"]) == 2
     for c in data["cells"]:

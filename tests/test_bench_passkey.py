@@ -36,8 +36,16 @@ def test_haystack_places_the_needle_at_its_depth():
 
 
 def test_passkey_runs_and_writes_its_schema(tiny_model_path, tmp_path):
-    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.2, 0.8), budget=128,
-                                sink=8, ring=16, max_tokens=3, out=tmp_path)
+    cfg = passkey.PasskeyConfig(
+        model=str(tiny_model_path),
+        lengths=(256,),
+        depths=(0.2, 0.8),
+        budget=128,
+        sink=8,
+        ring=16,
+        max_tokens=3,
+        out=tmp_path,
+    )
     data = passkey.run_passkey(cfg, log=lambda s: None)
     assert data["benchmark"] == "passkey" and not data["partial"]
     assert len(data["cells"]) == 2
@@ -46,8 +54,14 @@ def test_passkey_runs_and_writes_its_schema(tiny_model_path, tmp_path):
         assert c["needle_sentences"], "the needle's sentences are found in the sentence table"
         assert c["tokens"] <= c["length"] + 16
         for label, p in c["policies"].items():
-            assert {"answer", "parsed", "correct", "needle_selected_first", "needle_selected_any",
-                    "needle_in_sink_or_ring"} <= set(p)
+            assert {
+                "answer",
+                "parsed",
+                "correct",
+                "needle_selected_first",
+                "needle_selected_any",
+                "needle_in_sink_or_ring",
+            } <= set(p)
             if label.startswith("full/"):
                 assert p["needle_selected_first"] is None
             else:
@@ -61,8 +75,20 @@ def test_passkey_runs_and_writes_its_schema(tiny_model_path, tmp_path):
 
 
 def test_cli_passkey_exit_codes(tiny_model_path, tmp_path):
-    common = ["--model", str(tiny_model_path), "--budget", "128", "--sink", "8", "--ring", "16",
-              "--max-tokens", "2", "--out", str(tmp_path)]
+    common = [
+        "--model",
+        str(tiny_model_path),
+        "--budget",
+        "128",
+        "--sink",
+        "8",
+        "--ring",
+        "16",
+        "--max-tokens",
+        "2",
+        "--out",
+        str(tmp_path),
+    ]
     proc = run_skv("eval", "passkey", "--lengths", "256", "--depths", "0.5", "--format", "session", *common)
     assert proc.returncode == 0, proc.stderr
     assert "verdict:" in proc.stdout
@@ -80,9 +106,19 @@ def test_tables_render():
 
 
 def test_chat_format_and_protocol_variants_run_on_the_tiny_model(tiny_model_path, tmp_path):
-    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.5,), budget=128,
-                                sink=8, ring=16, fmt="chat", max_tokens=3, out=tmp_path,
-                                question_attention=("policy", "dense"), sentence_start=("keep", "dense"))
+    cfg = passkey.PasskeyConfig(
+        model=str(tiny_model_path),
+        lengths=(256,),
+        depths=(0.5,),
+        budget=128,
+        sink=8,
+        ring=16,
+        fmt="chat",
+        max_tokens=3,
+        out=tmp_path,
+        question_attention=("policy", "dense"),
+        sentence_start=("keep", "dense"),
+    )
     labels = [k for k, _ in cfg.candidates()]
     assert labels == ["full/128", "sentence/128", "sentence/128+qdense", "sentence/128+sdense", "window/128"]
     data = passkey.run_passkey(cfg, log=lambda _m: None)
@@ -122,7 +158,10 @@ def test_distinct_needles_are_each_asked_in_their_own_words():
     assert "secret number" not in hs.text  # nothing of the alike set
     # the alike set is unchanged by the option (earlier rounds' haystacks stay reproducible)
     alike = passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa")
-    assert alike.text == passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa", "alike").text
+    assert (
+        alike.text
+        == passkey.build_haystack_multi(200, (0.1, 0.3, 0.5, 0.7, 0.9), keys, "landmark-qa", "alike").text
+    )
     assert passkey.needle_text("alike", 2, 7) == passkey.NEEDLE_BOX.format(thing=passkey.thing(2), K=7)
 
 
@@ -141,20 +180,50 @@ def test_more_distinct_needles_than_the_set_holds_is_an_option_error():
 def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_path):
     from engine.params import SCORE_AUTO, SCORE_REAL
 
-    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
-                                ring=16, score_distances=(SCORE_AUTO, SCORE_REAL, 64))
+    cfg = passkey.PasskeyConfig(
+        model=str(tiny_model_path),
+        policies=("sentence", "full"),
+        budget=128,
+        sink=8,
+        ring=16,
+        score_distances=(SCORE_AUTO, SCORE_REAL, 64),
+    )
     cands = dict(cfg.candidates())
     assert set(cands) == {"sentence/128", "sentence/128@real", "sentence/128@64", "full/128"}
-    assert [cands[k].score_distance for k in ("sentence/128", "sentence/128@real", "sentence/128@64")] == \
-        [SCORE_AUTO, SCORE_REAL, 64]
-    common = ["--model", str(tiny_model_path), "--budget", "128", "--sink", "8", "--ring", "16",
-              "--max-tokens", "2", "--lengths", "256", "--depths", "0.5", "--policies", "sentence", "--out",
-              str(tmp_path)]
+    assert [cands[k].score_distance for k in ("sentence/128", "sentence/128@real", "sentence/128@64")] == [
+        SCORE_AUTO,
+        SCORE_REAL,
+        64,
+    ]
+    common = [
+        "--model",
+        str(tiny_model_path),
+        "--budget",
+        "128",
+        "--sink",
+        "8",
+        "--ring",
+        "16",
+        "--max-tokens",
+        "2",
+        "--lengths",
+        "256",
+        "--depths",
+        "0.5",
+        "--policies",
+        "sentence",
+        "--out",
+        str(tmp_path),
+    ]
     proc = run_skv("eval", "passkey", "--score-distances", "auto,real", "--budgets", "192", *common)
     assert proc.returncode == 0, proc.stderr
     data = json.loads((tmp_path / "passkey.json").read_text())
-    assert set(data["cells"][0]["policies"]) == {"sentence/128", "sentence/128@real", "sentence/192",
-                                                 "sentence/192@real"}
+    assert set(data["cells"][0]["policies"]) == {
+        "sentence/128",
+        "sentence/128@real",
+        "sentence/192",
+        "sentence/192@real",
+    }
     assert data["config"]["score_distances"] == ["auto", "real"]
     bad = run_skv("eval", "passkey", "--score-distances", "near", *common)
     assert bad.returncode == 2 and "score distance" in bad.stderr and "Traceback" not in bad.stderr
@@ -163,8 +232,14 @@ def test_score_distances_make_a_sentence_candidate_each(tiny_model_path, tmp_pat
 def test_layouts_make_a_sentence_candidate_each(tiny_model_path):
     from engine.params import Layout
 
-    cfg = passkey.PasskeyConfig(model=str(tiny_model_path), policies=("sentence", "full"), budget=128, sink=8,
-                                ring=16, layouts=(Layout.ORDER, Layout.STACK))
+    cfg = passkey.PasskeyConfig(
+        model=str(tiny_model_path),
+        policies=("sentence", "full"),
+        budget=128,
+        sink=8,
+        ring=16,
+        layouts=(Layout.ORDER, Layout.STACK),
+    )
     cands = dict(cfg.candidates())
     assert set(cands) == {"sentence/128", "sentence/128@stack", "full/128"}
     assert cands["sentence/128"].layout == Layout.ORDER and cands["sentence/128@stack"].layout == Layout.STACK
@@ -178,10 +253,20 @@ def test_prefill_cache_restores_the_haystack_instead_of_prefilling(tiny_model_pa
     from engine.params import Layout
 
     def run(out: str) -> tuple[dict, int]:
-        cfg = passkey.PasskeyConfig(model=str(tiny_model_path), lengths=(256,), depths=(0.3, 0.7), budget=128,
-                                    sink=8, ring=16, max_tokens=3, needles=2, policies=("sentence",),
-                                    layouts=(Layout.ORDER, Layout.STACK), out=tmp_path / out,
-                                    prefill_cache=tmp_path / "cache")
+        cfg = passkey.PasskeyConfig(
+            model=str(tiny_model_path),
+            lengths=(256,),
+            depths=(0.3, 0.7),
+            budget=128,
+            sink=8,
+            ring=16,
+            max_tokens=3,
+            needles=2,
+            policies=("sentence",),
+            layouts=(Layout.ORDER, Layout.STACK),
+            out=tmp_path / out,
+            prefill_cache=tmp_path / "cache",
+        )
         runner = passkey.PasskeyRunner(cfg)
         try:
             decoded = []
@@ -200,4 +285,6 @@ def test_prefill_cache_restores_the_haystack_instead_of_prefilling(tiny_model_pa
     assert len(list((tmp_path / "cache").glob("passkey-*.pkl"))) == 1
     assert second["prefills"][0]["prefill_s"] == first["prefills"][0]["prefill_s"]
     for a, b in zip(first["cells"], second["cells"], strict=True):
-        assert {k: v["answer"] for k, v in a["policies"].items()} == {k: v["answer"] for k, v in b["policies"].items()}
+        assert {k: v["answer"] for k, v in a["policies"].items()} == {
+            k: v["answer"] for k, v in b["policies"].items()
+        }

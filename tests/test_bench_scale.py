@@ -62,13 +62,27 @@ def test_sentence_ends_repeat_real_lengths() -> None:
     _, sents = tokenize_sentences(TEXT, tok, max_tokens=64)
     lengths = [s.n_tokens for s in sents]
     ends = scale.sentence_ends(tok, TEXT, 500, 64)
-    assert ends == sorted(ends) and 0 < ends[0] and ends[-1] < 500 <= ends[-1] + lengths[len(ends) % len(lengths)]
+    assert (
+        ends == sorted(ends)
+        and 0 < ends[0]
+        and ends[-1] < 500 <= ends[-1] + lengths[len(ends) % len(lengths)]
+    )
     assert list(np.diff([0, *ends])) == lengths[: len(ends)], "the book's own sentence lengths, in order"
 
 
 def test_scale_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_path) -> None:
-    cfg = scale.ScaleConfig(model=str(tiny_model_path), contexts=(512, 1024), steps=3, repeats=2, budget=128,
-                            sink=8, ring=16, text=TEXT, book="inline", out=tmp_path)
+    cfg = scale.ScaleConfig(
+        model=str(tiny_model_path),
+        contexts=(512, 1024),
+        steps=3,
+        repeats=2,
+        budget=128,
+        sink=8,
+        ring=16,
+        text=TEXT,
+        book="inline",
+        out=tmp_path,
+    )
     data = scale.run_scale(cfg, log=lambda s: None)
     assert data["benchmark"] == "scale" and "random weights" in data["note"] and not data["partial"]
     for r in data["results"]:
@@ -89,14 +103,25 @@ def test_scale_runs_on_the_tiny_model_and_writes_its_files(tiny_model_path, tmp_
     assert rows[0][col] == 1.0
     assert json.loads((tmp_path / "scale.json").read_text())["results"][1]["context"] == 1024
     assert "Speed and memory only" in (tmp_path / "scale.md").read_text()
-    t = scale.check_targets([dict(data["results"][0], context=1024),
-                             {"context": 65536, "ms_per_token": {"stock": 900.0, "sentence/128": 100.0},
-                              "memory": {"device_skv_bytes": 9, "full_kv_bytes": 100}}], "sentence/128")
+    t = scale.check_targets(
+        [
+            dict(data["results"][0], context=1024),
+            {
+                "context": 65536,
+                "ms_per_token": {"stock": 900.0, "sentence/128": 100.0},
+                "memory": {"device_skv_bytes": 9, "full_kv_bytes": 100},
+            },
+        ],
+        "sentence/128",
+    )
     assert [x["met"] for x in t] == [True, True]
     # the flatness targets, against the first context's steps in the same repeats where the row has them
     base = {"context": 4096, "ms_per_token": {"stock": 50.0, "sentence/128": 80.0}}
-    far = {"context": 262144, "ms_per_token": {"stock": 5000.0, "sentence/128": 110.0},
-           "first_context_interleaved": {"context": 4096, "ms_per_token": 90.0, "run_medians": [90.0]}}
+    far = {
+        "context": 262144,
+        "ms_per_token": {"stock": 5000.0, "sentence/128": 110.0},
+        "first_context_interleaved": {"context": 4096, "ms_per_token": 90.0, "run_medians": [90.0]},
+    }
     t = scale.check_targets([base, dict(far, first_context_interleaved=None)], "sentence/128")
     assert [(x["target"], x["met"]) for x in t] == [("SKV 256k / SKV 4k <= 1.3", False)]  # 110 / 80
     t = scale.check_targets([base, far], "sentence/128")
@@ -125,8 +150,17 @@ def test_scale_does_not_remap_past_the_trained_length(tmp_path) -> None:
     if vocab is None:
         pytest.skip("no vocabulary file: run native/build.py first")
     path = write_tiny_gguf(tmp_path / "tiny-512.gguf", vocab, TinyConfig(n_ctx_train=512))
-    cfg = scale.ScaleConfig(model=str(path), contexts=(640,), steps=3, repeats=1, budget=128, sink=8, ring=16,
-                            text=TEXT, book="inline")
+    cfg = scale.ScaleConfig(
+        model=str(path),
+        contexts=(640,),
+        steps=3,
+        repeats=1,
+        budget=128,
+        sink=8,
+        ring=16,
+        text=TEXT,
+        book="inline",
+    )
     assert all(c.params.remap == native.Remap.OFF for c in cfg.candidates())
     r = scale.run_scale(cfg, log=lambda s: None)["results"][0]
     assert r["context"] > 512

@@ -24,8 +24,18 @@ def run_skv(*args, timeout=120):
 
 
 def test_speed_runs_and_writes_its_schema(tiny_model_path, tmp_path):
-    cfg = speed.SpeedConfig(model=str(tiny_model_path), contexts=(256, 384), steps=3, repeats=2, budget=128,
-                            sink=8, ring=16, text=TEXT, book="inline", out=tmp_path)
+    cfg = speed.SpeedConfig(
+        model=str(tiny_model_path),
+        contexts=(256, 384),
+        steps=3,
+        repeats=2,
+        budget=128,
+        sink=8,
+        ring=16,
+        text=TEXT,
+        book="inline",
+        out=tmp_path,
+    )
     data = speed.run_speed(cfg, log=lambda s: None)
     assert data["benchmark"] == "speed" and data["partial"] is False
     assert [r["context"] for r in data["results"]] == [256, 384]
@@ -36,7 +46,10 @@ def test_speed_runs_and_writes_its_schema(tiny_model_path, tmp_path):
         assert all(len(v) == 2 for v in r["ms_per_token_run_medians"].values())
         assert r["prefill_tokens"] <= r["context"] and r["prefill_tokens"] > r["context"] // 2
         m = r["memory"]
-        assert m["host_kv_bytes"] > 0 and m["device_skv_bytes"] == m["device_vec_bytes"] + m["device_stage_bytes"]
+        assert (
+            m["host_kv_bytes"] > 0
+            and m["device_skv_bytes"] == m["device_vec_bytes"] + m["device_stage_bytes"]
+        )
         assert r["prefill"]["stock"]["tokens"] == r["prefill"]["skv"]["tokens"] == r["prefill_tokens"]
         assert r["rows_uploaded_per_step"]["sentence/128"] > 0
     for key in ("date", "nproc", "uptime_start", "uptime_end"):
@@ -52,11 +65,15 @@ def test_speed_runs_and_writes_its_schema(tiny_model_path, tmp_path):
 
 def test_targets_are_checked_from_results():
     def res(ctx, stock, skv, host=100, dev=10):
-        return {"context": ctx, "ms_per_token": {"stock": stock, "sentence/1024": skv},
-                "memory": {"host_kv_bytes": host, "device_skv_bytes": dev}}
+        return {
+            "context": ctx,
+            "ms_per_token": {"stock": stock, "sentence/1024": skv},
+            "memory": {"host_kv_bytes": host, "device_skv_bytes": dev},
+        }
 
-    t = speed.check_targets([res(1024, 10, 10), res(16384, 14, 10.5), res(32768, 20, 11, 800, 90)],
-                            "sentence/1024")
+    t = speed.check_targets(
+        [res(1024, 10, 10), res(16384, 14, 10.5), res(32768, 20, 11, 800, 90)], "sentence/1024"
+    )
     assert [x["met"] for x in t] == [True, True, True, True]
     assert t[1]["ceiling"] == pytest.approx(1.4)
 
@@ -67,8 +84,10 @@ def test_context_list_parsing():
         harness.int_list(",")
 
 
-@pytest.mark.parametrize("bad, says", [("4q,64k", "'4q' is not a token count"), ("-5", "must be positive"),
-                                       ("0k", "must be positive")])
+@pytest.mark.parametrize(
+    "bad, says",
+    [("4q,64k", "'4q' is not a token count"), ("-5", "must be positive"), ("0k", "must be positive")],
+)
 def test_a_bad_context_list_is_a_short_option_error(bad, says):
     with pytest.raises(harness.OptionError, match=says):
         harness.int_list(bad)
@@ -78,8 +97,24 @@ def test_cli_speed_exit_codes(tiny_model_path, tmp_path):
     book = tmp_path / "book.txt"
     book.write_text(TEXT)
     out = tmp_path / "out"
-    common = ["--model", str(tiny_model_path), "--book", str(book), "--out", str(out), "--budget", "128",
-              "--sink", "8", "--ring", "16", "--steps", "2", "--repeats", "1"]
+    common = [
+        "--model",
+        str(tiny_model_path),
+        "--book",
+        str(book),
+        "--out",
+        str(out),
+        "--budget",
+        "128",
+        "--sink",
+        "8",
+        "--ring",
+        "16",
+        "--steps",
+        "2",
+        "--repeats",
+        "1",
+    ]
     proc = run_skv("bench", "speed", "--contexts", "256", *common)
     assert proc.returncode == 0, proc.stderr
     assert "stock/skv" in proc.stdout

@@ -9,8 +9,26 @@ from engine.cli import main
 
 
 def test_bench_tax_reports_the_python_share_of_a_decode_step(tiny_model_path, tmp_path, capsys):
-    rc = main(["bench", "tax", "--model", str(tiny_model_path), "--contexts", "1k", "--steps", "12", "--repeats",
-               "1", "--threads", "1", "--budget", "256", "--out", str(tmp_path)])
+    rc = main(
+        [
+            "bench",
+            "tax",
+            "--model",
+            str(tiny_model_path),
+            "--contexts",
+            "1k",
+            "--steps",
+            "12",
+            "--repeats",
+            "1",
+            "--threads",
+            "1",
+            "--budget",
+            "256",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     assert rc == 0, capsys.readouterr()
     data = json.loads((tmp_path / "tax.json").read_text())
     row = data["results"][0]

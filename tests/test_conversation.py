@@ -34,8 +34,11 @@ def _recording(log: list[np.ndarray]):
 @pytest.fixture(scope="module")
 def chat(default_model_path):
     """The default model over ~1.5k tokens of Walden, sentence/1024 (sink 32, ring 64), room for a conversation."""
-    s = Session(SessionConfig(str(default_model_path), n_ctx=4096, n_threads=2,
-                              skv=SkvParams(Policy.SENTENCE, 1024, 32, 64)))
+    s = Session(
+        SessionConfig(
+            str(default_model_path), n_ctx=4096, n_threads=2, skv=SkvParams(Policy.SENTENCE, 1024, 32, 64)
+        )
+    )
     s.load_documents([_doc()], reserve=2000)
     yield s
     s.close()
@@ -45,8 +48,11 @@ def test_a_follow_up_retrieves_an_earlier_turn_that_the_window_has_left(chat):
     # turn 1: the fact, then a long passage to summarise (~1200 tokens, prefilled densely for the suite's time), so
     # at turn 2 the fact lies ~1250 tokens back: outside window/1024's reach, inside the sentence index
     passage = load_book_text("alice_in_wonderland.txt")[30000:34800]
-    r1 = chat.ask(f"{FACT} Now summarise the following passage in two sentences.\n\n{passage}", max_tokens=48,
-                  question_attention="dense")
+    r1 = chat.ask(
+        f"{FACT} Now summarise the following passage in two sentences.\n\n{passage}",
+        max_tokens=48,
+        question_attention="dense",
+    )
     assert r1.turn == 1 and [t.number for t in chat.turns] == [1]
     fact_at = next(sp for sp in chat.turns[0].spans if "Brumblewick" in sp.text)
     assert fact_at.role == "user" and fact_at.turn == 1
@@ -56,7 +62,9 @@ def test_a_follow_up_retrieves_an_earlier_turn_that_the_window_has_left(chat):
     assert r2.turn == 2 and "Brumblewick" in r2.answer, r2.answer
     top = chat.retrieved(r2.steps + [r2.first_step], top=10)
     hit = [e for e in top if e["doc"] == "conversation" and "Brumblewick" in e["text"]]
-    assert hit and hit[0]["role"] == "user" and hit[0]["turn"] == 1 and hit[0]["location"] == "you, turn 1", top
+    assert hit and hit[0]["role"] == "user" and hit[0]["turn"] == 1 and hit[0]["location"] == "you, turn 1", (
+        top
+    )
     assert all(e.get("turn") != 2 for e in top)  # the question being answered is not its own source
     # the index's entries are the ones the session labels: same positions as the native table
     native = chat.skv.sentences()
@@ -64,7 +72,9 @@ def test_a_follow_up_retrieves_an_earlier_turn_that_the_window_has_left(chat):
     assert [(sp.tok_start, sp.tok_end) for _, sp in chat.turn_entries()] == [
         native[sid] for sid, _ in chat.turn_entries()
     ]
-    assert chat.span_of(len(native) - 1) is not None and chat.span_of(len(native)) is None  # every entry known
+    assert (
+        chat.span_of(len(native) - 1) is not None and chat.span_of(len(native)) is None
+    )  # every entry known
 
     # the same turn 2 under window/1024: the earlier turn is not attended wholesale, so the fact is missed
     params = chat.skv.get_params()
@@ -104,9 +114,13 @@ def test_regenerating_turn_2_of_3_gives_bit_identical_logits(chat):
         np.testing.assert_array_equal(a, b)
 
 
-def test_a_reopened_chat_is_rebuilt_exactly_from_the_saved_documents_and_the_turns(default_model_path, tmp_path):
+def test_a_reopened_chat_is_rebuilt_exactly_from_the_saved_documents_and_the_turns(
+    default_model_path, tmp_path
+):
     store = SessionStore(tmp_path / "sessions", max_bytes=1 << 30)
-    cfg = SessionConfig(str(default_model_path), n_ctx=4096, n_threads=2, skv=SkvParams(Policy.SENTENCE, 1024, 32, 64))
+    cfg = SessionConfig(
+        str(default_model_path), n_ctx=4096, n_threads=2, skv=SkvParams(Policy.SENTENCE, 1024, 32, 64)
+    )
     live = Session(cfg)
     try:
         t0 = time.perf_counter()
@@ -133,8 +147,10 @@ def test_a_reopened_chat_is_rebuilt_exactly_from_the_saved_documents_and_the_tur
         reopened.close()
     for a, b in zip(got, want, strict=True):
         np.testing.assert_array_equal(a, b)
-    print(f"\nrestore {restore_s:.2f} s vs prefill {prefill_s:.2f} s + turns {turns_s:.2f} s "
-          f"({restore_s / (prefill_s + turns_s):.0%})")
+    print(
+        f"\nrestore {restore_s:.2f} s vs prefill {prefill_s:.2f} s + turns {turns_s:.2f} s "
+        f"({restore_s / (prefill_s + turns_s):.0%})"
+    )
 
 
 def test_a_turn_that_does_not_fit_is_refused_before_anything_is_decoded(tiny_model_path):
@@ -159,8 +175,9 @@ def test_sliding_window_models_rebuild_a_cut_conversation_by_replaying_it(gemma_
     # documents' state and the kept turns decoded again; asking turn 2 again is still bit-identical
     s = Session(SessionConfig(str(gemma_model_path), n_ctx=2048, n_threads=2, skv=SkvParams(budget=256)))
     try:
-        s.load_documents([Document.from_text("walden.txt", load_book_text("walden.txt")[20000:22500])],
-                         reserve=600)
+        s.load_documents(
+            [Document.from_text("walden.txt", load_book_text("walden.txt")[20000:22500])], reserve=600
+        )
         logs = _three_turns(s)
         again: list[np.ndarray] = []
         s.ask("Where does he live?", max_tokens=8, sampler=_recording(again), keep_turns=1)

@@ -74,7 +74,9 @@ def test_context_above_the_model_maximum_is_a_warning(tiny_model_path, tmp_path,
     assert "above this model's trained maximum of 4096" in note and "positions remapped" in note
 
     worker, rec = make_worker()
-    cfg = SessionConfig(str(tiny_model_path), n_ctx=8192, n_threads=1, skv=SkvParams(budget=256, remap=Remap.OFF))
+    cfg = SessionConfig(
+        str(tiny_model_path), n_ctx=8192, n_threads=1, skv=SkvParams(budget=256, remap=Remap.OFF)
+    )
     rid = worker.submit(LoadModel(cfg))
     assert isinstance(rec.terminal(rid), ev.Finished)
     errors = [e for e in rec.of(rid) if isinstance(e, ev.ErrorEvent)]
@@ -83,12 +85,44 @@ def test_context_above_the_model_maximum_is_a_warning(tiny_model_path, tmp_path,
 
     doc = tmp_path / "d.txt"
     doc.write_text(TEXT[:400], encoding="utf-8")
-    code = cli_main(["ask", "--model", str(tiny_model_path), "--n-ctx", "8192", "--threads", "1", "--doc", str(doc),
-                     "--max-tokens", "2", "--no-session-cache", "What?"])
+    code = cli_main(
+        [
+            "ask",
+            "--model",
+            str(tiny_model_path),
+            "--n-ctx",
+            "8192",
+            "--threads",
+            "1",
+            "--doc",
+            str(doc),
+            "--max-tokens",
+            "2",
+            "--no-session-cache",
+            "What?",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 0 and f"skv: warning: {warning}" not in err and note in err
-    code = cli_main(["ask", "--model", str(tiny_model_path), "--n-ctx", "8192", "--threads", "1", "--doc", str(doc),
-                     "--max-tokens", "2", "--no-session-cache", "--remap-positions", "off", "What?"])
+    code = cli_main(
+        [
+            "ask",
+            "--model",
+            str(tiny_model_path),
+            "--n-ctx",
+            "8192",
+            "--threads",
+            "1",
+            "--doc",
+            str(doc),
+            "--max-tokens",
+            "2",
+            "--no-session-cache",
+            "--remap-positions",
+            "off",
+            "What?",
+        ]
+    )
     assert code == 0 and f"skv: warning: {warning}" in capsys.readouterr().err
 
 
@@ -141,7 +175,9 @@ def test_quit_mid_answer_ends_the_run_and_frees_the_model(loaded) -> None:
         worker.submit(Ask("after quit"))
 
 
-def test_model_switch_mid_answer_stops_it_and_loads_the_other_model(loaded, tiny_model_path, tmp_path) -> None:
+def test_model_switch_mid_answer_stops_it_and_loads_the_other_model(
+    loaded, tiny_model_path, tmp_path
+) -> None:
     from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
     other = write_tiny_gguf(tmp_path / "other.gguf", find_vocab_file(), TinyConfig(n_layer=3, seed=5))
@@ -190,7 +226,9 @@ def _open_and_ask(tiny_model_path, store: SessionStore) -> tuple[list, object, o
     return errors, t_docs, t_ask
 
 
-def test_session_store_under_a_regular_file_warns_once_and_the_answer_is_given(tiny_model_path, tmp_path) -> None:
+def test_session_store_under_a_regular_file_warns_once_and_the_answer_is_given(
+    tiny_model_path, tmp_path
+) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the cache folder should be")
     errors, t_docs, t_ask = _open_and_ask(tiny_model_path, SessionStore(blocker / "sessions"))
@@ -225,7 +263,9 @@ def test_truncated_gguf_is_one_clear_sentence(tiny_model_path, tmp_path, capsys)
     for name, data in (("head.gguf", raw[:200]), ("half.gguf", raw[: len(raw) // 2])):
         cut = tmp_path / name
         cut.write_bytes(data)
-        with pytest.raises(SessionInputError if name == "head.gguf" else Exception, match="could not be loaded"):
+        with pytest.raises(
+            SessionInputError if name == "head.gguf" else Exception, match="could not be loaded"
+        ):
             Session(SessionConfig(str(cut), n_ctx=512))
         doc = tmp_path / "d.txt"
         doc.write_text("One sentence. Two sentences.", encoding="utf-8")

@@ -21,8 +21,11 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_sentence_answers_a_book_detail_that_window_cannot(default_model_path):
     from engine.bench.harness import load_book_text
 
-    q = next(q for q in json.loads((ROOT / "resources" / "eval" / "qa_questions.json").read_text())["questions"]
-             if q["id"] == "alice-09")  # the crimson velvet cushion of the King's crown
+    q = next(
+        q
+        for q in json.loads((ROOT / "resources" / "eval" / "qa_questions.json").read_text())["questions"]
+        if q["id"] == "alice-09"
+    )  # the crimson velvet cushion of the King's crown
     text = load_book_text(q["book"])
     start = q["char_offset"] - 4000
     doc = Document.from_text(q["book"], text[start : start + 9000])

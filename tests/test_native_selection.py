@@ -101,8 +101,9 @@ class Reference:
             None  # [layer][head] -> (id, n_tok, score)
         )
         # [layer][head] -> the whole last choice [(id, score, tolerance)], and how many entries it covered
-        self.full: list[list[list[tuple[int, float, float]]]] = [[[] for _ in range(self.n_kv)]
-                                                                 for _ in range(self.n_layer)]
+        self.full: list[list[list[tuple[int, float, float]]]] = [
+            [[] for _ in range(self.n_kv)] for _ in range(self.n_layer)
+        ]
         self.order_n = [0] * self.n_layer
 
     # sentence table
@@ -278,10 +279,14 @@ def check_step(
                     sc = {i: v[0] for i, v in e["scores"].items()}
                     tol = {i: v[1] for i, v in e["scores"].items()}
                     picks, att = _near_tie_picks(ref, p, e["order"], n_ids, sc, tol, got, where)
-                    assert got == picks, f"{where}: native {got} != reference {picks} (previous selection kept)"
+                    assert got == picks, (
+                        f"{where}: native {got} != reference {picks} (previous selection kept)"
+                    )
                     counters["lists_with_near_ties"] += 1
                     full = {i: (i, s_, t_) for i, s_, t_ in ref.full[il][h]}
-                    ref.full[il][h] = [full[i] for i in n_ids] + [x for x in ref.full[il][h] if x[0] not in set(n_ids)]
+                    ref.full[il][h] = [full[i] for i in n_ids] + [
+                        x for x in ref.full[il][h] if x[0] not in set(n_ids)
+                    ]
             else:
                 sc, tol = e["sc"], e["tol"]
                 for x in native:
@@ -308,7 +313,8 @@ def check_step(
                     full_ids = n_ids + [i for i in e["order"] if i not in set(n_ids)]
                 native_sc = {x.entry: float(x.score) for x in native}
                 ref.full[il][h] = [
-                    (i, native_sc[i], 1e-6) if i in native_sc else (i, float(sc[i]), float(tol[i])) for i in full_ids
+                    (i, native_sc[i], 1e-6) if i in native_sc else (i, float(sc[i]), float(tol[i]))
+                    for i in full_ids
                 ]
                 ref.order_n[il] = len(e["order"])
             ref.sel[il][h] = [(i, n, float(x.score)) for (i, n), x in zip(got, native, strict=True)]

@@ -58,8 +58,9 @@ def chat_model(tmp_path_factory):
     vocab = find_vocab_file()
     if vocab is None:
         pytest.skip("the llama.cpp vocab GGUF is missing; run native/build.py first")
-    return write_tiny_gguf(tmp_path_factory.mktemp("chat") / "tiny-chat.gguf", vocab,
-                           TinyConfig(chat_template=GEMMA_LIKE))
+    return write_tiny_gguf(
+        tmp_path_factory.mktemp("chat") / "tiny-chat.gguf", vocab, TinyConfig(chat_template=GEMMA_LIKE)
+    )
 
 
 def _session(path, **kw) -> Session:
@@ -112,7 +113,12 @@ def test_multibyte_characters_stream_whole_even_when_split_over_byte_tokens(scri
     assert any(_incomplete(p) for p in pieces), "the script must contain byte tokens that split a character"
     sampler = script(toks)
     streamed: list[str] = []
-    r = s.ask("Say it.", sampler=sampler, max_tokens=len(toks) + 2, on_token=lambda _tok, text, _st: streamed.append(text))
+    r = s.ask(
+        "Say it.",
+        sampler=sampler,
+        max_tokens=len(toks) + 2,
+        on_token=lambda _tok, text, _st: streamed.append(text),
+    )
     assert r.reason == "eos" and r.tokens == toks
     assert "\ufffd" not in "".join(streamed)
     expected = b"".join(pieces).decode("utf-8")  # SPM adds its word-start space
@@ -134,8 +140,13 @@ def test_stop_string_ends_the_answer_and_is_not_shown(scripted) -> None:
     toks = s.tokenize(TEXT)
     sampler = script(toks)
     streamed: list[str] = []
-    r = s.ask("Say it.", sampler=sampler, max_tokens=len(toks) + 2, stop=("東京",),
-              on_token=lambda _tok, text, _st: streamed.append(text))
+    r = s.ask(
+        "Say it.",
+        sampler=sampler,
+        max_tokens=len(toks) + 2,
+        stop=("東京",),
+        on_token=lambda _tok, text, _st: streamed.append(text),
+    )
     assert r.reason == "stop" and r.answer.strip() == "naïve café:" and "".join(streamed) == r.answer
     assert len(r.tokens) < len(toks)
 
@@ -202,7 +213,9 @@ def test_dense_question_attention_prefills_the_question_in_one_batch(scripted) -
     assert r.steps and len(r.steps) == len(r.tokens)
     sampler = script(toks)
     before = s.skv.stats()
-    r2 = s.ask("Where is the mill?", sampler=sampler, max_tokens=4)  # ours: every question token is a staged step
+    r2 = s.ask(
+        "Where is the mill?", sampler=sampler, max_tokens=4
+    )  # ours: every question token is a staged step
     assert s.skv.stats().n_skv_steps - before.n_skv_steps == n_prompt + len(r2.tokens)
 
 

@@ -23,8 +23,11 @@ def often(monkeypatch):
 
 
 def _session(model) -> Session:
-    return Session(SessionConfig(str(model), n_ctx=4096, n_threads=1, n_batch=256,
-                                 skv=SkvParams(budget=512, sink=16, ring=32)))
+    return Session(
+        SessionConfig(
+            str(model), n_ctx=4096, n_threads=1, n_batch=256, skv=SkvParams(budget=512, sink=16, ring=32)
+        )
+    )
 
 
 def _next_logits(s: Session) -> np.ndarray:
@@ -47,17 +50,26 @@ def test_a_stopped_prefill_resumes_where_it_stopped(tiny_model_path, tmp_path, o
     try:
         chunks = []
         with pytest.raises(Cancelled):
-            s.load_documents([doc], reserve=256, store=store, on_progress=lambda n, t: chunks.append(n),
-                             should_stop=lambda: len(chunks) >= 4)
+            s.load_documents(
+                [doc],
+                reserve=256,
+                store=store,
+                on_progress=lambda n, t: chunks.append(n),
+                should_stop=lambda: len(chunks) >= 4,
+            )
         assert s.n_past == 0  # the session itself is empty
         key = s.store_key([doc])
         part = store.load(partial_key(key))
         assert part is not None and part.meta["partial"] == 1024 and store.load(key) is None
         seen = []
-        report = s.load_documents([doc], reserve=256, store=store, on_progress=lambda n, t: seen.append((n, t)))
+        report = s.load_documents(
+            [doc], reserve=256, store=store, on_progress=lambda n, t: seen.append((n, t))
+        )
         assert seen[0][0] == 1024 + 256  # the first chunk after the 1024 restored tokens
         assert not report.restored and report.n_tokens_loaded == report.n_tokens_total > 2000
-        assert store.load(partial_key(key)) is None and store.load(key) is not None  # whole saved, partial gone
+        assert (
+            store.load(partial_key(key)) is None and store.load(key) is not None
+        )  # whole saved, partial gone
         got = _next_logits(s)
     finally:
         s.close()

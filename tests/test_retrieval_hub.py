@@ -18,16 +18,26 @@ from engine.params import DEFAULT_PARAMS
 from engine.session import Session, SessionConfig
 
 CASES = [
-    ("frankenstein.txt", 12_000, "_To Mrs. Saville", [
-        "In which city is the writer of the first letter when he writes it?",
-        "What does the writer feel playing upon his cheeks?",
-        "What does the writer hope to discover near the pole?",
-    ]),
-    ("alice_in_wonderland.txt", 9_000, "CHAPTER I.\nDown the Rabbit-Hole", [
-        "What did the White Rabbit take out of its waistcoat-pocket?",
-        "What was written on the jar Alice took from a shelf?",
-        "What did Alice find on the little three-legged table?",
-    ]),
+    (
+        "frankenstein.txt",
+        12_000,
+        "_To Mrs. Saville",
+        [
+            "In which city is the writer of the first letter when he writes it?",
+            "What does the writer feel playing upon his cheeks?",
+            "What does the writer hope to discover near the pole?",
+        ],
+    ),
+    (
+        "alice_in_wonderland.txt",
+        9_000,
+        "CHAPTER I.\nDown the Rabbit-Hole",
+        [
+            "What did the White Rabbit take out of its waistcoat-pocket?",
+            "What was written on the jar Alice took from a shelf?",
+            "What did Alice find on the little three-legged table?",
+        ],
+    ),
 ]
 
 
@@ -40,7 +50,9 @@ def _front_matter_end(text: str, marker: str) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("book,n_chars,marker,questions", CASES, ids=[c[0].split("_")[0].split(".")[0] for c in CASES])
+@pytest.mark.parametrize(
+    "book,n_chars,marker,questions", CASES, ids=[c[0].split("_")[0].split(".")[0] for c in CASES]
+)
 def test_front_matter_is_not_the_top_source(default_model_path, book, n_chars, marker, questions):
     text = load_book_text(book)[:n_chars]
     end = _front_matter_end(text, marker)

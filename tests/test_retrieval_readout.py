@@ -12,16 +12,23 @@ from engine.session.retrieval import read_step
 
 
 def test_the_bulk_readout_equals_the_per_selection_calls(tiny_model_path):
-    s = Session(SessionConfig(str(tiny_model_path), n_ctx=2048, n_threads=1,
-                              skv=SkvParams(budget=256, sink=16, ring=32)))
+    s = Session(
+        SessionConfig(
+            str(tiny_model_path), n_ctx=2048, n_threads=1, skv=SkvParams(budget=256, sink=16, ring=32)
+        )
+    )
     try:
         s.load_documents([Document.from_text("b.txt", book_text(n_chars=5000))], reserve=200)
         for step in range(3):
             s.ask("Who is there?", max_tokens=3 + step, ignore_eos=True, keep_turns=len(s.turns))
             st = s.skv.stats()
-            per = [[p.entry for p in s.skv.selection(li, h)] for li in range(st.n_layers) for h in range(st.n_head_kv)]
+            per = [
+                [p.entry for p in s.skv.selection(li, h)]
+                for li in range(st.n_layers)
+                for h in range(st.n_head_kv)
+            ]
             ids, offs = s.skv.selections()
-            assert [list(ids[offs[k]:offs[k + 1]]) for k in range(len(per))] == per
+            assert [list(ids[offs[k] : offs[k + 1]]) for k in range(len(per))] == per
             counts: dict[int, int] = {}
             ranks: dict[int, float] = {}
             layers = []

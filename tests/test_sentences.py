@@ -121,9 +121,13 @@ def test_the_stream_asks_pysbd_only_when_a_sentence_can_end_and_finds_the_same_e
                 return flat.find(first) + len(first)
             return None
 
-    texts = [load_book_text("alice_in_wonderland.txt")[30000:38000], load_book_text("walden.txt")[60000:66000],
-             "Steps:\n1) open the box 2) take the key 3) lock it\na) first b) second\n- item one\n- item two\n" * 4,
-             'He said "stop" and left (quietly); it was 3 p.m. on Jan. 5 at St. Paul\'s with Dr. Who! Then? Yes…']
+    texts = [
+        load_book_text("alice_in_wonderland.txt")[30000:38000],
+        load_book_text("walden.txt")[60000:66000],
+        "Steps:\n1) open the box 2) take the key 3) lock it\na) first b) second\n- item one\n- item two\n"
+        * 4,
+        'He said "stop" and left (quietly); it was 3 p.m. on Jan. 5 at St. Paul\'s with Dr. Who! Then? Yes…',
+    ]
     for text in texts:
         pieces = re.findall(r"\s*\S+", text)
         got, want = [], []

@@ -34,12 +34,18 @@ ERROR_KEYS = {"message", "type", "param", "code"}
 def served(model: Path, n_ctx: int = 2048, api_key: str | None = None, max_queue: int = 16, threads: int = 1):
     """The base URL ("http://127.0.0.1:PORT/v1") while the server runs in a thread over a real engine (one thread
     for the tiny model: llama.cpp's threads wait on each other badly on a busy machine)."""
-    bridge = EngineBridge(SessionConfig(str(model), n_ctx=n_ctx, n_threads=threads, skv=DEFAULT_PARAMS),
-                          max_queue=max_queue, max_tokens=64)
+    bridge = EngineBridge(
+        SessionConfig(str(model), n_ctx=n_ctx, n_threads=threads, skv=DEFAULT_PARAMS),
+        max_queue=max_queue,
+        max_tokens=64,
+    )
     bridge.start()
     sock = socket.create_server(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(create_app(bridge, ServerSettings("127.0.0.1", api_key)),
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(bridge, ServerSettings("127.0.0.1", api_key)), log_level="warning", access_log=False
+        )
+    )
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     try:
@@ -86,7 +92,10 @@ def chat(content: str, **extra) -> dict:
     return {"model": "tiny-llama", "messages": [{"role": "user", "content": content}], **extra}
 
 
-LONG_RUN = {"max_tokens": 1800, "skv": {"ignore_eos": True}}  # seconds on the tiny model: long enough to cancel
+LONG_RUN = {
+    "max_tokens": 1800,
+    "skv": {"ignore_eos": True},
+}  # seconds on the tiny model: long enough to cancel
 
 
 # ------------------------------------------------------------------------------------------- tiny model
@@ -129,20 +138,55 @@ def test_models_and_health(http):
         (chat("hi", temperature=5), 400, "invalid_value", "temperature"),
         (chat("hi", stop=[1]), 400, "invalid_type", "stop"),
         (chat("hi", stream="yes"), 400, "invalid_type", "stream"),
-        (chat("hi", stream_options={"include_usage": 1}), 400, "invalid_type", "stream_options.include_usage"),
-        ({"model": "tiny-llama", "messages": [{"content": "hi"}]}, 400, "missing_required_parameter",
-         "messages[0].role"),
-        ({"model": "tiny-llama", "messages": [{"role": "tool", "content": "x"}]}, 400, "unsupported_parameter",
-         "messages[0].role"),
-        ({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"},
-                                              {"role": "assistant", "content": "hello"}]},
-         400, "invalid_value", "messages"),
-        ({"model": "tiny-llama", "messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "http://x/y.png"}}]}]},
-         400, "unsupported_parameter", "messages[0].content"),
+        (
+            chat("hi", stream_options={"include_usage": 1}),
+            400,
+            "invalid_type",
+            "stream_options.include_usage",
+        ),
+        (
+            {"model": "tiny-llama", "messages": [{"content": "hi"}]},
+            400,
+            "missing_required_parameter",
+            "messages[0].role",
+        ),
+        (
+            {"model": "tiny-llama", "messages": [{"role": "tool", "content": "x"}]},
+            400,
+            "unsupported_parameter",
+            "messages[0].role",
+        ),
+        (
+            {
+                "model": "tiny-llama",
+                "messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+            },
+            400,
+            "invalid_value",
+            "messages",
+        ),
+        (
+            {
+                "model": "tiny-llama",
+                "messages": [
+                    {
+                        "role": "user",
+                        "content": [{"type": "image_url", "image_url": {"url": "http://x/y.png"}}],
+                    }
+                ],
+            },
+            400,
+            "unsupported_parameter",
+            "messages[0].content",
+        ),
         (chat("hi", n=2), 400, "unsupported_parameter", "n"),
         (chat("hi", logprobs=True), 400, "unsupported_parameter", "logprobs"),
-        (chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]), 400, "unsupported_parameter", "tools"),
+        (
+            chat("hi", tools=[{"type": "function", "function": {"name": "f"}}]),
+            400,
+            "unsupported_parameter",
+            "tools",
+        ),
         (chat("hi", skv={"policy": "bogus"}), 400, "invalid_value", "skv"),
         (chat("hi", skv={"budget": 50}), 400, "invalid_value", "skv"),
         (chat("hi", skv={"budget": "big"}), 400, "invalid_type", "skv.budget"),
@@ -159,8 +203,11 @@ def test_chat_errors(http, body, status, code, param):
 
 
 def test_unsupported_options_are_named(http):
-    err = api_error(http.post("/v1/chat/completions", json=chat("hi", n=3, tools=[{"type": "function"}],
-                                                                 logprobs=True)), 400, "unsupported_parameter")
+    err = api_error(
+        http.post("/v1/chat/completions", json=chat("hi", n=3, tools=[{"type": "function"}], logprobs=True)),
+        400,
+        "unsupported_parameter",
+    )
     assert all(name in err["message"] for name in ("n", "tools", "logprobs"))
 
 
@@ -185,9 +232,16 @@ def test_routes_and_methods_keep_the_error_shape(http):
 def test_prompt_over_the_context(http):
     long_question = "word " * 3000  # > n_ctx 2048
     api_error(http.post("/v1/chat/completions", json=chat(long_question)), 400, "context_length_exceeded")
-    api_error(http.post("/v1/chat/completions", json=chat("hi", max_tokens=4000)), 400, "context_length_exceeded")
-    body = {"model": "tiny-llama", "messages": [{"role": "system", "content": "A long line. " * 1500},
-                                                {"role": "user", "content": "hi"}]}
+    api_error(
+        http.post("/v1/chat/completions", json=chat("hi", max_tokens=4000)), 400, "context_length_exceeded"
+    )
+    body = {
+        "model": "tiny-llama",
+        "messages": [
+            {"role": "system", "content": "A long line. " * 1500},
+            {"role": "user", "content": "hi"},
+        ],
+    }
     api_error(http.post("/v1/chat/completions", json=body), 400, "context_length_exceeded")
     assert http.post("/v1/chat/completions", json=chat("hi", max_tokens=4)).status_code == 200  # it goes on
 
@@ -206,29 +260,42 @@ def test_body_over_8_mib(http):
 def test_foreign_host_header_is_refused(http, tiny_url):
     port = tiny_url.split(":")[2].split("/")[0]
     api_error(http.get("/v1/models", headers={"Host": f"rebind.example:{port}"}), 403, "host_not_allowed")
-    api_error(http.post("/v1/chat/completions", json=chat("hi"), headers={"Host": "evil.test"}), 403,
-              "host_not_allowed")
+    api_error(
+        http.post("/v1/chat/completions", json=chat("hi"), headers={"Host": "evil.test"}),
+        403,
+        "host_not_allowed",
+    )
     assert http.get("/v1/models", headers={"Host": f"localhost:{port}"}).status_code == 200
 
 
 def test_chat_and_stream_with_the_openai_client(tiny_url):
     client = openai.OpenAI(base_url=tiny_url, api_key="unused", max_retries=0)
-    whole = client.chat.completions.create(model="tiny-llama", messages=[{"role": "user", "content": "hello"}],
-                                           max_tokens=12, temperature=0)
+    whole = client.chat.completions.create(
+        model="tiny-llama", messages=[{"role": "user", "content": "hello"}], max_tokens=12, temperature=0
+    )
     text = whole.choices[0].message.content
     assert whole.object == "chat.completion" and whole.choices[0].finish_reason in ("stop", "length")
     assert whole.usage.completion_tokens <= 12 and whole.usage.prompt_tokens > 0
     assert whole.usage.total_tokens == whole.usage.prompt_tokens + whole.usage.completion_tokens
     assert whole.model_extra["skv"]["stats"]["policy"] == "sentence"  # the extension, as the README reads it
-    chunks = list(client.chat.completions.create(
-        model="tiny-llama", messages=[{"role": "user", "content": "hello"}], max_tokens=12, temperature=0,
-        stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="tiny-llama",
+            messages=[{"role": "user", "content": "hello"}],
+            max_tokens=12,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == text
     assert chunks[-2].choices[0].finish_reason == whole.choices[0].finish_reason
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
     done = client.completions.create(model="tiny-llama", prompt="hello", max_tokens=12, temperature=0)
-    assert done.object == "text_completion" and done.choices[0].text == text  # the same prompt as one user message
+    assert (
+        done.object == "text_completion" and done.choices[0].text == text
+    )  # the same prompt as one user message
 
 
 def test_sse_wire_format(http):
@@ -242,8 +309,10 @@ def test_sse_wire_format(http):
 
 def test_seed_and_temperature(http):
     def answer(seed: int) -> str:
-        r = http.post("/v1/chat/completions", json=chat("hi", max_tokens=8, temperature=1.0, seed=seed,
-                                                        skv={"ignore_eos": True}))
+        r = http.post(
+            "/v1/chat/completions",
+            json=chat("hi", max_tokens=8, temperature=1.0, seed=seed, skv={"ignore_eos": True}),
+        )
         return r.json()["choices"][0]["message"]["content"]
 
     assert answer(7) == answer(7)
@@ -251,38 +320,59 @@ def test_seed_and_temperature(http):
 
 
 def test_the_prompt_cache_keeps_documents_and_turns(http):
-    system = {"role": "system", "content": "The harbor opens at dawn. Ships leave at noon. The gate shuts at dusk."}
+    system = {
+        "role": "system",
+        "content": "The harbor opens at dawn. Ships leave at noon. The gate shuts at dusk.",
+    }
     q1 = {"role": "user", "content": "When do ships leave?"}
-    r1 = http.post("/v1/chat/completions", json={"model": "tiny-llama", "messages": [system, q1],
-                                                 "max_tokens": 6}).json()
-    assert r1["skv"]["stats"]["documents"] == "prefilled" and r1["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    r1 = http.post(
+        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [system, q1], "max_tokens": 6}
+    ).json()
+    assert (
+        r1["skv"]["stats"]["documents"] == "prefilled"
+        and r1["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    )
     a1 = {"role": "assistant", "content": r1["choices"][0]["message"]["content"]}
     q2 = {"role": "user", "content": "And the gate?"}
-    r2 = http.post("/v1/chat/completions", json={"model": "tiny-llama", "messages": [system, q1, a1, q2],
-                                                 "max_tokens": 6}).json()
+    r2 = http.post(
+        "/v1/chat/completions",
+        json={"model": "tiny-llama", "messages": [system, q1, a1, q2], "max_tokens": 6},
+    ).json()
     stats = r2["skv"]["stats"]
     assert stats["documents"] == "kept" and stats["turns_kept"] == 1 and stats["turns_replayed"] == 0
     # everything of the first exchange was in the context already: its prompt and its answer
     assert r2["usage"]["prompt_tokens_details"]["cached_tokens"] == (
-        r1["usage"]["prompt_tokens"] + r1["usage"]["completion_tokens"])
+        r1["usage"]["prompt_tokens"] + r1["usage"]["completion_tokens"]
+    )
     # the same documents with a new question: they stay, the turns go
-    r3 = http.post("/v1/chat/completions", json={"model": "tiny-llama", "messages": [system, q2],
-                                                 "max_tokens": 6}).json()
+    r3 = http.post(
+        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [system, q2], "max_tokens": 6}
+    ).json()
     prefix = r3["usage"]["prompt_tokens_details"]["cached_tokens"]
     assert r3["skv"]["stats"]["documents"] == "kept" and 0 < prefix < r1["usage"]["prompt_tokens"]
     # another system message: a new prefill
     other = {"role": "system", "content": "Nothing here."}
-    r4 = http.post("/v1/chat/completions", json={"model": "tiny-llama", "messages": [other, q2],
-                                                  "max_tokens": 6}).json()
-    assert r4["skv"]["stats"]["documents"] == "prefilled" and r4["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    r4 = http.post(
+        "/v1/chat/completions", json={"model": "tiny-llama", "messages": [other, q2], "max_tokens": 6}
+    ).json()
+    assert (
+        r4["skv"]["stats"]["documents"] == "prefilled"
+        and r4["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    )
 
 
 def test_retrieved_sentences_come_from_the_text_not_a_file(http, tmp_path):
     secret = tmp_path / "secret.txt"
     secret.write_text("SECRET-CONTENT-7731. Never to be read.")
-    body = {"model": "tiny-llama", "max_tokens": 6, "skv": {"ignore_eos": True, "budget": 200, "sink": 4, "ring": 8},
-            "messages": [{"role": "system", "content": f"See {secret}. " + "The river bends west. " * 60},
-                         {"role": "user", "content": "Where does the river bend?"}]}
+    body = {
+        "model": "tiny-llama",
+        "max_tokens": 6,
+        "skv": {"ignore_eos": True, "budget": 200, "sink": 4, "ring": 8},
+        "messages": [
+            {"role": "system", "content": f"See {secret}. " + "The river bends west. " * 60},
+            {"role": "user", "content": "Where does the river bend?"},
+        ],
+    }
     r = http.post("/v1/chat/completions", json=body).json()
     retrieved = r["skv"]["retrieved"]
     assert retrieved and all({"doc", "location", "text", "weight", "sentence"} <= set(e) for e in retrieved)
@@ -298,8 +388,11 @@ def test_api_key(tiny_model_path):
         with httpx.Client(base_url=base, timeout=30) as c:
             api_error(c.get("/v1/models"), 401, "invalid_api_key")
             api_error(c.get("/v1/models", headers={"Authorization": "Bearer wrong"}), 401, "invalid_api_key")
-            api_error(c.post("/v1/chat/completions", json=chat("hi"), headers={"Authorization": "Basic s3cret"}),
-                      401, "invalid_api_key")
+            api_error(
+                c.post("/v1/chat/completions", json=chat("hi"), headers={"Authorization": "Basic s3cret"}),
+                401,
+                "invalid_api_key",
+            )
         client = openai.OpenAI(base_url=url, api_key="s3cret", max_retries=0)
         assert client.models.list().data[0].id == "tiny-llama"
         with pytest.raises(openai.AuthenticationError):
@@ -321,8 +414,10 @@ def test_plain_request_disconnect_cancels_the_run(http, tiny_url):
     port = int(tiny_url.split(":")[2].split("/")[0])
     body = json.dumps(chat("go on", **LONG_RUN)).encode()
     raw = socket.create_connection(("127.0.0.1", port))
-    raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    raw.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
     wait_for(lambda: health(http)["running"], timeout=10)
     time.sleep(0.2)
     raw.close()
@@ -332,7 +427,10 @@ def test_plain_request_disconnect_cancels_the_run(http, tiny_url):
 
 
 def test_full_queue_is_429_and_order_is_arrival(tiny_model_path):
-    with served(tiny_model_path, max_queue=3) as url, httpx.Client(base_url=url.removesuffix("/v1"), timeout=60) as c:
+    with (
+        served(tiny_model_path, max_queue=3) as url,
+        httpx.Client(base_url=url.removesuffix("/v1"), timeout=60) as c,
+    ):
         done: list[int] = []
         with c.stream("POST", "/v1/chat/completions", json=chat("block", stream=True, **LONG_RUN)) as blocker:
             lines = blocker.iter_lines()  # kept: a dropped iterator closes the connection
@@ -388,20 +486,45 @@ def test_eight_clients_three_requests_each(tiny_url):
 def test_skv_serve_command(tiny_model_path, tmp_path):
     env = {**os.environ, "SKV_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("SKV_API_KEY", None)
-    off = subprocess.run([sys.executable, "-m", "engine.cli", "serve", "--model", str(tiny_model_path), "--host",
-                          "0.0.0.0"], capture_output=True, text=True, timeout=60, env=env)
+    off = subprocess.run(
+        [sys.executable, "-m", "engine.cli", "serve", "--model", str(tiny_model_path), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
     assert off.returncode == 2 and "--api-key" in off.stderr
     doc = tmp_path / "notes.txt"
     doc.write_text("The lighthouse keeper is called Ada. She rows to town on Fridays.\n")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--model", str(tiny_model_path), "--port",
-                             "0", "--n-ctx", "1024", "--doc", str(doc), "--no-session-cache"],
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "serve",
+            "--model",
+            str(tiny_model_path),
+            "--port",
+            "0",
+            "--n-ctx",
+            "1024",
+            "--doc",
+            str(doc),
+            "--no-session-cache",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     try:
         line = proc.stderr.readline()
         assert line.startswith("skv: serving tiny-llama at http://127.0.0.1:"), line
         url = line.split(" at ")[1].split()[0]
-        r = httpx.post(url + "/chat/completions", json=chat("Who keeps the lighthouse?", max_tokens=4,
-                                                            skv={"ignore_eos": True}), timeout=60).json()
+        r = httpx.post(
+            url + "/chat/completions",
+            json=chat("Who keeps the lighthouse?", max_tokens=4, skv={"ignore_eos": True}),
+            timeout=60,
+        ).json()
         assert r["usage"]["completion_tokens"] == 4
         assert r["usage"]["prompt_tokens_details"]["cached_tokens"] > 0  # the --doc file, prefilled at start
     finally:
@@ -411,7 +534,19 @@ def test_skv_serve_command(tiny_model_path, tmp_path):
 
 # ------------------------------------------------------------------------------------------- default model
 
-WORDS = ("amber", "brisk", "cobalt", "dusty", "gentle", "hollow", "lunar", "mellow", "quiet", "rustic", "silver")
+WORDS = (
+    "amber",
+    "brisk",
+    "cobalt",
+    "dusty",
+    "gentle",
+    "hollow",
+    "lunar",
+    "mellow",
+    "quiet",
+    "rustic",
+    "silver",
+)
 NOUNS = ("anchor", "badger", "candle", "garden", "harbor", "island", "kettle", "lantern", "meadow", "orchard")
 VERBS = ("rests beside", "looks toward", "waits under", "drifts past", "leans on", "glows near")
 NEEDLE = "The special magic number for the copper falcon is 4817236."
@@ -423,15 +558,20 @@ def haystack(n_sentences: int, needle_at: int, seed: int = 5) -> str:
     for i in range(n_sentences):
         if i == needle_at:
             out.append(NEEDLE)
-        out.append(f"The {rng.choice(WORDS)} {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(WORDS)} "
-                   f"{rng.choice(NOUNS)}.")
+        out.append(
+            f"The {rng.choice(WORDS)} {rng.choice(NOUNS)} {rng.choice(VERBS)} the {rng.choice(WORDS)} "
+            f"{rng.choice(NOUNS)}."
+        )
     return " ".join(out)
 
 
 @pytest.fixture(scope="module")
 def default_client(default_model_path):
     with served(default_model_path, n_ctx=8192, threads=2) as url:
-        yield openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600), default_model_path.stem
+        yield (
+            openai.OpenAI(base_url=url, api_key="unused", max_retries=0, timeout=600),
+            default_model_path.stem,
+        )
 
 
 @pytest.mark.slow
@@ -441,7 +581,10 @@ def test_default_model_chat_and_stream(default_client):
     whole = client.chat.completions.create(model=model, messages=messages, max_tokens=16)
     assert "Paris" in whole.choices[0].message.content
     stream = client.chat.completions.create(model=model, messages=messages, max_tokens=16, stream=True)
-    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == whole.choices[0].message.content
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        == whole.choices[0].message.content
+    )
 
 
 @pytest.mark.slow
@@ -449,8 +592,10 @@ def test_default_model_chat_and_stream(default_client):
 def test_default_model_needle_in_the_system_message(default_client):
     client, model = default_client
     text = haystack(560, needle_at=60)  # ~6k tokens; the needle early, far outside a 1024-token window
-    messages = [{"role": "system", "content": text},
-                {"role": "user", "content": "What is the special magic number for the copper falcon?"}]
+    messages = [
+        {"role": "system", "content": text},
+        {"role": "user", "content": "What is the special magic number for the copper falcon?"},
+    ]
 
     def ask(**extra):
         t0 = time.perf_counter()
@@ -468,8 +613,10 @@ def test_default_model_needle_in_the_system_message(default_client):
     assert fresh_second <= fresh_first / 3 and t_second <= t_first / 3, (t_first, t_second, fresh_second)
     window, _ = ask(extra_body={"skv": {"policy": "window"}})
     assert "4817236" not in window.choices[0].message.content
-    print(f"\nneedle: first {t_first:.2f} s ({fresh_first} fresh tokens), second {t_second:.2f} s "
-          f"({fresh_second} fresh), window answer {window.choices[0].message.content!r}")
+    print(
+        f"\nneedle: first {t_first:.2f} s ({fresh_first} fresh tokens), second {t_second:.2f} s "
+        f"({fresh_second} fresh), window answer {window.choices[0].message.content!r}"
+    )
 
 
 def test_the_app_starts_and_stops_the_server(qtbot, tiny_model_path):

@@ -16,13 +16,18 @@ from engine.session_store import SessionStore
 
 def _ask(s: Session, q: str) -> tuple[list[int], np.ndarray, list]:
     r = s.ask(q, max_tokens=8, ignore_eos=True)
-    sel = [[(x.entry, x.n_tokens) for x in s.skv.selection(li, h)]
-           for li in range(len(s.skv.layers())) for h in range(s.skv.stats().n_head_kv)]
+    sel = [
+        [(x.entry, x.n_tokens) for x in s.skv.selection(li, h)]
+        for li in range(len(s.skv.layers()))
+        for h in range(s.skv.stats().n_head_kv)
+    ]
     return r.tokens, np.array(s.logits(), dtype=np.float32), sel
 
 
 def _repeat(model, n_ctx: int, n_chars: int, budget: int) -> None:
-    s = Session(SessionConfig(str(model), n_ctx=n_ctx, n_threads=2, skv=SkvParams(Policy.SENTENCE, budget, 16, 32)))
+    s = Session(
+        SessionConfig(str(model), n_ctx=n_ctx, n_threads=2, skv=SkvParams(Policy.SENTENCE, budget, 16, 32))
+    )
     try:
         s.load_documents([Document.from_text("book.txt", book_text(n_chars=n_chars))], reserve=128)
         t1, l1, sel1 = _ask(s, "What happened at the river?")

@@ -156,8 +156,12 @@ def test_cli_cache_list_and_clear(monkeypatch, tmp_path: Path, capsys):
 
     monkeypatch.setenv("SKV_CACHE_DIR", str(tmp_path))
     st = SessionStore()
-    st.save("12" * 32, {"documents": [{"name": "a.txt"}], "model_name": "m.gguf", "n_ctx": 4096,
-                        "n_doc_tokens": 77}, b"", b"s" * 2048)
+    st.save(
+        "12" * 32,
+        {"documents": [{"name": "a.txt"}], "model_name": "m.gguf", "n_ctx": 4096, "n_doc_tokens": 77},
+        b"",
+        b"s" * 2048,
+    )
     assert main(["cache", "list"]) == 0
     out = capsys.readouterr().out
     assert "a.txt" in out and "m.gguf" in out and "1 saved document sessions" in out

@@ -23,13 +23,20 @@ def model(tmp_path_factory):
     vocab = find_vocab_file()
     if vocab is None:
         pytest.skip("the llama.cpp vocab GGUF is missing; run native/build.py first")
-    return write_tiny_gguf(tmp_path_factory.mktemp("whole") / "tiny-512.gguf", vocab, TinyConfig(n_ctx_train=512))
+    return write_tiny_gguf(
+        tmp_path_factory.mktemp("whole") / "tiny-512.gguf", vocab, TinyConfig(n_ctx_train=512)
+    )
 
 
 def _open(model, remap: Remap, monkeypatch=None, avail: int | None = None):
     worker, rec = make_worker()
-    cfg = SessionConfig(str(model), n_ctx=768, n_threads=1, n_batch=256,
-                        skv=SkvParams(budget=256, sink=16, ring=32, remap=remap))
+    cfg = SessionConfig(
+        str(model),
+        n_ctx=768,
+        n_threads=1,
+        n_batch=256,
+        skv=SkvParams(budget=256, sink=16, ring=32, remap=remap),
+    )
     assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
     if avail is not None:
         monkeypatch.setattr("engine.models.available_memory_bytes", lambda: avail)
@@ -44,9 +51,13 @@ def test_a_book_past_the_trained_length_loads_whole(model):
         evs = rec.of(rid)
         loaded = [e for e in evs if isinstance(e, ev.ModelLoaded)]
         docs = next(e for e in evs if isinstance(e, ev.DocumentsLoaded))
-        assert docs.n_tokens_total > 2000 and docs.n_tokens_loaded == docs.n_tokens_total and not docs.truncated
+        assert (
+            docs.n_tokens_total > 2000 and docs.n_tokens_loaded == docs.n_tokens_total and not docs.truncated
+        )
         # the context was opened again at the book's size, past the model's trained 512
-        assert len(loaded) == 1 and loaded[0].n_ctx >= docs.n_tokens_total + 64 and loaded[0].n_ctx_train == 512
+        assert (
+            len(loaded) == 1 and loaded[0].n_ctx >= docs.n_tokens_total + 64 and loaded[0].n_ctx_train == 512
+        )
         assert isinstance(rec.terminal(rid), ev.Finished) and rec.terminal(rid).reason == "done"
         session = worker._session
         st = session.skv.stats()
@@ -98,7 +109,9 @@ def test_skv_bench_whole_measures_the_apps_whole_load(model, tmp_path):
 def test_without_whole_the_context_stays_as_the_server_wants(model):
     worker, rec = make_worker()
     try:
-        cfg = SessionConfig(str(model), n_ctx=768, n_threads=1, n_batch=256, skv=SkvParams(budget=256, sink=16, ring=32))
+        cfg = SessionConfig(
+            str(model), n_ctx=768, n_threads=1, n_batch=256, skv=SkvParams(budget=256, sink=16, ring=32)
+        )
         assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
         rid = worker.submit(OpenDocuments((Document.from_text("book.txt", TEXT),), reserve=64))
         rec.terminal(rid)

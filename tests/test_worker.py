@@ -232,19 +232,29 @@ def test_memory_events_split_device_bytes_into_vectors_and_staging(tiny_worker) 
     assert m.host_kv_bytes > m.device_skv_bytes and m.n_past > 0
 
 
-def test_an_ask_follows_its_history_replays_what_the_session_lacks_and_drops_the_oldest_turns(tiny_model_path):
+def test_an_ask_follows_its_history_replays_what_the_session_lacks_and_drops_the_oldest_turns(
+    tiny_model_path,
+):
     from engine.session import TurnRecord
 
     worker, rec = make_worker()
-    cfg = SessionConfig(str(tiny_model_path), n_ctx=1024, n_threads=1, n_batch=128,
-                        skv=SkvParams(budget=256, sink=16, ring=32))
+    cfg = SessionConfig(
+        str(tiny_model_path),
+        n_ctx=1024,
+        n_threads=1,
+        n_batch=128,
+        skv=SkvParams(budget=256, sink=16, ring=32),
+    )
     assert isinstance(rec.terminal(worker.submit(LoadModel(cfg))), ev.Finished)
-    assert isinstance(rec.terminal(worker.submit(OpenDocuments((Document.from_text("r.txt", TEXT[:1500]),),
-                                                               reserve=64))), ev.Finished)
+    assert isinstance(
+        rec.terminal(worker.submit(OpenDocuments((Document.from_text("r.txt", TEXT[:1500]),), reserve=64))),
+        ev.Finished,
+    )
 
     def ask(question: str, history=(), drop_oldest=False):
-        rid = worker.submit(Ask(question, max_tokens=40, ignore_eos=True, history=tuple(history),
-                                drop_oldest=drop_oldest))
+        rid = worker.submit(
+            Ask(question, max_tokens=40, ignore_eos=True, history=tuple(history), drop_oldest=drop_oldest)
+        )
         return rec.terminal(rid), rec.of(rid)
 
     def turn(events):
@@ -261,7 +271,10 @@ def test_an_ask_follows_its_history_replays_what_the_session_lacks_and_drops_the
     # a history the session lacks (another chat): decoded again, with progress, before the question
     other = TurnRecord("Something else?", tuple(first.answer_tokens[:10]))
     _, e3 = ask("And now?", [other, r2])
-    assert turn(e3).turn == 3 and [e.phase for e in e3 if isinstance(e, ev.ProgressEvent)] == ["replay", "replay"]
+    assert turn(e3).turn == 3 and [e.phase for e in e3 if isinstance(e, ev.ProgressEvent)] == [
+        "replay",
+        "replay",
+    ]
     # a history that leaves no room: refused up front (kind context_full), or fitted by dropping the oldest turns
     long = [TurnRecord(f"Question {i}?", tuple(first.answer_tokens) * 3) for i in range(6)]
     t4, e4 = ask("Last one?", long)

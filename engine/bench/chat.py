@@ -21,8 +21,12 @@ from engine.bench import report
 from engine.bench.harness import OptionError, load_book_text
 from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
-QUESTIONS = ("Who is the author of this text, and where does he live?", "What does he say about his house?",
-             "What does he eat, and what does it cost him?", "Summarise what he thinks of his neighbours.")
+QUESTIONS = (
+    "Who is the author of this text, and where does he live?",
+    "What does he say about his house?",
+    "What does he eat, and what does it cost him?",
+    "Summarise what he thinks of his neighbours.",
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -59,10 +63,16 @@ def main_chat(args: argparse.Namespace) -> int:
         raise OptionError(f"--turns is 1 to {len(QUESTIONS) - 1}, got {args.turns}")
     model = str(resolve_model(args.model or ""))
     n_ctx = n_doc + (args.turns + 1) * (args.max_tokens + 64) + 256
-    cfg = SessionConfig(model, n_ctx=n_ctx, n_threads=args.threads,
-                        skv=SkvParams(Policy.SENTENCE, args.budget, DEFAULT_PARAMS.sink, DEFAULT_PARAMS.ring))
+    cfg = SessionConfig(
+        model,
+        n_ctx=n_ctx,
+        n_threads=args.threads,
+        skv=SkvParams(Policy.SENTENCE, args.budget, DEFAULT_PARAMS.sink, DEFAULT_PARAMS.ring),
+    )
     text = load_book_text(args.book)
-    doc = Document.from_text(args.book, text[: n_doc * 5])  # ~4 characters a token: cut to n_doc by the reserve
+    doc = Document.from_text(
+        args.book, text[: n_doc * 5]
+    )  # ~4 characters a token: cut to n_doc by the reserve
     reserve = n_ctx - n_doc
     with tempfile.TemporaryDirectory() as tmp:
         store = SessionStore(Path(tmp) / "sessions", max_bytes=1 << 34)
@@ -99,19 +109,52 @@ def main_chat(args: argparse.Namespace) -> int:
     exact = len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want, strict=True))
     ratio = restore_s / (prefill_s + turns_s)
     data = {
-        "config": {"model": Path(model).name, "doc_tokens": n_doc_tokens, "n_ctx": n_ctx, "turns": args.turns,
-                   "max_tokens": args.max_tokens, "budget": args.budget, "threads": args.threads, "book": args.book},
-        "prefill_s": prefill_s, "turns_s": turns_s, "turn_tokens": turn_tokens,
-        "restore_documents_s": docs_s, "restore_s": restore_s, "documents_restored": restored,
-        "restore_over_original": ratio, "next_turn_logits_identical": exact,
+        "config": {
+            "model": Path(model).name,
+            "doc_tokens": n_doc_tokens,
+            "n_ctx": n_ctx,
+            "turns": args.turns,
+            "max_tokens": args.max_tokens,
+            "budget": args.budget,
+            "threads": args.threads,
+            "book": args.book,
+        },
+        "prefill_s": prefill_s,
+        "turns_s": turns_s,
+        "turn_tokens": turn_tokens,
+        "restore_documents_s": docs_s,
+        "restore_s": restore_s,
+        "documents_restored": restored,
+        "restore_over_original": ratio,
+        "next_turn_logits_identical": exact,
         "machine": report.machine_info(),
     }
     out = Path(args.out)
     report.write_json(out / "chat.json", data)
-    rows = [[n_doc_tokens, args.turns, turn_tokens, f"{prefill_s:.1f}", f"{turns_s:.1f}", f"{docs_s:.2f}",
-             f"{restore_s:.2f}", f"{ratio:.1%}", "yes" if exact else "NO"]]
-    headers = ["doc tokens", "turns", "turn tokens", "prefill s", "turns s", "restore docs s", "restore all s",
-               "restore / original", "next turn bit-identical"]
+    rows = [
+        [
+            n_doc_tokens,
+            args.turns,
+            turn_tokens,
+            f"{prefill_s:.1f}",
+            f"{turns_s:.1f}",
+            f"{docs_s:.2f}",
+            f"{restore_s:.2f}",
+            f"{ratio:.1%}",
+            "yes" if exact else "NO",
+        ]
+    ]
+    headers = [
+        "doc tokens",
+        "turns",
+        "turn tokens",
+        "prefill s",
+        "turns s",
+        "restore docs s",
+        "restore all s",
+        "restore / original",
+        "next turn bit-identical",
+    ]
     report.write_text(out / "chat.md", report.markdown_table(headers, rows) + "\n")
     print(report.text_table(headers, rows))
     return 0 if exact and restored else 1

@@ -28,8 +28,13 @@ class Candidate:
 
     def to_json(self) -> dict:
         p = self.params
-        return {"label": self.label, "policy": p.policy.name.lower(), "budget": p.budget, "sink": p.sink,
-                "ring": p.ring}
+        return {
+            "label": self.label,
+            "policy": p.policy.name.lower(),
+            "budget": p.budget,
+            "sink": p.sink,
+            "ring": p.ring,
+        }
 
 
 def load_book_text(book: str) -> str:
@@ -72,8 +77,9 @@ def int_list(s: str) -> tuple[int, ...]:
         try:
             n = int(float(part.removesuffix("k")) * mult)
         except ValueError:
-            raise OptionError(f"{part!r} is not a token count: write numbers, k for 1024 (4k = 4096), "
-                              "separated by commas") from None
+            raise OptionError(
+                f"{part!r} is not a token count: write numbers, k for 1024 (4k = 4096), separated by commas"
+            ) from None
         if n <= 0:
             raise OptionError(f"{part!r}: token counts must be positive")
         out.append(n)
@@ -124,5 +130,11 @@ def policy_table(results: list[dict]) -> tuple[list[str], list[list[Any]]]:
 def decode_plot(path: Path, title: str, results: list[dict]) -> Path | None:
     """ms/token of every candidate against context (None without matplotlib)."""
     labels = list(results[0]["ms_per_token"])
-    return report.line_plot(path, title, "context tokens", "ms / token", [r["context"] for r in results],
-                            {k: [r["ms_per_token"][k] for r in results] for k in labels})
+    return report.line_plot(
+        path,
+        title,
+        "context tokens",
+        "ms / token",
+        [r["context"] for r in results],
+        {k: [r["ms_per_token"][k] for r in results] for k in labels},
+    )

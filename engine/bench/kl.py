@@ -89,8 +89,12 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
             raise ValueError(f"{path.name} has {len(tokens)} tokens in n_ctx {cfg.n_ctx}: need {n_total}")
         # dense prefill of the prefix; the evaluated text's sentences are declared too (they close as decoded)
         t0 = time.perf_counter()
-        session.prefill(tokens[: cfg.prefix_tokens], [s for s in spans if s.tok_end <= cfg.prefix_tokens], [doc],
-                        declare=[s.tok_end for s in spans if s.tok_end <= n_total])
+        session.prefill(
+            tokens[: cfg.prefix_tokens],
+            [s for s in spans if s.tok_end <= cfg.prefix_tokens],
+            [doc],
+            declare=[s.tok_end for s in spans if s.tok_end <= n_total],
+        )
         prefill_s = time.perf_counter() - t0
         snap = session.snapshot()
         log(f"prefilled {cfg.prefix_tokens} tokens of {path.name} in {prefill_s:.1f} s")
@@ -153,7 +157,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--prefix", type=int, default=6000, help="tokens prefilled densely before the evaluated ones"
     )
     p.add_argument("--n-eval", type=int, default=128, help="tokens decoded teacher-forced and compared")
-    p.add_argument("--budgets", default=str(DEFAULT_PARAMS.budget), help="comma-separated budgets (default %(default)s)")
+    p.add_argument(
+        "--budgets", default=str(DEFAULT_PARAMS.budget), help="comma-separated budgets (default %(default)s)"
+    )
     p.add_argument("--policies", default="sentence,chunk,window")
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--out", default="bench-out/kl", help="folder for kl.json and kl.md")

@@ -37,10 +37,52 @@ from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 TASKS = ("single", "multikey", "multivalue", "vt")
 DEFAULT_LENGTHS = (4096, 8192)
 FULL_LENGTHS = (4096, 8192, 16384, 28672)
-WORDS = ("amber", "brisk", "cobalt", "dusty", "eager", "fabled", "gentle", "hollow", "ivory", "jolly", "keen",
-         "lunar", "mellow", "nimble", "opal", "proud", "quiet", "rustic", "silver", "tidal", "umber", "vivid")
-NOUNS = ("anchor", "badger", "candle", "dolphin", "ember", "falcon", "garden", "harbor", "island", "jacket",
-         "kettle", "lantern", "meadow", "needle", "orchard", "pepper", "quarry", "raven", "saddle", "thistle")
+WORDS = (
+    "amber",
+    "brisk",
+    "cobalt",
+    "dusty",
+    "eager",
+    "fabled",
+    "gentle",
+    "hollow",
+    "ivory",
+    "jolly",
+    "keen",
+    "lunar",
+    "mellow",
+    "nimble",
+    "opal",
+    "proud",
+    "quiet",
+    "rustic",
+    "silver",
+    "tidal",
+    "umber",
+    "vivid",
+)
+NOUNS = (
+    "anchor",
+    "badger",
+    "candle",
+    "dolphin",
+    "ember",
+    "falcon",
+    "garden",
+    "harbor",
+    "island",
+    "jacket",
+    "kettle",
+    "lantern",
+    "meadow",
+    "needle",
+    "orchard",
+    "pepper",
+    "quarry",
+    "raven",
+    "saddle",
+    "thistle",
+)
 NEEDLE = "One of the special magic numbers for {key} is: {value}."
 
 Log = Callable[[str], None]
@@ -69,23 +111,38 @@ def make_task(name: str, rng: np.random.Generator) -> Task:
             keys = [key() for _ in keys]
         values = [value() for _ in keys]
         ask = int(rng.integers(len(keys)))
-        return Task(name, [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values, strict=True)],
-                    f"What is the special magic number for {keys[ask]} mentioned in the provided text?",
-                    f"The special magic number for {keys[ask]} mentioned in the provided text is",
-                    [values[ask]], 12)
+        return Task(
+            name,
+            [NEEDLE.format(key=k, value=v) for k, v in zip(keys, values, strict=True)],
+            f"What is the special magic number for {keys[ask]} mentioned in the provided text?",
+            f"The special magic number for {keys[ask]} mentioned in the provided text is",
+            [values[ask]],
+            12,
+        )
     if name == "multivalue":
         k = key()
         values = [value() for _ in range(4)]
-        return Task(name, [NEEDLE.format(key=k, value=v) for v in values],
-                    f"What are all the special magic numbers for {k} mentioned in the provided text?",
-                    f"The special magic numbers for {k} mentioned in the provided text are", values, 40)
+        return Task(
+            name,
+            [NEEDLE.format(key=k, value=v) for v in values],
+            f"What are all the special magic numbers for {k} mentioned in the provided text?",
+            f"The special magic numbers for {k} mentioned in the provided text are",
+            values,
+            40,
+        )
     if name == "vt":
         v = str(int(rng.integers(10000, 100000)))
         names = [f"X{int(x)}" for x in rng.choice(np.arange(10, 99), size=5, replace=False)]
         needles = [f"VAR {names[0]} = {v}."] + [f"VAR {names[i]} = {names[i - 1]}." for i in range(1, 5)]
-        return Task(name, needles, f"Find all variables that are assigned the value {v} in the text above.",
-                    f"According to the chain of variable assignments in the text above, 5 variables are assigned "
-                    f"the value {v}, they are:", names, 30)
+        return Task(
+            name,
+            needles,
+            f"Find all variables that are assigned the value {v} in the text above.",
+            f"According to the chain of variable assignments in the text above, 5 variables are assigned "
+            f"the value {v}, they are:",
+            names,
+            30,
+        )
     raise ValueError(f"unknown task {name!r} (tasks: {', '.join(TASKS)})")
 
 
@@ -96,7 +153,9 @@ def score(task: Task, answer: str) -> float:
     return sum(v in answer for v in task.expected) / len(task.expected)
 
 
-def insert_needles(text: str, needles: list[str], rng: np.random.Generator) -> tuple[str, list[tuple[int, int]]]:
+def insert_needles(
+    text: str, needles: list[str], rng: np.random.Generator
+) -> tuple[str, list[tuple[int, int]]]:
     """Insert each needle after a sentence end at a random depth (in order: a chain keeps its order)."""
     ends = [m.end() for m in re.finditer(r"[.!?][\"')\]]?\s+(?=[A-Z\"'])", text)]
     if len(ends) < len(needles) + 1:
@@ -134,8 +193,13 @@ class NiahConfig:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def candidates(self) -> list[tuple[str, SkvParams]]:
-        return [(f"{Policy.parse(p).name.lower()}/{self.budget}",
-                 SkvParams(Policy.parse(p), self.budget, self.sink, self.ring)) for p in self.policies]
+        return [
+            (
+                f"{Policy.parse(p).name.lower()}/{self.budget}",
+                SkvParams(Policy.parse(p), self.budget, self.sink, self.ring),
+            )
+            for p in self.policies
+        ]
 
 
 def _cut_text(session, text: str, n_tokens: int) -> str:
@@ -155,8 +219,10 @@ def run_niah(cfg: NiahConfig, log: Log = print) -> dict:
     text = cfg.text or load_book_text(cfg.book)
     info = report.machine_info()
     n_ctx = -(-(max(cfg.lengths) + 256 + 64) // 256) * 256
-    first = next((p for _, p in cfg.candidates() if p.policy != Policy.FULL),
-                 SkvParams(Policy.SENTENCE, cfg.budget, cfg.sink, cfg.ring))
+    first = next(
+        (p for _, p in cfg.candidates() if p.policy != Policy.FULL),
+        SkvParams(Policy.SENTENCE, cfg.budget, cfg.sink, cfg.ring),
+    )
     session = Session(SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, skv=first, seed=cfg.seed))
     rng = np.random.default_rng(cfg.seed)
     cells: list[dict] = []
@@ -171,8 +237,10 @@ def run_niah(cfg: NiahConfig, log: Log = print) -> dict:
                     cell = {"length": length, "trial": trial, "needle_chars": spans}
                     cell.update(run_cell(session, cfg, task, hay, spans))
                     cells.append(cell)
-                    log(f"[{ctx_label(length)} {name}] " + ", ".join(
-                        f"{k}: {v['score']:.2f}" for k, v in cell["policies"].items()))
+                    log(
+                        f"[{ctx_label(length)} {name}] "
+                        + ", ".join(f"{k}: {v['score']:.2f}" for k, v in cell["policies"].items())
+                    )
                     if cfg.out is not None:
                         _write(cfg, info, cells, time.perf_counter() - t0, partial=True)
     finally:
@@ -192,10 +260,19 @@ def run_cell(session, cfg: NiahConfig, task: Task, text: str, spans: list[tuple[
     session.load_documents([Document.from_text(cfg.book, text)], reserve=256)
     prefill_s = time.perf_counter() - t0
     snap = session.snapshot()
-    needle_ids = {i for i, sp in enumerate(session.spans)
-                  if sp.doc == 0 and any(sp.char_start < b and a < sp.char_end for a, b in spans)}
-    out: dict[str, Any] = {"task": task.name, "tokens": session.n_doc_tokens, "prefill_s": prefill_s,
-                           "expected": task.expected, "needle_sentences": sorted(needle_ids), "policies": {}}
+    needle_ids = {
+        i
+        for i, sp in enumerate(session.spans)
+        if sp.doc == 0 and any(sp.char_start < b and a < sp.char_end for a, b in spans)
+    }
+    out: dict[str, Any] = {
+        "task": task.name,
+        "tokens": session.n_doc_tokens,
+        "prefill_s": prefill_s,
+        "expected": task.expected,
+        "needle_sentences": sorted(needle_ids),
+        "policies": {},
+    }
     for label, params in cfg.candidates():
         session.restore(snap)
         session.set_params(params)
@@ -204,13 +281,16 @@ def run_cell(session, cfg: NiahConfig, task: Task, text: str, spans: list[tuple[
         if r.steps and needle_ids:
             picked = {sid for sid, _ in r.steps[0].counts}
             res["needle_recall_first"] = len(needle_ids & picked) / len(needle_ids)
-            res["needle_recall_any"] = len(needle_ids & {sid for st in r.steps for sid, _ in st.counts}) \
-                / len(needle_ids)
+            res["needle_recall_any"] = len(
+                needle_ids & {sid for st in r.steps for sid, _ in st.counts}
+            ) / len(needle_ids)
         out["policies"][label] = res
     return out
 
 
-def summary(cells: list[dict], lengths: tuple[int, ...], tasks: tuple[str, ...]) -> tuple[list[str], list[list]]:
+def summary(
+    cells: list[dict], lengths: tuple[int, ...], tasks: tuple[str, ...]
+) -> tuple[list[str], list[list]]:
     labels = list(cells[0]["policies"]) if cells else []
     headers = ["task", "length", *labels, *[f"{k} recall" for k in labels if not k.startswith("full")]]
     rows = []
@@ -233,13 +313,26 @@ def summary(cells: list[dict], lengths: tuple[int, ...], tasks: tuple[str, ...])
 
 def _write(cfg: NiahConfig, info: dict, cells: list[dict], wall: float, partial: bool) -> dict:
     labels = [k for k, _ in cfg.candidates()]
-    means = {k: (sum(c["policies"][k]["score"] for c in cells) / len(cells) if cells else None) for k in labels}
+    means = {
+        k: (sum(c["policies"][k]["score"] for c in cells) / len(cells) if cells else None) for k in labels
+    }
     data = {
         "benchmark": "niah",
         "partial": partial,
-        "config": {"model": cfg.model, "tasks": list(cfg.tasks), "lengths": list(cfg.lengths),
-                   "policies": labels, "budget": cfg.budget, "sink": cfg.sink, "ring": cfg.ring,
-                   "threads": cfg.threads, "trials": cfg.trials, "seed": cfg.seed, "book": cfg.book, **cfg.extra},
+        "config": {
+            "model": cfg.model,
+            "tasks": list(cfg.tasks),
+            "lengths": list(cfg.lengths),
+            "policies": labels,
+            "budget": cfg.budget,
+            "sink": cfg.sink,
+            "ring": cfg.ring,
+            "threads": cfg.threads,
+            "trials": cfg.trials,
+            "seed": cfg.seed,
+            "book": cfg.book,
+            **cfg.extra,
+        },
         "machine": info,
         "wall_s": wall,
         "mean_score": means,
@@ -254,11 +347,15 @@ def _write(cfg: NiahConfig, info: dict, cells: list[dict], wall: float, partial:
 
 def render_markdown(data: dict) -> str:
     c, mi = data["config"], data["machine"]
-    lines = [f"# skv eval niah ({mi['date']})", "",
-             f"Model `{Path(c['model']).name}`, book `{c['book']}`, budget {c['budget']} (sink {c['sink']}, ring "
-             f"{c['ring']}), {c['trials']} trial(s) per cell, seed {c['seed']}. Scores: fraction of the expected "
-             "values (variables for vt) in the answer; recall: fraction of the needles' sentences the policy "
-             "selected at the first answer step.", ""]
+    lines = [
+        f"# skv eval niah ({mi['date']})",
+        "",
+        f"Model `{Path(c['model']).name}`, book `{c['book']}`, budget {c['budget']} (sink {c['sink']}, ring "
+        f"{c['ring']}), {c['trials']} trial(s) per cell, seed {c['seed']}. Scores: fraction of the expected "
+        "values (variables for vt) in the answer; recall: fraction of the needles' sentences the policy "
+        "selected at the first answer step.",
+        "",
+    ]
     if data["cells"]:
         h, rows = summary(data["cells"], tuple(c["lengths"]), tuple(c["tasks"]))
         lines += [report.markdown_table(h, rows), ""]
@@ -295,11 +392,20 @@ def main_niah(args: argparse.Namespace) -> int:
             raise ValueError("lengths must be at least 1k tokens")
         if args.trials < 1:
             raise ValueError("--trials must be at least 1")
-        cfg = NiahConfig(model=str(resolve_model(args.model or "")), tasks=tasks, lengths=tuple(sorted(lengths)),
-                         policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
-                         budget=args.budget, sink=args.sink, ring=args.ring, threads=args.threads,
-                         trials=3 if args.full and args.trials == 1 else args.trials, seed=args.seed,
-                         book=args.book, out=Path(args.out))
+        cfg = NiahConfig(
+            model=str(resolve_model(args.model or "")),
+            tasks=tasks,
+            lengths=tuple(sorted(lengths)),
+            policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
+            budget=args.budget,
+            sink=args.sink,
+            ring=args.ring,
+            threads=args.threads,
+            trials=3 if args.full and args.trials == 1 else args.trials,
+            seed=args.seed,
+            book=args.book,
+            out=Path(args.out),
+        )
         cfg.candidates()
         cfg.text = load_book_text(cfg.book)
     except (ValueError, FileNotFoundError) as e:

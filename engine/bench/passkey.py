@@ -49,8 +49,17 @@ NEEDLE = "The pass key is {K}. Remember it. {K} is the pass key."
 # --needles: one haystack per length with a needle per depth (one prefill per length, a question per needle). The
 # needles name different things: with "the pass key for box 1 / box 2 ...", which read alike, the 0.5B model answers
 # the most recent box's key whatever the box asked (docs/BENCHMARKS.md, round 6)
-NEEDLE_THINGS = ("the red door", "the blue boat", "the old clock", "the green lamp", "the stone bridge",
-                 "the silver key", "the night train", "the tall tower", "the small garden")
+NEEDLE_THINGS = (
+    "the red door",
+    "the blue boat",
+    "the old clock",
+    "the green lamp",
+    "the stone bridge",
+    "the silver key",
+    "the night train",
+    "the tall tower",
+    "the small garden",
+)
 NEEDLE_BOX = "The secret number of {thing} is {K}. Remember it. {K} is the secret number of {thing}."
 QUESTION_BOX = "What is the secret number of {thing}?"
 ANSWER_PREFIX_BOX = "The secret number of {thing} is"
@@ -67,20 +76,36 @@ def thing(i: int) -> str:
 # full 3/5 at 31k); the distinct set asks the same thing of the retrieval (find the needle past the trained length)
 # without that confusion. Each entry: (needle, question, answer prefix, label); {K} is the key.
 DISTINCT_NEEDLES = (
-    ("The lock code of the red door is {K}. Remember it.",
-     "What is the lock code of the red door?", "The lock code of the red door is", "red door code"),
-    ("Captain Moreau's ship carried {K} barrels of olive oil to Lisbon.",
-     "How many barrels of olive oil did Captain Moreau's ship carry to Lisbon?",
-     "Captain Moreau's ship carried", "barrels of oil"),
-    ("The telephone number of the bakery on Elm Street is {K}.",
-     "What is the telephone number of the bakery on Elm Street?",
-     "The telephone number of the bakery on Elm Street is", "bakery phone"),
-    ("Professor Lindqvist paid {K} crowns for the old telescope.",
-     "How many crowns did Professor Lindqvist pay for the old telescope?",
-     "Professor Lindqvist paid", "telescope price"),
-    ("The mountain village of Arvena lies {K} steps above the river.",
-     "How many steps above the river does the mountain village of Arvena lie?",
-     "The mountain village of Arvena lies", "village steps"),
+    (
+        "The lock code of the red door is {K}. Remember it.",
+        "What is the lock code of the red door?",
+        "The lock code of the red door is",
+        "red door code",
+    ),
+    (
+        "Captain Moreau's ship carried {K} barrels of olive oil to Lisbon.",
+        "How many barrels of olive oil did Captain Moreau's ship carry to Lisbon?",
+        "Captain Moreau's ship carried",
+        "barrels of oil",
+    ),
+    (
+        "The telephone number of the bakery on Elm Street is {K}.",
+        "What is the telephone number of the bakery on Elm Street?",
+        "The telephone number of the bakery on Elm Street is",
+        "bakery phone",
+    ),
+    (
+        "Professor Lindqvist paid {K} crowns for the old telescope.",
+        "How many crowns did Professor Lindqvist pay for the old telescope?",
+        "Professor Lindqvist paid",
+        "telescope price",
+    ),
+    (
+        "The mountain village of Arvena lies {K} steps above the river.",
+        "How many steps above the river does the mountain village of Arvena lie?",
+        "The mountain village of Arvena lies",
+        "village steps",
+    ),
 )
 NEEDLE_SETS = ("alike", "distinct")
 
@@ -90,7 +115,12 @@ def needle_entry(needle_set: str, i: int) -> tuple[str, str, str, str]:
     if needle_set == "distinct":
         return DISTINCT_NEEDLES[(i - 1) % len(DISTINCT_NEEDLES)]
     t = thing(i)
-    return (NEEDLE_BOX.format(thing=t, K="{K}"), QUESTION_BOX.format(thing=t), ANSWER_PREFIX_BOX.format(thing=t), t)
+    return (
+        NEEDLE_BOX.format(thing=t, K="{K}"),
+        QUESTION_BOX.format(thing=t),
+        ANSWER_PREFIX_BOX.format(thing=t),
+        t,
+    )
 
 
 def needle_text(needle_set: str, i: int, key: int) -> str:
@@ -103,8 +133,10 @@ def needle_question(needle_set: str, i: int) -> tuple[str, str]:
     return needle_entry(needle_set, i)[1:3]
 
 
-TASK = ("There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
-        "I will quiz you about the important information there.")
+TASK = (
+    "There is an important info hidden inside a lot of irrelevant text. Find it and memorize them. "
+    "I will quiz you about the important information there."
+)
 QUESTION = "What is the pass key?"
 ANSWER_PREFIX = "The pass key is"
 FORMATS = ("landmark", "plain", "session", "landmark-qa", "chat")  # chat: inside the model's chat template
@@ -152,20 +184,30 @@ class PasskeyConfig:
         out = []
         for name in self.policies:
             pol = Policy.parse(name)
-            budgets = [self.budget] + [b for b in self.budgets if b != self.budget] \
-                if pol in (Policy.SENTENCE, Policy.CHUNK) else [self.budget]
+            budgets = (
+                [self.budget] + [b for b in self.budgets if b != self.budget]
+                if pol in (Policy.SENTENCE, Policy.CHUNK)
+                else [self.budget]
+            )
             sel = pol in (Policy.SENTENCE, Policy.CHUNK)
             dists = self.score_distances if sel else self.score_distances[:1]
             layouts = self.layouts if sel else self.layouts[:1]
             for b in budgets:
                 for i, d in enumerate(dists):
                     for j, lay in enumerate(layouts):
-                        label = f"{pol.name.lower()}/{b}" + (f"@{score_distance_name(d)}" if i else "") \
+                        label = (
+                            f"{pol.name.lower()}/{b}"
+                            + (f"@{score_distance_name(d)}" if i else "")
                             + (f"@{lay.name.lower()}" if j else "")
-                        params = SkvParams(pol, b, self.sink, self.ring, remap=self.remap, score_distance=d,
-                                           layout=lay)
-                        labels = protocol.variants(label, self.question_attention, self.sentence_start) \
-                            if pol == Policy.SENTENCE else [label]
+                        )
+                        params = SkvParams(
+                            pol, b, self.sink, self.ring, remap=self.remap, score_distance=d, layout=lay
+                        )
+                        labels = (
+                            protocol.variants(label, self.question_attention, self.sentence_start)
+                            if pol == Policy.SENTENCE
+                            else [label]
+                        )
                         out += [(k, params) for k in labels]
         return out
 
@@ -204,8 +246,9 @@ class MultiHaystack:
     needles: list[Needle]
 
 
-def build_haystack_multi(n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str,
-                         needle_set: str = "alike") -> MultiHaystack:
+def build_haystack_multi(
+    n_filler: int, depths: tuple[float, ...], keys: list[int], fmt: str, needle_set: str = "alike"
+) -> MultiHaystack:
     """Filler repeated n_filler times with needle i + 1 of the set inserted at round(depths[i] * n_filler)."""
     head = (TASK + " ") if fmt.startswith("landmark") or fmt == "chat" else ""
     at = {min(n_filler, max(0, round(d * n_filler))): i for i, d in enumerate(depths)}
@@ -246,16 +289,28 @@ class PasskeyRunner:
 
         self.cfg = cfg
         cands = cfg.candidates()
-        first = next((p for _, p in cands if p.policy != Policy.FULL), SkvParams(Policy.SENTENCE, cfg.budget,
-                                                                                 cfg.sink, cfg.ring))
+        first = next(
+            (p for _, p in cands if p.policy != Policy.FULL),
+            SkvParams(Policy.SENTENCE, cfg.budget, cfg.sink, cfg.ring),
+        )
         self.n_ctx = -(-(max(cfg.lengths) + 64 + cfg.max_tokens) // 256) * 256
-        self.session = Session(SessionConfig(cfg.model, n_ctx=self.n_ctx, n_threads=cfg.threads,
-                                             n_batch=cfg.n_batch, skv=first, seed=cfg.seed))
+        self.session = Session(
+            SessionConfig(
+                cfg.model,
+                n_ctx=self.n_ctx,
+                n_threads=cfg.threads,
+                n_batch=cfg.n_batch,
+                skv=first,
+                seed=cfg.seed,
+            )
+        )
         s = self.session
         from engine.sentences import tokenize_sentences
 
         # tokens per filler repetition as the prefill counts them (sentence by sentence)
-        sample, _ = tokenize_sentences(" ".join([FILLER] * 20), s.tokenize, max_tokens=defaults.MAX_SENTENCE_LEN)
+        sample, _ = tokenize_sentences(
+            " ".join([FILLER] * 20), s.tokenize, max_tokens=defaults.MAX_SENTENCE_LEN
+        )
         self.rep_tokens = len(sample) / 20
         if cfg.fmt == "chat":  # the question closes the user turn; the answer prefix opens the model's turn
             self.suffix_tokens = s.prompt_tokens(QUESTION, ANSWER_PREFIX)
@@ -273,8 +328,13 @@ class PasskeyRunner:
 
     def make_multi(self, length: int, depths: tuple[float, ...], keys: list[int]) -> MultiHaystack:
         """A haystack of about `length` prefilled tokens holding one needle per depth."""
-        fixed = sum(len(self.session.tokenize(needle_text(self.cfg.needle_set, i + 1, k)))
-                    for i, k in enumerate(keys)) + 40
+        fixed = (
+            sum(
+                len(self.session.tokenize(needle_text(self.cfg.needle_set, i + 1, k)))
+                for i, k in enumerate(keys)
+            )
+            + 40
+        )
         n = max(len(depths), int((length - fixed - len(self.suffix_for(len(keys)))) / self.rep_tokens))
         return build_haystack_multi(n, depths, keys, self.cfg.fmt, self.cfg.needle_set)
 
@@ -289,8 +349,9 @@ class PasskeyRunner:
         ids, seconds, _ = self.prefill_text(hs.text, [hs.needle_chars])
         return ids[0], seconds
 
-    def prefill_text(self, text: str, needle_chars: list[tuple[int, int]]
-                     ) -> tuple[list[list[int]], float, list[tuple[int, float]]]:
+    def prefill_text(
+        self, text: str, needle_chars: list[tuple[int, int]]
+    ) -> tuple[list[list[int]], float, list[tuple[int, float]]]:
         """Prefill `text` (past the trained length: the sparse chunked prefill); returns the sentence ids of each
         needle, the seconds, and (tokens done, seconds) after each chunk."""
         from engine.documents import Document
@@ -319,8 +380,16 @@ class PasskeyRunner:
             for i, (a, b) in enumerate(needle_chars):
                 if sent.char_end > a and sent.char_start < b:
                     needle_ids[i].append(len(spans))
-            spans.append(SpanInfo(0, sent.char_start, sent.char_end, base + sent.tok_start, base + sent.tok_end,
-                                  text[sent.char_start : sent.char_end]))
+            spans.append(
+                SpanInfo(
+                    0,
+                    sent.char_start,
+                    sent.char_end,
+                    base + sent.tok_start,
+                    base + sent.tok_end,
+                    text[sent.char_start : sent.char_end],
+                )
+            )
         tokens += d_toks
         if len(tokens) + len(self.suffix_tokens) + 24 + self.cfg.max_tokens > s.n_ctx:
             raise RuntimeError(f"haystack of {len(tokens)} tokens does not fit n_ctx {s.n_ctx}")
@@ -332,7 +401,8 @@ class PasskeyRunner:
             return needle_ids, seconds, curve  # the original prefill's time and curve
         curve: list[tuple[int, float]] = []
         s.begin_prefill(tokens, spans, [doc]).run(
-            on_progress=lambda n, _total: curve.append((n, time.perf_counter() - t0)))
+            on_progress=lambda n, _total: curve.append((n, time.perf_counter() - t0))
+        )
         # every policy starts from this snapshot: Session.rewind after decode steps is not exact on an iSWA
         # model (the sliding-window layers have evicted the cells the rewound steps pushed out)
         self.snap = s.snapshot()
@@ -356,30 +426,52 @@ class PasskeyRunner:
 
         s = self.session
         h = hashlib.sha256()
-        h.update(repr((model_identity(s.config.model_path), s.n_ctx, s.config.n_batch, native.check_native(),
-                       s.config.skv)).encode())
+        h.update(
+            repr(
+                (
+                    model_identity(s.config.model_path),
+                    s.n_ctx,
+                    s.config.n_batch,
+                    native.check_native(),
+                    s.config.skv,
+                )
+            ).encode()
+        )
         h.update(np.asarray(tokens, dtype=np.int32).tobytes())
         return self.cfg.prefill_cache / f"passkey-{len(tokens)}-{h.hexdigest()[:24]}.pkl"
 
-    def answer(self, params: SkvParams, needle_ids: list[int], needle_toks: tuple[int, int],
-               question_attention: str = "policy", sentence_start: str = "keep",
-               suffix_tokens: list[int] | None = None) -> dict:
+    def answer(
+        self,
+        params: SkvParams,
+        needle_ids: list[int],
+        needle_toks: tuple[int, int],
+        question_attention: str = "policy",
+        sentence_start: str = "keep",
+        suffix_tokens: list[int] | None = None,
+    ) -> dict:
         """Rewind to the haystack, decode the question + prefix under `params` (or prefill them densely), then
         greedy tokens (sentence_start dense: the first token of each new sentence attends the whole cache)."""
         s = self.session
         s.set_params(params)
         s.restore(self.snap)
         suffix = self.suffix_tokens if suffix_tokens is None else suffix_tokens
-        r = s.ask("", prompt_tokens=suffix, max_tokens=self.cfg.max_tokens,
-                  question_attention=question_attention, sentence_start=sentence_start)
+        r = s.ask(
+            "",
+            prompt_tokens=suffix,
+            max_tokens=self.cfg.max_tokens,
+            question_attention=question_attention,
+            sentence_start=sentence_start,
+        )
         # the selection behind each answer token: the last prompt step's (none when the question ran dense: its
         # logits came from the dense batch), then each answer token's but the last (it chooses nothing read here)
-        steps = ([r.first_step] if r.first_step is not None else []) + \
-            (r.steps[:-1] if r.steps and len(r.tokens) == self.cfg.max_tokens else r.steps)
+        steps = ([r.first_step] if r.first_step is not None else []) + (
+            r.steps[:-1] if r.steps and len(r.tokens) == self.cfg.max_tokens else r.steps
+        )
         text = r.answer
         res: dict[str, Any] = {"answer": text.strip(), "parsed": first_int(text)}
         if steps:
             nsel = steps[0].n_selections
+
             # (layer, head) selections holding a needle sentence (the best of the needle's sentences)
             def hits(st) -> int:
                 return max((n for sid, n in st.counts if sid in needle_ids), default=0)
@@ -414,7 +506,7 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
                 _run_multi(cfg, runner, rng, length, cells, prefills, log)
                 if cfg.out is not None:
                     _write(cfg, info, cells, time.perf_counter() - t0, partial=True, prefills=prefills)
-        for length in (cfg.lengths if not cfg.needles else ()):
+        for length in cfg.lengths if not cfg.needles else ():
             for depth in cfg.depths:
                 for trial in range(cfg.trials):
                     key = int(rng.integers(10000, 100000))
@@ -422,17 +514,29 @@ def run_passkey(cfg: PasskeyConfig, log: Log = print) -> dict:
                     needle_ids, pre_s = runner.prefill(hs)
                     sp = [runner.session.spans[i] for i in needle_ids]
                     needle_toks = (min(x.tok_start for x in sp), max(x.tok_end for x in sp)) if sp else (0, 0)
-                    cell = {"length": length, "depth": depth, "trial": trial, "key": key,
-                            "tokens": runner.session.n_doc_tokens, "prefill_s": pre_s,
-                            "needle_sentences": needle_ids, "needle_tokens": list(needle_toks), "policies": {}}
+                    cell = {
+                        "length": length,
+                        "depth": depth,
+                        "trial": trial,
+                        "key": key,
+                        "tokens": runner.session.n_doc_tokens,
+                        "prefill_s": pre_s,
+                        "needle_sentences": needle_ids,
+                        "needle_tokens": list(needle_toks),
+                        "policies": {},
+                    }
                     for label, params in cfg.candidates():
                         r = runner.answer(params, needle_ids, needle_toks, *protocol.of(label))
                         r["correct"] = r["parsed"] == key
                         cell["policies"][label] = r
                     cells.append(cell)
-                    log(f"[{length} d={depth} key={key}] " + ", ".join(
-                        f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}"
-                        for k, v in cell["policies"].items()))
+                    log(
+                        f"[{length} d={depth} key={key}] "
+                        + ", ".join(
+                            f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}"
+                            for k, v in cell["policies"].items()
+                        )
+                    )
                     if cfg.out is not None:
                         _write(cfg, info, cells, time.perf_counter() - t0, partial=True)
     finally:
@@ -451,8 +555,15 @@ def tok_s_between(curve: list[tuple[int, float]], a: int, b: int) -> float | Non
     return (end[0] - start[0]) / (end[1] - start[1])
 
 
-def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cells: list[dict],
-               prefills: list[dict], log: Log) -> None:
+def _run_multi(
+    cfg: PasskeyConfig,
+    runner: PasskeyRunner,
+    rng,
+    length: int,
+    cells: list[dict],
+    prefills: list[dict],
+    log: Log,
+) -> None:
     """One haystack of `length` with a needle per depth: one prefill, then every needle asked under every policy."""
     keys = [int(rng.integers(10000, 100000)) for _ in cfg.depths]
     hs = runner.make_multi(length, tuple(cfg.depths), keys)
@@ -460,25 +571,49 @@ def _run_multi(cfg: PasskeyConfig, runner: PasskeyRunner, rng, length: int, cell
     n_tok = runner.session.n_doc_tokens
     n_train = runner.session.n_ctx_train
     at8k, last4k = tok_s_between(curve, 6144, 10240), tok_s_between(curve, n_tok - 4096, n_tok)
-    prefills.append({"length": length, "tokens": n_tok, "n_ctx_train": n_train, "prefill_s": pre_s,
-                     "tok_s_around_8k": at8k, "tok_s_last_4k": last4k,
-                     "last4k_over_8k": last4k / at8k if at8k and last4k else None, "curve": curve})
-    log(f"[{length}] prefilled {n_tok} tokens in {pre_s:.0f} s (trained {n_train}); tok/s around 8k "
-        f"{at8k or 0:.1f}, last 4k {last4k or 0:.1f}")
+    prefills.append(
+        {
+            "length": length,
+            "tokens": n_tok,
+            "n_ctx_train": n_train,
+            "prefill_s": pre_s,
+            "tok_s_around_8k": at8k,
+            "tok_s_last_4k": last4k,
+            "last4k_over_8k": last4k / at8k if at8k and last4k else None,
+            "curve": curve,
+        }
+    )
+    log(
+        f"[{length}] prefilled {n_tok} tokens in {pre_s:.0f} s (trained {n_train}); tok/s around 8k "
+        f"{at8k or 0:.1f}, last 4k {last4k or 0:.1f}"
+    )
     for needle, needle_ids in zip(hs.needles, ids, strict=True):
         sp = [runner.session.spans[i] for i in needle_ids]
         needle_toks = (min(x.tok_start for x in sp), max(x.tok_end for x in sp)) if sp else (0, 0)
-        cell = {"length": length, "depth": needle.depth, "trial": 0, "key": needle.key, "box": needle.box,
-                "tokens": n_tok, "prefill_s": pre_s, "needle_sentences": needle_ids,
-                "needle_tokens": list(needle_toks), "policies": {}}
+        cell = {
+            "length": length,
+            "depth": needle.depth,
+            "trial": 0,
+            "key": needle.key,
+            "box": needle.box,
+            "tokens": n_tok,
+            "prefill_s": pre_s,
+            "needle_sentences": needle_ids,
+            "needle_tokens": list(needle_toks),
+            "policies": {},
+        }
         suffix = runner.suffix_for(needle.box)
         for label, params in cfg.candidates():
             r = runner.answer(params, needle_ids, needle_toks, *protocol.of(label), suffix_tokens=suffix)
             r["correct"] = r["parsed"] == needle.key
             cell["policies"][label] = r
         cells.append(cell)
-        log(f"[{length} {needle_entry(cfg.needle_set, needle.box)[3]} d={needle.depth} key={needle.key}] " + ", ".join(
-            f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()))
+        log(
+            f"[{length} {needle_entry(cfg.needle_set, needle.box)[3]} d={needle.depth} key={needle.key}] "
+            + ", ".join(
+                f"{k}: {v['answer']!r}{' OK' if v['correct'] else ''}" for k, v in cell["policies"].items()
+            )
+        )
 
 
 def accuracy_grid(cells: list[dict], label: str, lengths: tuple[int, ...], depths: tuple[float, ...]):
@@ -499,8 +634,11 @@ def verdict(cells: list[dict], main: str = "sentence", window: str = "window") -
     win_l = next((k for k in (cells[0]["policies"] if cells else {}) if k.startswith(window + "/")), None)
     out: dict[str, Any] = {"full": full_l, "sentence": sent_l, "window": win_l}
     if full_l and sent_l:
-        misses = [(c["length"], c["depth"]) for c in cells
-                  if c["policies"][full_l]["correct"] and not c["policies"][sent_l]["correct"]]
+        misses = [
+            (c["length"], c["depth"])
+            for c in cells
+            if c["policies"][full_l]["correct"] and not c["policies"][sent_l]["correct"]
+        ]
         out["sentence_matches_full"] = not misses
         out["sentence_misses_where_full_correct"] = misses
         out["full_correct"] = sum(c["policies"][full_l]["correct"] for c in cells)
@@ -517,27 +655,54 @@ def _question_shown(cfg: PasskeyConfig) -> str:
     """The question as the report shows it: the pass-key one, or (--needles) the template asked per needle."""
     if cfg.needles and cfg.needle_set == "distinct":
         return " | ".join(needle_entry("distinct", i + 1)[1] for i in range(cfg.needles))
-    q, a = (QUESTION_BOX.format(thing="{thing}"), ANSWER_PREFIX_BOX.format(thing="{thing}")) if cfg.needles \
+    q, a = (
+        (QUESTION_BOX.format(thing="{thing}"), ANSWER_PREFIX_BOX.format(thing="{thing}"))
+        if cfg.needles
         else (QUESTION, ANSWER_PREFIX)
+    )
     return f"{q} / {a}" if cfg.fmt == "chat" else question_suffix(cfg.fmt, q, a)
 
 
-def _write(cfg: PasskeyConfig, info: dict, cells: list[dict], wall: float, partial: bool,
-           prefills: list[dict] | None = None) -> dict:
+def _write(
+    cfg: PasskeyConfig,
+    info: dict,
+    cells: list[dict],
+    wall: float,
+    partial: bool,
+    prefills: list[dict] | None = None,
+) -> dict:
     data = {
         "benchmark": "passkey",
         "partial": partial,
-        "config": {"model": cfg.model, "lengths": list(cfg.lengths), "depths": list(cfg.depths),
-                   "format": cfg.fmt, "candidates": [k for k, _ in cfg.candidates()], "sink": cfg.sink,
-                   "ring": cfg.ring, "threads": cfg.threads, "max_tokens": cfg.max_tokens, "trials": cfg.trials,
-                   "seed": cfg.seed, "filler": FILLER, "needle": NEEDLE, "question": _question_shown(cfg),
-                   "needles": cfg.needles, "needle_set": cfg.needle_set if cfg.needles else None,
-                   "needle_box": (NEEDLE_BOX if cfg.needle_set == "alike" else
-                                  " | ".join(needle_entry("distinct", i + 1)[0] for i in range(cfg.needles)))
-                   if cfg.needles else None,
-                   "remap_positions": cfg.remap.name.lower(),
-                   "score_distances": [score_distance_name(d) for d in cfg.score_distances],
-                   "layouts": [lay.name.lower() for lay in cfg.layouts], **cfg.extra},
+        "config": {
+            "model": cfg.model,
+            "lengths": list(cfg.lengths),
+            "depths": list(cfg.depths),
+            "format": cfg.fmt,
+            "candidates": [k for k, _ in cfg.candidates()],
+            "sink": cfg.sink,
+            "ring": cfg.ring,
+            "threads": cfg.threads,
+            "max_tokens": cfg.max_tokens,
+            "trials": cfg.trials,
+            "seed": cfg.seed,
+            "filler": FILLER,
+            "needle": NEEDLE,
+            "question": _question_shown(cfg),
+            "needles": cfg.needles,
+            "needle_set": cfg.needle_set if cfg.needles else None,
+            "needle_box": (
+                NEEDLE_BOX
+                if cfg.needle_set == "alike"
+                else " | ".join(needle_entry("distinct", i + 1)[0] for i in range(cfg.needles))
+            )
+            if cfg.needles
+            else None,
+            "remap_positions": cfg.remap.name.lower(),
+            "score_distances": [score_distance_name(d) for d in cfg.score_distances],
+            "layouts": [lay.name.lower() for lay in cfg.layouts],
+            **cfg.extra,
+        },
         "machine": info,
         "wall_s": wall,
         "cells": cells,
@@ -562,7 +727,9 @@ def summary_rows(data: dict) -> tuple[list[str], list[list[Any]]]:
         if sent:
             p = c["policies"][sent]
             nf = p.get("needle_selected_first")
-            row.append("-" if nf is None else f"{nf:.2f} first / {'any' if p['needle_selected_any'] else 'none'}")
+            row.append(
+                "-" if nf is None else f"{nf:.2f} first / {'any' if p['needle_selected_any'] else 'none'}"
+            )
         else:
             row.append("-")
         rows.append(row)
@@ -572,10 +739,14 @@ def summary_rows(data: dict) -> tuple[list[str], list[list[Any]]]:
 def render_markdown(data: dict) -> str:
     cfg = data["config"]
     mi = data["machine"]
-    lines = [f"# skv eval passkey ({mi['date']})", "",
-             f"Model `{Path(cfg['model']).name}`, format `{cfg['format']}`, sink {cfg['sink']}, ring {cfg['ring']}, "
-             f"greedy {cfg['max_tokens']} tokens, {cfg['trials']} trial(s) per cell, seed {cfg['seed']}. "
-             f"Question decoded under the policy: `{cfg['question']!r}`.", ""]
+    lines = [
+        f"# skv eval passkey ({mi['date']})",
+        "",
+        f"Model `{Path(cfg['model']).name}`, format `{cfg['format']}`, sink {cfg['sink']}, ring {cfg['ring']}, "
+        f"greedy {cfg['max_tokens']} tokens, {cfg['trials']} trial(s) per cell, seed {cfg['seed']}. "
+        f"Question decoded under the policy: `{cfg['question']!r}`.",
+        "",
+    ]
     if data["cells"]:
         h, rows = summary_rows(data)
         lines += [report.markdown_table(h, rows), ""]
@@ -584,29 +755,58 @@ def render_markdown(data: dict) -> str:
         deps = tuple(cfg["depths"])
         for k in cfg["candidates"]:
             g = accuracy_grid(data["cells"], k, lens, deps)
-            lines += [f"`{k}`:", "", report.markdown_table(["length", *[str(d) for d in deps]],
-                                                              [[L, *r] for L, r in zip(lens, g, strict=True)]), ""]
+            lines += [
+                f"`{k}`:",
+                "",
+                report.markdown_table(
+                    ["length", *[str(d) for d in deps]], [[L, *r] for L, r in zip(lens, g, strict=True)]
+                ),
+                "",
+            ]
         v = data["verdict"]
         lines += ["Verdict: " + ", ".join(f"{k} = {v[k]}" for k in v), ""]
     if data.get("prefills"):
-        lines += ["Prefills (one per length; past the trained length the chunks are sparse):", "",
-                  report.markdown_table(
-                      ["length", "tokens", "trained", "prefill s", "tok/s around 8k", "tok/s last 4k", "last/8k"],
-                      [[x["length"], x["tokens"], x["n_ctx_train"], x["prefill_s"], x["tok_s_around_8k"],
-                        x["tok_s_last_4k"], x["last4k_over_8k"]] for x in data["prefills"]]), ""]
+        lines += [
+            "Prefills (one per length; past the trained length the chunks are sparse):",
+            "",
+            report.markdown_table(
+                ["length", "tokens", "trained", "prefill s", "tok/s around 8k", "tok/s last 4k", "last/8k"],
+                [
+                    [
+                        x["length"],
+                        x["tokens"],
+                        x["n_ctx_train"],
+                        x["prefill_s"],
+                        x["tok_s_around_8k"],
+                        x["tok_s_last_4k"],
+                        x["last4k_over_8k"],
+                    ]
+                    for x in data["prefills"]
+                ],
+            ),
+            "",
+        ]
     return "\n".join(lines)
 
 
 def write_outputs(out: Path, data: dict, final: bool = True) -> dict[str, Path]:
-    paths = {"json": report.write_json(out / "passkey.json", data),
-             "md": report.write_text(out / "passkey.md", render_markdown(data))}
+    paths = {
+        "json": report.write_json(out / "passkey.json", data),
+        "md": report.write_text(out / "passkey.md", render_markdown(data)),
+    }
     if final and data["cells"]:
         cfg = data["config"]
         lens, deps = tuple(cfg["lengths"]), tuple(cfg["depths"])
         grids = {k: accuracy_grid(data["cells"], k, lens, deps) for k in cfg["candidates"]}
-        p = report.heatmap(out / "passkey.png", f"Passkey accuracy ({Path(cfg['model']).name}, {cfg['format']})",
-                           grids, [f"{L // 1024}k" if L % 1024 == 0 else str(L) for L in lens],
-                           [str(d) for d in deps], "depth", "length")
+        p = report.heatmap(
+            out / "passkey.png",
+            f"Passkey accuracy ({Path(cfg['model']).name}, {cfg['format']})",
+            grids,
+            [f"{L // 1024}k" if L % 1024 == 0 else str(L) for L in lens],
+            [str(d) for d in deps],
+            "depth",
+            "length",
+        )
         if p:
             paths["png"] = p
     return paths
@@ -619,37 +819,70 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--lengths", help="haystack lengths in tokens, e.g. 2k,8k,16k (default)")
     p.add_argument("--depths", help="needle depths, e.g. 0.1,0.5,0.9 (default)")
-    p.add_argument("--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048")
-    p.add_argument("--policies", default="full,sentence,window", help="policies (default full,sentence,window)")
-    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="budget tau (default %(default)s)")
-    p.add_argument("--budgets", help="more budgets for the sentence and chunk candidates, e.g. 2048,4096 (the "
-                                     "prefill runs under --budget)")
+    p.add_argument(
+        "--full", action="store_true", help="full grid: 2k..28k x 5 depths, chunk, budgets 512/2048"
+    )
+    p.add_argument(
+        "--policies", default="full,sentence,window", help="policies (default full,sentence,window)"
+    )
+    p.add_argument(
+        "--budget", type=int, default=DEFAULT_PARAMS.budget, help="budget tau (default %(default)s)"
+    )
+    p.add_argument(
+        "--budgets",
+        help="more budgets for the sentence and chunk candidates, e.g. 2048,4096 (the "
+        "prefill runs under --budget)",
+    )
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--format", dest="fmt", default="landmark-qa", choices=FORMATS, help="prompt format")
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--max-tokens", type=int, default=8, help="greedy answer tokens (default 8)")
     p.add_argument("--trials", type=int, default=1, help="keys per cell (default 1)")
-    p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],
-                   help="the SentenceKV candidates' position remapping (default auto: past the trained length)")
-    p.add_argument("--score-distances", default="auto", metavar="auto|real|N,...",
-                   help="the sentence candidates' score distance; more than one: a candidate each, the first under "
-                        "the plain label, the others as sentence/<budget>@<value> (default auto)")
-    p.add_argument("--layouts", default="order", metavar="order|stack,...",
-                   help="the sentence candidates' remap layout (where remapped retrieved sentences sit); more than "
-                        "one: a candidate each, the others as sentence/<budget>@<layout> (default order)")
-    p.add_argument("--prefill-cache", metavar="DIR",
-                   help="keep each prefilled haystack here and restore it the next time (same model, tokens, "
-                        "context and parameters): a rerun with other decode-time candidates skips the prefill; the "
-                        "files are pickles, so use a folder only you write to")
-    p.add_argument("--needles", action="store_true",
-                   help="one haystack per length holding a needle at each depth (one prefill per length)")
-    p.add_argument("--needle-set", default="alike", choices=NEEDLE_SETS,
-                   help="with --needles: alike (\"the secret number of <thing>\" five times, the default) or "
-                        "distinct (five facts of different kinds, each asked in its own words)")
+    p.add_argument(
+        "--remap-positions",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="the SentenceKV candidates' position remapping (default auto: past the trained length)",
+    )
+    p.add_argument(
+        "--score-distances",
+        default="auto",
+        metavar="auto|real|N,...",
+        help="the sentence candidates' score distance; more than one: a candidate each, the first under "
+        "the plain label, the others as sentence/<budget>@<value> (default auto)",
+    )
+    p.add_argument(
+        "--layouts",
+        default="order",
+        metavar="order|stack,...",
+        help="the sentence candidates' remap layout (where remapped retrieved sentences sit); more than "
+        "one: a candidate each, the others as sentence/<budget>@<layout> (default order)",
+    )
+    p.add_argument(
+        "--prefill-cache",
+        metavar="DIR",
+        help="keep each prefilled haystack here and restore it the next time (same model, tokens, "
+        "context and parameters): a rerun with other decode-time candidates skips the prefill; the "
+        "files are pickles, so use a folder only you write to",
+    )
+    p.add_argument(
+        "--needles",
+        action="store_true",
+        help="one haystack per length holding a needle at each depth (one prefill per length)",
+    )
+    p.add_argument(
+        "--needle-set",
+        default="alike",
+        choices=NEEDLE_SETS,
+        help='with --needles: alike ("the secret number of <thing>" five times, the default) or '
+        "distinct (five facts of different kinds, each asked in its own words)",
+    )
     p.add_argument("--seed", type=int, default=0)
     protocol.add_arguments(p)
-    p.add_argument("--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)")
+    p.add_argument(
+        "--out", default="bench-results/passkey", help="output folder (default bench-results/passkey)"
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
@@ -675,20 +908,36 @@ def config_from_args(args: argparse.Namespace) -> PasskeyConfig:
             policies = (*policies, "chunk")
     for pol in policies:
         Policy.parse(pol)
-    cfg = PasskeyConfig(model=str(resolve_model(args.model or "")), lengths=tuple(sorted(lengths)),
-                        depths=depths, policies=policies, budget=args.budget, budgets=budgets, sink=args.sink,
-                        ring=args.ring, fmt=args.fmt, threads=args.threads, max_tokens=args.max_tokens,
-                        trials=args.trials, seed=args.seed, out=Path(args.out),
-                        needles=len(depths) if args.needles else 0, needle_set=args.needle_set,
-                        remap=Remap.parse(args.remap_positions),
-                        score_distances=tuple(dict.fromkeys(parse_score_distance(x)
-                                                            for x in args.score_distances.split(",") if x.strip())),
-                        layouts=tuple(dict.fromkeys(Layout.parse(x.strip()) for x in args.layouts.split(",")
-                                                    if x.strip())) or (Layout.ORDER,),
-                        prefill_cache=Path(args.prefill_cache) if args.prefill_cache else None)
+    cfg = PasskeyConfig(
+        model=str(resolve_model(args.model or "")),
+        lengths=tuple(sorted(lengths)),
+        depths=depths,
+        policies=policies,
+        budget=args.budget,
+        budgets=budgets,
+        sink=args.sink,
+        ring=args.ring,
+        fmt=args.fmt,
+        threads=args.threads,
+        max_tokens=args.max_tokens,
+        trials=args.trials,
+        seed=args.seed,
+        out=Path(args.out),
+        needles=len(depths) if args.needles else 0,
+        needle_set=args.needle_set,
+        remap=Remap.parse(args.remap_positions),
+        score_distances=tuple(
+            dict.fromkeys(parse_score_distance(x) for x in args.score_distances.split(",") if x.strip())
+        ),
+        layouts=tuple(dict.fromkeys(Layout.parse(x.strip()) for x in args.layouts.split(",") if x.strip()))
+        or (Layout.ORDER,),
+        prefill_cache=Path(args.prefill_cache) if args.prefill_cache else None,
+    )
     if cfg.needle_set == "distinct" and cfg.needles > len(DISTINCT_NEEDLES):
-        raise OptionError(f"--needle-set distinct has {len(DISTINCT_NEEDLES)} needles: give at most "
-                          f"{len(DISTINCT_NEEDLES)} depths")
+        raise OptionError(
+            f"--needle-set distinct has {len(DISTINCT_NEEDLES)} needles: give at most "
+            f"{len(DISTINCT_NEEDLES)} depths"
+        )
     cfg.question_attention, cfg.sentence_start = protocol.from_args(args)
     cfg.candidates()
     return cfg

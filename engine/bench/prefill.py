@@ -25,9 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", default="8k,16k,24k", help="document sizes in tokens (default 8k,16k,24k)")
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
-    p.add_argument("--n-batch", type=int, default=512, help="prefill batch = ubatch (default 512, the session's)")
+    p.add_argument(
+        "--n-batch", type=int, default=512, help="prefill batch = ubatch (default 512, the session's)"
+    )
     p.add_argument("--book", default="walden.txt")
-    p.add_argument("--out", default="bench-results/prefill", help="output folder (default bench-results/prefill)")
+    p.add_argument(
+        "--out", default="bench-results/prefill", help="output folder (default bench-results/prefill)"
+    )
 
 
 def main_prefill(args: argparse.Namespace) -> int:
@@ -66,21 +70,59 @@ def main_prefill(args: argparse.Namespace) -> int:
             n_tok = len(plan.tokens)
             ovh = t_skv / t_stock - 1
             ttft = plan_s + t_skv + save_s + ask_s
-            print(f"[prefill] {n_tok} tokens: read {plan_s:.2f} s, prefill skv {t_skv:.1f} s / stock {t_stock:.1f} s "
-                  f"({ovh:+.1%}), save {save_s:.2f} s, question to first token {ask_s:.2f} s", flush=True)
-            results.append({"context": n, "tokens": n_tok, "read_s": plan_s, "prefill_skv_s": t_skv,
-                            "prefill_stock_s": t_stock, "overhead": ovh, "save_s": save_s,
-                            "question_to_first_token_s": ask_s, "ttft_s": ttft})
-            rows.append([n_tok, f"{plan_s:.2f}", f"{t_skv:.1f} ({n_tok / t_skv:.0f} tok/s)",
-                         f"{t_stock:.1f} ({n_tok / t_stock:.0f} tok/s)", f"{ovh:+.1%}", f"{save_s:.2f}",
-                         f"{ask_s:.2f}", f"{ttft:.1f}"])
+            print(
+                f"[prefill] {n_tok} tokens: read {plan_s:.2f} s, prefill skv {t_skv:.1f} s / stock {t_stock:.1f} s "
+                f"({ovh:+.1%}), save {save_s:.2f} s, question to first token {ask_s:.2f} s",
+                flush=True,
+            )
+            results.append(
+                {
+                    "context": n,
+                    "tokens": n_tok,
+                    "read_s": plan_s,
+                    "prefill_skv_s": t_skv,
+                    "prefill_stock_s": t_stock,
+                    "overhead": ovh,
+                    "save_s": save_s,
+                    "question_to_first_token_s": ask_s,
+                    "ttft_s": ttft,
+                }
+            )
+            rows.append(
+                [
+                    n_tok,
+                    f"{plan_s:.2f}",
+                    f"{t_skv:.1f} ({n_tok / t_skv:.0f} tok/s)",
+                    f"{t_stock:.1f} ({n_tok / t_stock:.0f} tok/s)",
+                    f"{ovh:+.1%}",
+                    f"{save_s:.2f}",
+                    f"{ask_s:.2f}",
+                    f"{ttft:.1f}",
+                ]
+            )
         finally:
             skv.close()
             stock.close()
-    headers = ["tokens", "read (split + tokenize) s", "prefill SKV s", "prefill stock s", "SKV overhead",
-               "session save s", "question → 1st token s", "TTFT s"]
-    data = {"config": {"model": Path(model).name, "threads": args.threads, "n_batch": args.n_batch,
-                       "book": args.book}, "results": results, "machine": report.machine_info()}
+    headers = [
+        "tokens",
+        "read (split + tokenize) s",
+        "prefill SKV s",
+        "prefill stock s",
+        "SKV overhead",
+        "session save s",
+        "question → 1st token s",
+        "TTFT s",
+    ]
+    data = {
+        "config": {
+            "model": Path(model).name,
+            "threads": args.threads,
+            "n_batch": args.n_batch,
+            "book": args.book,
+        },
+        "results": results,
+        "machine": report.machine_info(),
+    }
     out = Path(args.out)
     report.write_json(out / "prefill.json", data)
     report.write_text(out / "prefill.md", report.markdown_table(headers, rows) + "\n")

@@ -11,10 +11,16 @@ from engine.params import SENTENCE_START_CHOICES as SENTENCE_START
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--question-attention", default="policy",
-                   help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates")
-    p.add_argument("--sentence-start", default="keep",
-                   help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates")
+    p.add_argument(
+        "--question-attention",
+        default="policy",
+        help="policy, dense or both (policy,dense): dense adds sentence/B+qdense candidates",
+    )
+    p.add_argument(
+        "--sentence-start",
+        default="keep",
+        help="keep, dense or both (keep,dense): dense adds sentence/B+sdense candidates",
+    )
 
 
 def from_args(args: argparse.Namespace) -> tuple[tuple[str, ...], tuple[str, ...]]:

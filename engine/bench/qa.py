@@ -104,14 +104,28 @@ def parse_questions(data: Any) -> list[Question]:
         if not isinstance(off, int) or isinstance(off, bool) or off < 0:
             raise ValueError(f"{where}: 'char_offset' must be a non-negative integer")
         exp = q.get("expected")
-        if not (isinstance(exp, list) and exp and all(
-                isinstance(s, list) and s and all(isinstance(a, str) and a.strip() for a in s) for s in exp)):
+        if not (
+            isinstance(exp, list)
+            and exp
+            and all(
+                isinstance(s, list) and s and all(isinstance(a, str) and a.strip() for a in s) for s in exp
+            )
+        ):
             raise ValueError(f"{where}: 'expected' must be a non-empty list of non-empty lists of strings")
         if q["id"] in seen:
             raise ValueError(f"{where}: duplicate id {q['id']!r}")
         seen.add(q["id"])
-        out.append(Question(q["id"], q["book"], q["question"], q.get("answer_prefix", ""),
-                            tuple(tuple(s) for s in exp), q["source"], off))
+        out.append(
+            Question(
+                q["id"],
+                q["book"],
+                q["question"],
+                q.get("answer_prefix", ""),
+                tuple(tuple(s) for s in exp),
+                q["source"],
+                off,
+            )
+        )
     return out
 
 
@@ -139,15 +153,18 @@ def check_sources(questions: Iterable[Question], texts: dict[str, str]) -> list[
         text = texts[q.book]
         if text[q.char_offset : q.char_end] != q.source:
             at = text.find(q.source)
-            problems.append(f"{q.id}: source not at char_offset {q.char_offset}"
-                            + (f" (found at {at})" if at >= 0 else f" (not in {q.book})"))
+            problems.append(
+                f"{q.id}: source not at char_offset {q.char_offset}"
+                + (f" (found at {at})" if at >= 0 else f" (not in {q.book})")
+            )
         elif q.char_end > body_end(text):
             problems.append(f"{q.id}: source lies past the end of the book text")
     return problems
 
 
-def select_questions(questions: list[Question], books: tuple[str, ...] = (), limit: int | None = None
-                     ) -> list[Question]:
+def select_questions(
+    questions: list[Question], books: tuple[str, ...] = (), limit: int | None = None
+) -> list[Question]:
     """Questions of the named books (file name with or without .txt), at most `limit` taken round-robin over the
     books (in file order within a book) so that a small limit still covers every book."""
     if books:
@@ -247,15 +264,23 @@ def _snap(text: str, s: int, e: int, lo: int, hi: int, limit: int) -> tuple[int,
     return s, e
 
 
-def _place(text: str, book: str, group: list[Question], chars: int, budget: int,
-           count_tokens: Callable[[str], int], limit: int) -> list[Window]:
+def _place(
+    text: str,
+    book: str,
+    group: list[Question],
+    chars: int,
+    budget: int,
+    count_tokens: Callable[[str], int],
+    limit: int,
+) -> list[Window]:
     lo, hi = group[0].char_offset, max(q.char_end for q in group)
     for _ in range(20):
         chars = min(chars, limit)
         if len(group) > 1 and hi - lo > chars * (1 - 2 * EDGE / 3):
             half = len(group) // 2  # shrunk below the group: split it
-            return (_place(text, book, group[:half], chars, budget, count_tokens, limit)
-                    + _place(text, book, group[half:], chars, budget, count_tokens, limit))
+            return _place(text, book, group[:half], chars, budget, count_tokens, limit) + _place(
+                text, book, group[half:], chars, budget, count_tokens, limit
+            )
         mid = (lo + hi) // 2
         s = max(0, min(mid - chars // 2, limit - chars))
         e = min(limit, s + chars)
@@ -272,8 +297,13 @@ def _place(text: str, book: str, group: list[Question], chars: int, budget: int,
     raise RuntimeError(f"could not fit a window of {budget} tokens around {group[0].id} in {book}")
 
 
-def build_windows(text: str, questions: Iterable[Question], budget: int, count_tokens: Callable[[str], int],
-                  cpt: float | None = None) -> list[Window]:
+def build_windows(
+    text: str,
+    questions: Iterable[Question],
+    budget: int,
+    count_tokens: Callable[[str], int],
+    cpt: float | None = None,
+) -> list[Window]:
     """Windows of the book text of at most `budget` tokens (count_tokens) covering the questions of one book.
 
     Questions are taken in book order and packed while their sources fit in the middle of a window (EDGE of it
@@ -359,8 +389,11 @@ class QaConfig:
             else:
                 for b in self.budgets:
                     label = f"{pol.name.lower()}/{b}"
-                    labels = protocol.variants(label, self.question_attention, self.sentence_start) \
-                        if pol == Policy.SENTENCE else [label]
+                    labels = (
+                        protocol.variants(label, self.question_attention, self.sentence_start)
+                        if pol == Policy.SENTENCE
+                        else [label]
+                    )
                     out += [(k, self.params(pol, b)) for k in labels]
         for label, opts in self.variants:
             out.append((label, dataclasses.replace(self.params(Policy.SENTENCE, self.budgets[0]), **opts)))
@@ -372,22 +405,38 @@ class QaConfig:
     def session_config(self, n_ctx: int):
         from engine.session import SessionConfig
 
-        first = next((p for _, p in self.candidates() if p.policy != Policy.FULL),
-                     self.params(Policy.SENTENCE, max(self.budgets)))
+        first = next(
+            (p for _, p in self.candidates() if p.policy != Policy.FULL),
+            self.params(Policy.SENTENCE, max(self.budgets)),
+        )
         first = dataclasses.replace(first, budget=max(self.budgets))
-        return SessionConfig(self.model, n_ctx=n_ctx, n_threads=self.threads, skv=first, seed=self.seed,
-                             **self.session_options)
+        return SessionConfig(
+            self.model, n_ctx=n_ctx, n_threads=self.threads, skv=first, seed=self.seed, **self.session_options
+        )
 
     def to_json(self) -> dict:
-        return {"model": self.model, "questions": str(self.questions_path) if self.questions is None else "given",
-                "contexts": list(self.contexts), "candidates": [k for k, _ in self.candidates()],
-                "budgets": list(self.budgets), "sink": self.sink, "ring": self.ring, "max_tokens": self.max_tokens,
-                "limit": self.limit, "books": list(self.books), "threads": self.threads, "seed": self.seed,
-                "stop": list(self.stop), "session_options": dict(self.session_options),
-                "skv_options": dict(self.skv_options),
-                "variants": {k: {f: (v.name.lower() if hasattr(v, "name") else v) for f, v in o.items()}
-                             for k, o in self.variants},
-                "trace": list(self.trace)}
+        return {
+            "model": self.model,
+            "questions": str(self.questions_path) if self.questions is None else "given",
+            "contexts": list(self.contexts),
+            "candidates": [k for k, _ in self.candidates()],
+            "budgets": list(self.budgets),
+            "sink": self.sink,
+            "ring": self.ring,
+            "max_tokens": self.max_tokens,
+            "limit": self.limit,
+            "books": list(self.books),
+            "threads": self.threads,
+            "seed": self.seed,
+            "stop": list(self.stop),
+            "session_options": dict(self.session_options),
+            "skv_options": dict(self.skv_options),
+            "variants": {
+                k: {f: (v.name.lower() if hasattr(v, "name") else v) for f, v in o.items()}
+                for k, o in self.variants
+            },
+            "trace": list(self.trace),
+        }
 
 
 def parse_variant(item: str) -> tuple[str, dict[str, Any]]:
@@ -403,7 +452,9 @@ def parse_variant(item: str) -> tuple[str, dict[str, Any]]:
         key, sep, raw = part.partition(":")
         key = key.strip().replace("-", "_")
         if not sep or key not in fields:
-            raise ValueError(f"variant {label!r}: unknown option {part!r} (known: {', '.join(sorted(fields))})")
+            raise ValueError(
+                f"variant {label!r}: unknown option {part!r} (known: {', '.join(sorted(fields))})"
+            )
         default = fields[key].default
         raw = raw.strip()
         try:
@@ -431,8 +482,11 @@ def parse_options(items: Iterable[str], target: type, own: frozenset[str], what:
         if key in own:
             raise ValueError(f"{what} option {key!r} is set by its own flag")
         f = fields[key]
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
+        )
         raw = raw.strip()
         try:
             if isinstance(default, bool):
@@ -482,28 +536,44 @@ def run_qa(cfg: QaConfig, log: Log = print) -> dict:
             return len(tokenize_sentences(s, session.tokenize, max_tokens=max_len)[0])
 
         overhead = max(len(session.plan([Document.from_text(b, "")], 0).tokens) for b in books) + 4
-        prompt_reserve = max(len(session.prompt_tokens(q.question, q.answer_prefix)) for q in questions) \
-            + cfg.max_tokens + 8
+        prompt_reserve = (
+            max(len(session.prompt_tokens(q.question, q.answer_prefix)) for q in questions)
+            + cfg.max_tokens
+            + 8
+        )
         cpt = {b: chars_per_token(texts[b], count_tokens) for b in books}
         for ctx in cfg.contexts:
             doc_budget = ctx - overhead - prompt_reserve
             if doc_budget < 64:
-                raise ValueError(f"a context of {ctx} tokens leaves no room for the book after the question "
-                                 f"and {cfg.max_tokens} answer tokens ({prompt_reserve} tokens)")
+                raise ValueError(
+                    f"a context of {ctx} tokens leaves no room for the book after the question "
+                    f"and {cfg.max_tokens} answer tokens ({prompt_reserve} tokens)"
+                )
             reserve = n_ctx - ctx + prompt_reserve
             for book in books:
-                wins = build_windows(texts[book], [q for q in questions if q.book == book], doc_budget,
-                                     count_tokens, cpt=cpt[book])
+                wins = build_windows(
+                    texts[book],
+                    [q for q in questions if q.book == book],
+                    doc_budget,
+                    count_tokens,
+                    cpt=cpt[book],
+                )
                 for wi, w in enumerate(wins):
                     win, rows = run_window(session, cfg, cands, ctx, w, texts[book], reserve, wi)
                     windows.append(win)
                     results += rows
-                    log(f"[{ctx_label(ctx)} {book} window {wi + 1}/{len(wins)}: {win['tokens']} tokens, "
-                        f"prefill {win['prefill_s']:.1f} s]")
+                    log(
+                        f"[{ctx_label(ctx)} {book} window {wi + 1}/{len(wins)}: {win['tokens']} tokens, "
+                        f"prefill {win['prefill_s']:.1f} s]"
+                    )
                     for r in rows:
-                        log(f"  {r['id']}: " + ", ".join(
-                            f"{k} {'OK' if v['correct'] else 'x'} {v['answer'][:30]!r}"
-                            for k, v in r["policies"].items()))
+                        log(
+                            f"  {r['id']}: "
+                            + ", ".join(
+                                f"{k} {'OK' if v['correct'] else 'x'} {v['answer'][:30]!r}"
+                                for k, v in r["policies"].items()
+                            )
+                        )
                     if cfg.out is not None:
                         _write(cfg, info, windows, results, time.perf_counter() - t0, partial=True)
     finally:
@@ -512,8 +582,16 @@ def run_qa(cfg: QaConfig, log: Log = print) -> dict:
     return _write(cfg, info, windows, results, time.perf_counter() - t0, partial=False)
 
 
-def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: int, w: Window, text: str,
-               reserve: int, index: int) -> tuple[dict, list[dict]]:
+def run_window(
+    session,
+    cfg: QaConfig,
+    cands: list[tuple[str, SkvParams]],
+    ctx: int,
+    w: Window,
+    text: str,
+    reserve: int,
+    index: int,
+) -> tuple[dict, list[dict]]:
     """Prefill one window, then ask each of its questions under each candidate from a snapshot of the prefill."""
     from engine.documents import Document
 
@@ -528,20 +606,34 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
     rep = session.load_documents([doc], reserve=reserve, store=store)
     prefill_s = time.perf_counter() - t0
     snap = session.snapshot()
-    win = {"context": ctx, "book": w.book, "index": index, "chars": [w.start, w.end], "tokens": rep.n_tokens_loaded,
-           "n_doc_tokens": session.n_doc_tokens, "truncated": rep.truncated, "prefill_s": prefill_s,
-           "restored": rep.restored,
-           "questions": [q.id for q in w.questions]}
+    win = {
+        "context": ctx,
+        "book": w.book,
+        "index": index,
+        "chars": [w.start, w.end],
+        "tokens": rep.n_tokens_loaded,
+        "n_doc_tokens": session.n_doc_tokens,
+        "truncated": rep.truncated,
+        "prefill_s": prefill_s,
+        "restored": rep.restored,
+        "questions": [q.id for q in w.questions],
+    }
     rows = []
     for q in w.questions:
         a, b = q.char_offset - w.start, q.char_end - w.start
         src = sorted(i for i in range(len(session.spans)) if _overlaps(session.span_of(i), a, b))
         src_set = set(src)
-        row: dict[str, Any] = {"context": ctx, "id": q.id, "book": q.book, "window": index,
-                               "question": q.question, "expected": [list(s) for s in q.expected],
-                               "source_chars": [q.char_offset, q.char_end],
-                               "source_depth": round((a + b) / 2 / max(1, w.end - w.start), 3),
-                               "source_sentences": src}
+        row: dict[str, Any] = {
+            "context": ctx,
+            "id": q.id,
+            "book": q.book,
+            "window": index,
+            "question": q.question,
+            "expected": [list(s) for s in q.expected],
+            "source_chars": [q.char_offset, q.char_end],
+            "source_depth": round((a + b) / 2 / max(1, w.end - w.start), 3),
+            "source_sentences": src,
+        }
         if not src:  # cut off by the load (it should not be: the window was sized to fit)
             row["skipped"] = "source not loaded"
             rows.append(row)
@@ -557,21 +649,38 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
             session.restore(snap)
             session.set_params(params)
             qa_mode, ss_mode = protocol.of(label)
-            r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=cfg.max_tokens, stop=cfg.stop,
-                            question_attention=qa_mode, sentence_start=ss_mode)
+            r = session.ask(
+                q.question,
+                answer_prefix=q.answer_prefix,
+                max_tokens=cfg.max_tokens,
+                stop=cfg.stop,
+                question_attention=qa_mode,
+                sentence_start=ss_mode,
+            )
             answer = r.answer.strip()
             hits = slot_hits(q.expected, answer)
-            res: dict[str, Any] = {"answer": answer, "correct": bool(hits) and all(hits), "slots": hits,
-                                   "reason": r.reason, "n_tokens": len(r.tokens), "tokens": list(r.tokens)}
+            res: dict[str, Any] = {
+                "answer": answer,
+                "correct": bool(hits) and all(hits),
+                "slots": hits,
+                "reason": r.reason,
+                "n_tokens": len(r.tokens),
+                "tokens": list(r.tokens),
+            }
             if params.policy == Policy.FULL or not r.steps:
                 res["source_retrieved"] = None
                 res["source_weight"] = None
             else:
-                res["source_retrieved"] = any(_overlaps(session.span_of(sid), a, b)
-                                              for st in r.steps for sid, _ in st.counts)
+                res["source_retrieved"] = any(
+                    _overlaps(session.span_of(sid), a, b) for st in r.steps for sid, _ in st.counts
+                )
                 total = sum(st.n_selections for st in r.steps)
-                res["source_weight"] = sum(max((n for sid, n in st.counts if sid in src_set), default=0)
-                                           for st in r.steps) / total if total else None
+                res["source_weight"] = (
+                    sum(max((n for sid, n in st.counts if sid in src_set), default=0) for st in r.steps)
+                    / total
+                    if total
+                    else None
+                )
             row["policies"][label] = res
         full_res = row["policies"].get("full")
         if cfg.trace and full_res is not None and full_res["n_tokens"] > 0:
@@ -582,13 +691,16 @@ def run_window(session, cfg: QaConfig, cands: list[tuple[str, SkvParams]], ctx: 
                 session.restore(snap)
                 session.set_params(params)
                 qa_mode, ss_mode = protocol.of(label)
-                row["policies"][label]["trace"] = trace_answer(session, q, forced, cfg, qa_mode, ss_mode, src_set)
+                row["policies"][label]["trace"] = trace_answer(
+                    session, q, forced, cfg, qa_mode, ss_mode, src_set
+                )
         rows.append(row)
     return win, rows
 
 
-def trace_answer(session, q: Question, forced: list[int], cfg: QaConfig, qa_mode: str, ss_mode: str,
-                 src_set: set[int]) -> dict:
+def trace_answer(
+    session, q: Question, forced: list[int], cfg: QaConfig, qa_mode: str, ss_mode: str, src_set: set[int]
+) -> dict:
     """Decode `forced` (full's answer) under the session's policy: per answer token i, the log-probability the
     policy gives full's token, whether it is the policy's own pick, and in how many of the step's selections the
     source sentence is (the selection made while decoding token i-1, which produced the logits of token i: the
@@ -605,14 +717,27 @@ def trace_answer(session, q: Question, forced: list[int], cfg: QaConfig, qa_mode
         top.append(int(np.argmax(z)) == forced[i])
         return forced[i]
 
-    r = session.ask(q.question, answer_prefix=q.answer_prefix, max_tokens=len(forced), stop=(), ignore_eos=True,
-                    sampler=sampler, question_attention=qa_mode, sentence_start=ss_mode)
+    r = session.ask(
+        q.question,
+        answer_prefix=q.answer_prefix,
+        max_tokens=len(forced),
+        stop=(),
+        ignore_eos=True,
+        sampler=sampler,
+        question_attention=qa_mode,
+        sentence_start=ss_mode,
+    )
     sel = [r.first_step] + list(r.steps[: len(forced) - 1])
     src_in = [sum(n for sid, n in st.counts if sid in src_set) if st is not None else None for st in sel]
     n_sel = next((st.n_selections for st in sel if st is not None), 0)
     diverge = next((i for i, ok in enumerate(top) if not ok), None)
-    return {"logp": logp, "top": top, "source_selections": src_in, "n_selections": n_sel,
-            "first_divergence": diverge}
+    return {
+        "logp": logp,
+        "top": top,
+        "source_selections": src_in,
+        "n_selections": n_sel,
+        "first_divergence": diverge,
+    }
 
 
 def _overlaps(sp, a: int, b: int) -> bool:
@@ -633,24 +758,47 @@ def summarize(results: list[dict], labels: list[str], contexts: Iterable[int]) -
             continue
         for k in labels:
             ok = [r for r in rs if r["policies"][k]["correct"]]
-            rec = [r["policies"][k]["source_retrieved"] for r in rs
-                   if r["policies"][k]["source_retrieved"] is not None]
-            row: dict[str, Any] = {"context": ctx, "label": k, "n": len(rs), "correct": len(ok),
-                                   "accuracy": len(ok) / len(rs),
-                                   "retrieval_recall": sum(rec) / len(rec) if rec else None,
-                                   "full_correct": None, "kept": None, "kept_of_full": None}
+            rec = [
+                r["policies"][k]["source_retrieved"]
+                for r in rs
+                if r["policies"][k]["source_retrieved"] is not None
+            ]
+            row: dict[str, Any] = {
+                "context": ctx,
+                "label": k,
+                "n": len(rs),
+                "correct": len(ok),
+                "accuracy": len(ok) / len(rs),
+                "retrieval_recall": sum(rec) / len(rec) if rec else None,
+                "full_correct": None,
+                "kept": None,
+                "kept_of_full": None,
+            }
             if full is not None:
                 f_ok = [r for r in rs if r["policies"][full]["correct"]]
                 kept = [r for r in f_ok if r["policies"][k]["correct"]]
-                row.update(full_correct=len(f_ok), kept=len(kept),
-                           kept_of_full=len(kept) / len(f_ok) if f_ok else None)
+                row.update(
+                    full_correct=len(f_ok),
+                    kept=len(kept),
+                    kept_of_full=len(kept) / len(f_ok) if f_ok else None,
+                )
             rows.append(row)
         for k in (k for k in labels if k.startswith("window/")):
             ok = [r for r in rs if r["policies"][k]["correct"]]
             outside = [r["id"] for r in ok if not r["source_in_sink_or_ring"]]
-            memory.append({"context": ctx, "label": k, "n": len(rs), "window_correct": len(ok),
-                           "window_correct_outside_window": len(outside), "ids": outside})
-    skipped = [{"context": r["context"], "id": r["id"], "why": r["skipped"]} for r in results if "skipped" in r]
+            memory.append(
+                {
+                    "context": ctx,
+                    "label": k,
+                    "n": len(rs),
+                    "window_correct": len(ok),
+                    "window_correct_outside_window": len(outside),
+                    "ids": outside,
+                }
+            )
+    skipped = [
+        {"context": r["context"], "id": r["id"], "why": r["skipped"]} for r in results if "skipped" in r
+    ]
     return {"rows": rows, "memory_check": memory, "skipped": skipped, "trace": trace_rows(results, labels)}
 
 
@@ -660,30 +808,55 @@ def trace_rows(results: list[dict], labels: list[str]) -> list[dict]:
     full's token there, the share of the step's selections holding the source there and over the answer."""
     out = []
     for ctx in sorted({r["context"] for r in results}):
-        rs = [r for r in results if r["context"] == ctx and "policies" in r and r["policies"].get("full", {}).get("correct")]
+        rs = [
+            r
+            for r in results
+            if r["context"] == ctx and "policies" in r and r["policies"].get("full", {}).get("correct")
+        ]
         for k in labels:
-            lost = [r["policies"][k] for r in rs if not r["policies"][k]["correct"] and "trace" in r["policies"][k]]
-            kept = [r["policies"][k] for r in rs if r["policies"][k]["correct"] and "trace" in r["policies"][k]]
+            lost = [
+                r["policies"][k]
+                for r in rs
+                if not r["policies"][k]["correct"] and "trace" in r["policies"][k]
+            ]
+            kept = [
+                r["policies"][k] for r in rs if r["policies"][k]["correct"] and "trace" in r["policies"][k]
+            ]
             if not lost and not kept:
                 continue
             div = [t["trace"]["first_divergence"] for t in lost if t["trace"]["first_divergence"] is not None]
-            lp = [t["trace"]["logp"][d] for t in lost for d in [t["trace"]["first_divergence"]] if d is not None]
+            lp = [
+                t["trace"]["logp"][d] for t in lost for d in [t["trace"]["first_divergence"]] if d is not None
+            ]
+
             def share(t, i=None):
                 tr = t["trace"]
                 xs = tr["source_selections"] if i is None else [tr["source_selections"][i]]
                 xs = [x for x in xs if x is not None]
                 return sum(xs) / (len(xs) * tr["n_selections"]) if xs and tr["n_selections"] else None
-            at_div = [share(t, t["trace"]["first_divergence"]) for t in lost if t["trace"]["first_divergence"] is not None]
+
+            at_div = [
+                share(t, t["trace"]["first_divergence"])
+                for t in lost
+                if t["trace"]["first_divergence"] is not None
+            ]
             at_div = [x for x in at_div if x is not None]
             over = [x for x in (share(t) for t in lost) if x is not None]
             over_kept = [x for x in (share(t) for t in kept) if x is not None]
             med = sorted(div)[len(div) // 2] if div else None
-            out.append({"context": ctx, "label": k, "lost": len(lost), "diverged": len(div),
-                        "median_first_divergence": med,
-                        "mean_logp_at_divergence": sum(lp) / len(lp) if lp else None,
-                        "source_share_at_divergence": sum(at_div) / len(at_div) if at_div else None,
-                        "source_share_lost": sum(over) / len(over) if over else None,
-                        "source_share_kept": sum(over_kept) / len(over_kept) if over_kept else None})
+            out.append(
+                {
+                    "context": ctx,
+                    "label": k,
+                    "lost": len(lost),
+                    "diverged": len(div),
+                    "median_first_divergence": med,
+                    "mean_logp_at_divergence": sum(lp) / len(lp) if lp else None,
+                    "source_share_at_divergence": sum(at_div) / len(at_div) if at_div else None,
+                    "source_share_lost": sum(over) / len(over) if over else None,
+                    "source_share_kept": sum(over_kept) / len(over_kept) if over_kept else None,
+                }
+            )
     return out
 
 
@@ -693,22 +866,46 @@ HEADERS = ["context", "policy", "n", "correct", "accuracy", "recall", "kept of f
 def table_rows(summary: dict) -> list[list]:
     out = []
     for r in summary["rows"]:
-        kept = "-" if r["kept_of_full"] is None else f"{r['kept_of_full']:.2f} ({r['kept']}/{r['full_correct']})"
-        out.append([ctx_label(r["context"]), r["label"], r["n"], r["correct"], r["accuracy"],
-                    r["retrieval_recall"], kept])
+        kept = (
+            "-" if r["kept_of_full"] is None else f"{r['kept_of_full']:.2f} ({r['kept']}/{r['full_correct']})"
+        )
+        out.append(
+            [
+                ctx_label(r["context"]),
+                r["label"],
+                r["n"],
+                r["correct"],
+                r["accuracy"],
+                r["retrieval_recall"],
+                kept,
+            ]
+        )
     return out
 
 
 def memory_lines(summary: dict) -> list[str]:
-    return [f"{ctx_label(m['context'])} {m['label']}: {m['window_correct']}/{m['n']} right, "
-            f"{m['window_correct_outside_window']} with the source outside its window"
-            + (f" ({', '.join(m['ids'])})" if m["ids"] else "") for m in summary["memory_check"]]
+    return [
+        f"{ctx_label(m['context'])} {m['label']}: {m['window_correct']}/{m['n']} right, "
+        f"{m['window_correct_outside_window']} with the source outside its window"
+        + (f" ({', '.join(m['ids'])})" if m["ids"] else "")
+        for m in summary["memory_check"]
+    ]
 
 
-def _write(cfg: QaConfig, info: dict, windows: list[dict], results: list[dict], wall: float, partial: bool) -> dict:
+def _write(
+    cfg: QaConfig, info: dict, windows: list[dict], results: list[dict], wall: float, partial: bool
+) -> dict:
     labels = [k for k, _ in cfg.candidates()]
-    data = {"benchmark": "qa", "partial": partial, "config": cfg.to_json(), "machine": info, "wall_s": wall,
-            "summary": summarize(results, labels, cfg.contexts), "windows": windows, "results": results}
+    data = {
+        "benchmark": "qa",
+        "partial": partial,
+        "config": cfg.to_json(),
+        "machine": info,
+        "wall_s": wall,
+        "summary": summarize(results, labels, cfg.contexts),
+        "windows": windows,
+        "results": results,
+    }
     if cfg.out is not None:
         out = Path(cfg.out)
         report.write_json(out / "qa.json", data)
@@ -722,31 +919,63 @@ def _fmt(x: float | None) -> str:
 
 def render_markdown(data: dict) -> str:
     c, mi, s = data["config"], data["machine"], data["summary"]
-    lines = [f"# skv eval qa ({mi['date']})", "",
-             f"Model `{Path(c['model']).name}`, contexts {', '.join(ctx_label(x) for x in c['contexts'])}, "
-             f"sink {c['sink']}, ring {c['ring']}, greedy {c['max_tokens']} tokens, "
-             f"{len({r['id'] for r in data['results']})} questions. Correct: every expected slot in the answer; "
-             "recall: a sentence of the source selected at some answer step; kept of full: questions the policy "
-             "answers right among those full answers right.", ""]
+    lines = [
+        f"# skv eval qa ({mi['date']})",
+        "",
+        f"Model `{Path(c['model']).name}`, contexts {', '.join(ctx_label(x) for x in c['contexts'])}, "
+        f"sink {c['sink']}, ring {c['ring']}, greedy {c['max_tokens']} tokens, "
+        f"{len({r['id'] for r in data['results']})} questions. Correct: every expected slot in the answer; "
+        "recall: a sentence of the source selected at some answer step; kept of full: questions the policy "
+        "answers right among those full answers right.",
+        "",
+    ]
     if s["rows"]:
         lines += [report.markdown_table(HEADERS, table_rows(s)), ""]
     if s["memory_check"]:
         lines += ["Memory check (window sees only sink + ring, never the source):", ""]
         lines += [f"- {ln}" for ln in memory_lines(s)] + [""]
     if s["skipped"]:
-        lines += ["Skipped: " + ", ".join(f"{x['id']} ({ctx_label(x['context'])}: {x['why']})"
-                                          for x in s["skipped"]), ""]
+        lines += [
+            "Skipped: "
+            + ", ".join(f"{x['id']} ({ctx_label(x['context'])}: {x['why']})" for x in s["skipped"]),
+            "",
+        ]
     if s.get("trace"):
-        lines += ["Trace along full's answer (questions full answers right; lost: the candidate's own answer is "
-                  "wrong): the first answer token where the candidate would not pick full's token (median index), "
-                  "its log p of full's token there, and the share of the (layer, head) selections holding the "
-                  "source sentence, at that step and over the answer (lost / kept answers):", "",
-                  report.markdown_table(
-                      ["context", "policy", "lost", "diverged", "first divergence", "log p there",
-                       "source share there", "source share (lost)", "source share (kept)"],
-                      [[ctx_label(t["context"]), t["label"], t["lost"], t["diverged"], t["median_first_divergence"],
-                        _fmt(t["mean_logp_at_divergence"]), _fmt(t["source_share_at_divergence"]),
-                        _fmt(t["source_share_lost"]), _fmt(t["source_share_kept"])] for t in s["trace"]]), ""]
+        lines += [
+            "Trace along full's answer (questions full answers right; lost: the candidate's own answer is "
+            "wrong): the first answer token where the candidate would not pick full's token (median index), "
+            "its log p of full's token there, and the share of the (layer, head) selections holding the "
+            "source sentence, at that step and over the answer (lost / kept answers):",
+            "",
+            report.markdown_table(
+                [
+                    "context",
+                    "policy",
+                    "lost",
+                    "diverged",
+                    "first divergence",
+                    "log p there",
+                    "source share there",
+                    "source share (lost)",
+                    "source share (kept)",
+                ],
+                [
+                    [
+                        ctx_label(t["context"]),
+                        t["label"],
+                        t["lost"],
+                        t["diverged"],
+                        t["median_first_divergence"],
+                        _fmt(t["mean_logp_at_divergence"]),
+                        _fmt(t["source_share_at_divergence"]),
+                        _fmt(t["source_share_lost"]),
+                        _fmt(t["source_share_kept"]),
+                    ]
+                    for t in s["trace"]
+                ],
+            ),
+            "",
+        ]
     labels = c["candidates"]
     rows = []
     for r in data["results"]:
@@ -762,8 +991,12 @@ def render_markdown(data: dict) -> str:
         ans = r["policies"][labels[0]]["answer"].replace("|", "/").replace("\n", " ")[:40]
         rows.append([ctx_label(r["context"]), r["id"], r["source_depth"], *cells, ans])
     if rows:
-        lines += ["Per question (r: source retrieved at some answer step):", "",
-                  report.markdown_table(["context", "id", "depth", *labels, f"{labels[0]} answer"], rows), ""]
+        lines += [
+            "Per question (r: source retrieved at some answer step):",
+            "",
+            report.markdown_table(["context", "id", "depth", *labels, f"{labels[0]} answer"], rows),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -772,11 +1005,17 @@ def render_markdown(data: dict) -> str:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in model)")
-    p.add_argument("--questions", help=f"question file (default {DEFAULT_QUESTIONS.relative_to(DEFAULT_QUESTIONS.parents[2])})")
+    p.add_argument(
+        "--questions",
+        help=f"question file (default {DEFAULT_QUESTIONS.relative_to(DEFAULT_QUESTIONS.parents[2])})",
+    )
     p.add_argument("--contexts", default="8k", help="context sizes in tokens, e.g. 8k,16k,28k (default 8k)")
     p.add_argument("--policies", default=",".join(DEFAULT_POLICIES))
-    p.add_argument("--budgets", default=str(DEFAULT_PARAMS.budget),
-                   help="budgets for the SKV policies (default %(default)s; full runs once)")
+    p.add_argument(
+        "--budgets",
+        default=str(DEFAULT_PARAMS.budget),
+        help="budgets for the SKV policies (default %(default)s; full runs once)",
+    )
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
     p.add_argument("--max-tokens", type=int, default=32, help="greedy answer tokens (default 32)")
@@ -784,26 +1023,51 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--books", help="only these books, e.g. walden,frankenstein")
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--stop", action="append", metavar="TEXT",
-                   help="stop string ending an answer (repeatable; default: a newline followed by 'Question:')")
+    p.add_argument(
+        "--stop",
+        action="append",
+        metavar="TEXT",
+        help="stop string ending an answer (repeatable; default: a newline followed by 'Question:')",
+    )
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--n-batch", type=int, help="prefill batch (default: the session's)")
     p.add_argument("--prompt-format", help="auto, completion or chat (default: the session's)")
-    p.add_argument("--session-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other SessionConfig field, forwarded as is (repeatable)")
-    p.add_argument("--skv-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other SkvParams field, e.g. max_sentence_len=128 (repeatable)")
+    p.add_argument(
+        "--session-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other SessionConfig field, forwarded as is (repeatable)",
+    )
+    p.add_argument(
+        "--skv-opt",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="any other SkvParams field, e.g. max_sentence_len=128 (repeatable)",
+    )
     protocol.add_arguments(p)
-    p.add_argument("--variant", action="append", default=[], metavar="LABEL=KEY:VALUE,...",
-                   help="a named sentence candidate at the first budget with other SkvParams, e.g. "
-                        "heads=gqa:heads or oracle-tok=oracle:tokens (repeatable)")
-    p.add_argument("--trace", metavar="LABELS",
-                   help="also decode these candidates (comma-separated labels, or all) along full's answer: per "
-                        "token, log p of full's token, whether it is the candidate's pick, the source's share of "
-                        "the selections")
-    p.add_argument("--store", metavar="DIR",
-                   help="save each window's prefill here and restore it on the next run with the same windows "
-                        "(a later run of other candidates skips the prefills; ~13 MB per 1k tokens)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=KEY:VALUE,...",
+        help="a named sentence candidate at the first budget with other SkvParams, e.g. "
+        "heads=gqa:heads or oracle-tok=oracle:tokens (repeatable)",
+    )
+    p.add_argument(
+        "--trace",
+        metavar="LABELS",
+        help="also decode these candidates (comma-separated labels, or all) along full's answer: per "
+        "token, log p of full's token, whether it is the candidate's pick, the source's share of "
+        "the selections",
+    )
+    p.add_argument(
+        "--store",
+        metavar="DIR",
+        help="save each window's prefill here and restore it on the next run with the same windows "
+        "(a later run of other candidates skips the prefills; ~13 MB per 1k tokens)",
+    )
     p.add_argument("--out", default="bench-results/qa", help="output folder (default bench-results/qa)")
 
 
@@ -829,9 +1093,14 @@ def config_from_args(args: argparse.Namespace) -> QaConfig:
         questions_path=Path(args.questions) if args.questions else DEFAULT_QUESTIONS,
         contexts=contexts,
         policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
-        budgets=budgets, sink=args.sink, ring=args.ring, max_tokens=args.max_tokens, limit=args.limit,
+        budgets=budgets,
+        sink=args.sink,
+        ring=args.ring,
+        max_tokens=args.max_tokens,
+        limit=args.limit,
         books=tuple(b.strip() for b in (args.books or "").split(",") if b.strip()),
-        threads=args.threads, seed=args.seed,
+        threads=args.threads,
+        seed=args.seed,
         stop=tuple(args.stop) if args.stop else DEFAULT_STOP,
         session_options=session_options,
         skv_options=parse_options(args.skv_opt, SkvParams, _OWN_SKV_FIELDS, "SKV"),

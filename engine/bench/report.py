@@ -55,8 +55,13 @@ def machine_info() -> dict[str, Any]:
     }
     try:
         info["cpu_model"] = next(
-            (ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-             if ln.startswith("model name")), "unknown")
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                if ln.startswith("model name")
+            ),
+            "unknown",
+        )
     except OSError:
         info["cpu_model"] = "unknown"
     info["uptime_start"] = uptime()
@@ -112,8 +117,15 @@ def _pyplot():
     return plt
 
 
-def line_plot(path: Path, title: str, xlabel: str, ylabel: str, xs: Sequence[float],
-              series: dict[str, Sequence[float | None]], logx: bool = True) -> Path | None:
+def line_plot(
+    path: Path,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    xs: Sequence[float],
+    series: dict[str, Sequence[float | None]],
+    logx: bool = True,
+) -> Path | None:
     """One line per series (None values skipped); returns None without matplotlib."""
     if not have_matplotlib():
         return None
@@ -138,8 +150,15 @@ def line_plot(path: Path, title: str, xlabel: str, ylabel: str, xs: Sequence[flo
     return path
 
 
-def heatmap(path: Path, title: str, grids: dict[str, list[list[float | None]]], row_labels: Sequence[str],
-            col_labels: Sequence[str], xlabel: str, ylabel: str) -> Path | None:
+def heatmap(
+    path: Path,
+    title: str,
+    grids: dict[str, list[list[float | None]]],
+    row_labels: Sequence[str],
+    col_labels: Sequence[str],
+    xlabel: str,
+    ylabel: str,
+) -> Path | None:
     """One panel per grid (values 0..1, None shown blank); returns None without matplotlib."""
     if not have_matplotlib():
         return None

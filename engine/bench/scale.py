@@ -44,8 +44,12 @@ from engine.params import DEFAULT_PARAMS, Policy, Remap, SkvParams
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
 FULL_CONTEXTS = (1024, 4096, 16384, 32768, 65536)
 MODEL_FILE = "skv-bench-1b-like-256k-q4_0.gguf"  # trained length 262,144: nothing else switches on at 256k
-TARGETS = {"stock_over_skv_64k_min": 3.0, "device_over_full_kv_64k_max": 1 / 10, "skv_64k_over_4k_max": 1.15,
-           "skv_256k_over_4k_max": 1.3}
+TARGETS = {
+    "stock_over_skv_64k_min": 3.0,
+    "device_over_full_kv_64k_max": 1 / 10,
+    "skv_64k_over_4k_max": 1.15,
+    "skv_256k_over_4k_max": 1.3,
+}
 
 
 @dataclass(slots=True)
@@ -63,14 +67,20 @@ class ScaleConfig:
     text: str = ""
     seed: int = 0
     n_gpu_layers: int = 0  # layers offloaded (native/tools/gpu_check.py); 0 = the CPU
-    device_used: Callable[[], int] | None = None  # bytes in use on the device, as its allocator reports (GPU runs)
+    device_used: Callable[[], int] | None = (
+        None  # bytes in use on the device, as its allocator reports (GPU runs)
+    )
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def candidates(self) -> list[Candidate]:
-        out = [Candidate(f"{Policy.parse(p).name.lower()}/{self.budget}",
-                         SkvParams(Policy.parse(p), self.budget, self.sink, self.ring, remap=Remap.OFF))
-               for p in self.policies]
+        out = [
+            Candidate(
+                f"{Policy.parse(p).name.lower()}/{self.budget}",
+                SkvParams(Policy.parse(p), self.budget, self.sink, self.ring, remap=Remap.OFF),
+            )
+            for p in self.policies
+        ]
         if not out or out[0].params.policy != Policy.SENTENCE:
             raise ValueError("the first policy must be sentence (the candidate the targets are about)")
         return out
@@ -86,7 +96,9 @@ def scale_model_path(log=print) -> Path:
         return path
     vocab = find_vocab_file()
     if vocab is None:
-        raise FileNotFoundError("the llama.cpp vocab GGUF is missing (resources/vocab): reinstall the project")
+        raise FileNotFoundError(
+            "the llama.cpp vocab GGUF is missing (resources/vocab): reinstall the project"
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     log(f"generating the random-weight 1B-like model into {path} (once) ...")
     t0 = time.perf_counter()
@@ -145,8 +157,15 @@ def open_session(cfg: ScaleConfig, model: str, n_tokens: int, params: SkvParams 
     """A context for n_tokens plus the decode steps: SentenceKV with `params`, stock with None."""
     from engine.session import Session, SessionConfig
 
-    return Session(SessionConfig(model, n_ctx=n_ctx_for(cfg, n_tokens), n_threads=cfg.threads, skv=params,
-                                 n_gpu_layers=cfg.n_gpu_layers))
+    return Session(
+        SessionConfig(
+            model,
+            n_ctx=n_ctx_for(cfg, n_tokens),
+            n_threads=cfg.threads,
+            skv=params,
+            n_gpu_layers=cfg.n_gpu_layers,
+        )
+    )
 
 
 def declare_sentences(session, text: str, lengths: list[int], n_tokens: int, max_len: int) -> list[int]:
@@ -161,7 +180,7 @@ def declare_sentences(session, text: str, lengths: list[int], n_tokens: int, max
 
 def decode_tokens(session, cfg: ScaleConfig, text: str) -> list[int]:
     """The teacher-forced decode steps: book tokens, the same for every context."""
-    return session.tokenize(text[1000:1000 + cfg.steps * 12 + 200])[: cfg.steps]
+    return session.tokenize(text[1000 : 1000 + cfg.steps * 12 + 200])[: cfg.steps]
 
 
 def open_reference(cfg: ScaleConfig, model: str, n_tokens: int, text: str, lengths: list[int]) -> Reference:
@@ -176,8 +195,15 @@ def open_reference(cfg: ScaleConfig, model: str, n_tokens: int, text: str, lengt
         raise
 
 
-def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, lengths: list[int],
-                  ref: Reference | None = None) -> dict:
+def bench_context(
+    cfg: ScaleConfig,
+    model: str,
+    n_tokens: int,
+    text: str,
+    log,
+    lengths: list[int],
+    ref: Reference | None = None,
+) -> dict:
     """`lengths`: the book's sentence lengths, filled on the first call (tokenizing the book once per run); `ref`:
     the first context's session, run in every repeat beside this context's."""
     cands = cfg.candidates()
@@ -195,11 +221,14 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             fill(s, n_tokens, cfg.seed, filler)
         fill_s = time.perf_counter() - t0
         cont = decode_tokens(skv, cfg, text)
-        log(f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
-            f"{len(ends)} sentences declared")
+        log(
+            f"[{ctx_label(n_tokens)}] synthetic fill of {n_tokens} tokens x 2 contexts in {fill_s:.1f} s, "
+            f"{len(ends)} sentences declared"
+        )
         times: dict[str, list[float]] = {"stock": [], **{c.label: [] for c in cands}}
         host: dict[str, dict[str, list[float]]] = {
-            c.label: {"prepare_ms": [], "after_ms": [], "rows": [], "remapped": []} for c in cands}
+            c.label: {"prepare_ms": [], "after_ms": [], "rows": [], "remapped": []} for c in cands
+        }
 
         def host_sample(label: str) -> None:
             st = skv.skv.stats()
@@ -229,15 +258,21 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
                     label = c.label
                 times[label].extend(ts)
                 runs[label].append(median(ts))
-            log(f"[{ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
+            log(
+                f"[{ctx_label(n_tokens)}] repeat {r + 1}/{cfg.repeats}: "
                 + ", ".join(f"{k} {v[-1]:.1f}" for k, v in runs.items())
-                + (f", {cands[0].label} at {ctx_label(ref.n_tokens)} {ref_runs[-1]:.1f}" if ref else "") + " ms/tok")
+                + (f", {cands[0].label} at {ctx_label(ref.n_tokens)} {ref_runs[-1]:.1f}" if ref else "")
+                + " ms/tok"
+            )
         skv.set_params(cands[0].params)
         st = skv.skv.stats()
         device = None
         if cfg.device_used is not None:  # each session holds its own copy of the weights: compare the two
-            device = {"stock_session_bytes": u1 - u0, "skv_session_bytes": u2 - u1,
-                      "both_after_decode_bytes": used() - u0}
+            device = {
+                "stock_session_bytes": u1 - u0,
+                "skv_session_bytes": u2 - u1,
+                "both_after_decode_bytes": used() - u0,
+            }
         return {
             "context": n_tokens,
             "n_ctx": n_ctx_for(cfg, n_tokens),
@@ -249,12 +284,15 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
             "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
             # the main candidate at the first context, run in the same repeats (absent for the first context)
-            "first_context_interleaved": None if ref is None else {
-                "context": ref.n_tokens, "ms_per_token": median(ref_times), "run_medians": ref_runs},
+            "first_context_interleaved": None
+            if ref is None
+            else {"context": ref.n_tokens, "ms_per_token": median(ref_times), "run_medians": ref_runs},
             # host work of a staged step outside the graph (llama_skv_stats), medians over every step; "remapped": the
             # steps that gave virtual positions (none: remapping is off here)
-            "host_per_step": {k: {m: sum(v) if m == "remapped" else median(v) for m, v in d.items()}
-                              for k, d in host.items()},
+            "host_per_step": {
+                k: {m: sum(v) if m == "remapped" else median(v) for m, v in d.items()}
+                for k, d in host.items()
+            },
             "memory": {
                 "host_kv_bytes": st.host_kv_bytes,
                 "full_kv_bytes": st.full_kv_bytes,
@@ -275,20 +313,38 @@ def bench_context(cfg: ScaleConfig, model: str, n_tokens: int, text: str, log, l
 
 def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]]]:
     base = results[0]
-    headers = ["ctx", "stock ms/tok", "skv ms/tok", "stock/skv", "ceiling", "skv/skv@1st", "skv@1st same runs",
-               "host KV MiB", "dev SKV MiB", "dev/full KV", "sentences"]
+    headers = [
+        "ctx",
+        "stock ms/tok",
+        "skv ms/tok",
+        "stock/skv",
+        "ceiling",
+        "skv/skv@1st",
+        "skv@1st same runs",
+        "host KV MiB",
+        "dev SKV MiB",
+        "dev/full KV",
+        "sentences",
+    ]
     rows = []
     for r in results:
         ms, m = r["ms_per_token"], r["memory"]
         ref = r.get("first_context_interleaved")
-        rows.append([
-            ctx_label(r["context"]), ms["stock"], ms[main], ms["stock"] / ms[main],
-            ms["stock"] / base["ms_per_token"]["stock"], flatness(r, base, main),
-            ref["ms_per_token"] if ref else "-",
-            m["host_kv_bytes"] / 2**20, m["device_skv_bytes"] / 2**20,
-            f"1/{m['full_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
-            m["n_sentences"],
-        ])
+        rows.append(
+            [
+                ctx_label(r["context"]),
+                ms["stock"],
+                ms[main],
+                ms["stock"] / ms[main],
+                ms["stock"] / base["ms_per_token"]["stock"],
+                flatness(r, base, main),
+                ref["ms_per_token"] if ref else "-",
+                m["host_kv_bytes"] / 2**20,
+                m["device_skv_bytes"] / 2**20,
+                f"1/{m['full_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
+                m["n_sentences"],
+            ]
+        )
     return headers, rows
 
 
@@ -306,17 +362,30 @@ def check_targets(results: list[dict], main: str) -> list[dict]:
         r = by[65536]
         v = r["ms_per_token"]["stock"] / r["ms_per_token"][main]
         ceiling = r["ms_per_token"]["stock"] / results[0]["ms_per_token"]["stock"]
-        out.append({"target": "stock/skv at 64k >= 3", "value": v, "ceiling": ceiling,
-                    "met": v >= TARGETS["stock_over_skv_64k_min"]})
+        out.append(
+            {
+                "target": "stock/skv at 64k >= 3",
+                "value": v,
+                "ceiling": ceiling,
+                "met": v >= TARGETS["stock_over_skv_64k_min"],
+            }
+        )
         m = r["memory"]
         d = m["device_skv_bytes"] / m["full_kv_bytes"] if m["full_kv_bytes"] else None
-        out.append({"target": "device SKV bytes <= 1/10 of full KV at 64k", "value": d,
-                    "met": d is not None and d <= TARGETS["device_over_full_kv_64k_max"]})
+        out.append(
+            {
+                "target": "device SKV bytes <= 1/10 of full KV at 64k",
+                "value": d,
+                "met": d is not None and d <= TARGETS["device_over_full_kv_64k_max"],
+            }
+        )
     if results[0]["context"] == 4096:
         for n, key, name in ((65536, "skv_64k_over_4k_max", "64k"), (262144, "skv_256k_over_4k_max", "256k")):
             if n in by:
                 v = flatness(by[n], results[0], main)
-                out.append({"target": f"SKV {name} / SKV 4k <= {TARGETS[key]}", "value": v, "met": v <= TARGETS[key]})
+                out.append(
+                    {"target": f"SKV {name} / SKV 4k <= {TARGETS[key]}", "value": v, "met": v <= TARGETS[key]}
+                )
     return out
 
 
@@ -344,16 +413,26 @@ def run_scale(cfg: ScaleConfig, log=print) -> dict:
     return _write(cfg, model, info, results, main, time.perf_counter() - t0, partial=False)
 
 
-def _write(cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: str, wall: float,
-           partial: bool) -> dict:
+def _write(
+    cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: str, wall: float, partial: bool
+) -> dict:
     data = {
         "benchmark": "scale",
         "note": "speed and memory only: random weights, synthetic cache fill",
         "partial": partial,
-        "config": {"model": model, "contexts": list(cfg.contexts), "threads": cfg.threads, "steps": cfg.steps,
-                   "repeats": cfg.repeats, "book": cfg.book, "seed": cfg.seed, "main": main,
-                   "n_gpu_layers": cfg.n_gpu_layers,
-                   "candidates": [c.to_json() for c in cfg.candidates()], **cfg.extra},
+        "config": {
+            "model": model,
+            "contexts": list(cfg.contexts),
+            "threads": cfg.threads,
+            "steps": cfg.steps,
+            "repeats": cfg.repeats,
+            "book": cfg.book,
+            "seed": cfg.seed,
+            "main": main,
+            "n_gpu_layers": cfg.n_gpu_layers,
+            "candidates": [c.to_json() for c in cfg.candidates()],
+            **cfg.extra,
+        },
         "machine": info,
         "wall_s": wall,
         "results": results,
@@ -366,19 +445,31 @@ def _write(cfg: ScaleConfig, model: str, info: dict, results: list[dict], main: 
 
 def render_markdown(data: dict) -> str:
     mi, c = data["machine"], data["config"]
-    lines = [f"# skv bench scale ({mi['date']})", "",
-             f"**Speed and memory only** (random weights, synthetic cache fill). Model `{Path(c['model']).name}`, "
-             f"{c['threads']} threads, {c['steps']} teacher-forced steps x {c['repeats']} interleaved repeats. "
-             f"Machine: {mi.get('nproc')} cores, {mi.get('cpu_model')}. Load at start `{mi.get('uptime_start')}`, "
-             f"at end `{mi.get('uptime_end', '-')}`.", ""]
+    lines = [
+        f"# skv bench scale ({mi['date']})",
+        "",
+        f"**Speed and memory only** (random weights, synthetic cache fill). Model `{Path(c['model']).name}`, "
+        f"{c['threads']} threads, {c['steps']} teacher-forced steps x {c['repeats']} interleaved repeats. "
+        f"Machine: {mi.get('nproc')} cores, {mi.get('cpu_model')}. Load at start `{mi.get('uptime_start')}`, "
+        f"at end `{mi.get('uptime_end', '-')}`.",
+        "",
+    ]
     if data["results"]:
         h, rows = summarize(data["results"], c["main"])
-        lines += [f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); skv/skv@1st = SKV(ctx) "
-                  "over SKV at the first context run in the same repeats (its ms/token in the next column); "
-                  "dev/full KV = device SKV bytes (vectors + staging) over the full K/V of the SKV layers.", "",
-                  report.markdown_table(h, rows), ""]
-        lines += ["Every candidate (median ms/token):", "",
-                  report.markdown_table(*policy_table(data["results"])), ""]
+        lines += [
+            f"Main candidate `{c['main']}`; ceiling = stock(ctx)/stock(first ctx); skv/skv@1st = SKV(ctx) "
+            "over SKV at the first context run in the same repeats (its ms/token in the next column); "
+            "dev/full KV = device SKV bytes (vectors + staging) over the full K/V of the SKV layers.",
+            "",
+            report.markdown_table(h, rows),
+            "",
+        ]
+        lines += [
+            "Every candidate (median ms/token):",
+            "",
+            report.markdown_table(*policy_table(data["results"])),
+            "",
+        ]
     for t in data["targets"]:
         lines.append("- " + report.target_line(t))
     return "\n".join(lines) + "\n"
@@ -386,11 +477,14 @@ def render_markdown(data: dict) -> str:
 
 def write_outputs(out: Path, data: dict) -> dict[str, Path]:
     out = Path(out)
-    paths = {"json": report.write_json(out / "scale.json", data),
-             "md": report.write_text(out / "scale.md", render_markdown(data))}
+    paths = {
+        "json": report.write_json(out / "scale.json", data),
+        "md": report.write_text(out / "scale.md", render_markdown(data)),
+    }
     if data["results"] and not data.get("partial"):
-        p = decode_plot(out / "scale_decode.png", "Decode ms/token vs context (1B-like, random weights)",
-                        data["results"])
+        p = decode_plot(
+            out / "scale_decode.png", "Decode ms/token vs context (1B-like, random weights)", data["results"]
+        )
         if p:
             paths["png"] = p
     return paths
@@ -414,10 +508,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def main_scale(args: argparse.Namespace) -> int:
     try:
         contexts = run_options(args, DEFAULT_CONTEXTS, FULL_CONTEXTS)
-        cfg = ScaleConfig(model=args.model or "", contexts=contexts, threads=args.threads,
-                          steps=args.steps, repeats=args.repeats, budget=args.budget, sink=args.sink,
-                          ring=args.ring, policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
-                          book=args.book, out=Path(args.out))
+        cfg = ScaleConfig(
+            model=args.model or "",
+            contexts=contexts,
+            threads=args.threads,
+            steps=args.steps,
+            repeats=args.repeats,
+            budget=args.budget,
+            sink=args.sink,
+            ring=args.ring,
+            policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
+            book=args.book,
+            out=Path(args.out),
+        )
         cfg.candidates()
         cfg.text = load_book_text(cfg.book)
     except (ValueError, FileNotFoundError) as e:
@@ -427,5 +530,7 @@ def main_scale(args: argparse.Namespace) -> int:
     print(report.text_table(h, rows))
     for t in data["targets"]:
         print("target " + report.target_line(t))
-    print(f"wrote {cfg.out}/scale.json, scale.md" + (", scale_decode.png" if report.have_matplotlib() else ""))
+    print(
+        f"wrote {cfg.out}/scale.json, scale.md" + (", scale_decode.png" if report.have_matplotlib() else "")
+    )
     return 0

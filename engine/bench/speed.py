@@ -49,10 +49,6 @@ TARGETS = {
 }
 
 
-
-
-
-
 @dataclass(slots=True)
 class SpeedConfig:
     model: str
@@ -82,14 +78,14 @@ class SpeedConfig:
                     if b != self.budget:
                         out.append(Candidate(f"sentence/{b}", SkvParams(pol, b, self.sink, self.ring)))
             else:
-                out.append(Candidate(f"{pol.name.lower()}/{self.budget}",
-                                     SkvParams(pol, self.budget, self.sink, self.ring)))
+                out.append(
+                    Candidate(
+                        f"{pol.name.lower()}/{self.budget}", SkvParams(pol, self.budget, self.sink, self.ring)
+                    )
+                )
         if not any(c.label == main for c in out):
             raise ValueError("the policies must include sentence (the candidate the targets are about)")
         return out
-
-
-
 
 
 def _prefix_text(text: str, n_tokens: int, chars_per_token: float = 5.0) -> str:
@@ -99,9 +95,6 @@ def _prefix_text(text: str, n_tokens: int, chars_per_token: float = 5.0) -> str:
         text = text + "\n\n" + text
     cut = text.rfind("\n\n", 0, need)
     return text[: cut if cut > need // 2 else need]
-
-
-
 
 
 def _prefill_interleaved(sessions: list, docs: list, reserve: int, log: Log) -> list[dict]:
@@ -123,9 +116,6 @@ def _continuation(session, text: str, steps: int) -> list[int]:
     return toks[:steps]
 
 
-
-
-
 def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
     from engine.documents import Document
     from engine.session import Session, SessionConfig
@@ -136,9 +126,12 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
     n_ctx = -(-(n_tokens + cfg.steps + 8) // 256) * 256
     reserve = n_ctx - n_tokens
     doc = Document.from_text(cfg.book, _prefix_text(text, n_tokens))
-    stock = Session(SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch, skv=None))
-    skv = Session(SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch,
-                                skv=cands[0].params))
+    stock = Session(
+        SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch, skv=None)
+    )
+    skv = Session(
+        SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch, skv=cands[0].params)
+    )
     try:
         log(f"[{n_tokens}] prefill {n_ctx - reserve} tokens into stock and skv contexts (interleaved) ...")
         pre = _prefill_interleaved([stock, skv], [doc], reserve, log)
@@ -171,8 +164,11 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
                     label = c.label
                 times[label].extend(ts)
                 runs[label].append(median(ts))
-            log(f"[{n_tokens}] repeat {r + 1}/{cfg.repeats}: " +
-                ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items()) + " ms/tok")
+            log(
+                f"[{n_tokens}] repeat {r + 1}/{cfg.repeats}: "
+                + ", ".join(f"{k} {v[-1]:.2f}" for k, v in runs.items())
+                + " ms/tok"
+            )
         skv.set_params(cands[0].params)
         st = skv.skv.stats()
         mem = {
@@ -195,13 +191,17 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
             "prefill_tokens": n_doc,
             "decode_steps": cfg.steps,
             "repeats": cfg.repeats,
-            "prefill": {"stock": pre[0], "skv": pre[1],
-                        "overhead_pct": 100.0 * (pre[1]["seconds"] / pre[0]["seconds"] - 1.0)},
+            "prefill": {
+                "stock": pre[0],
+                "skv": pre[1],
+                "overhead_pct": 100.0 * (pre[1]["seconds"] / pre[0]["seconds"] - 1.0),
+            },
             "ms_per_token": {k: median(v) for k, v in times.items()},
             "ms_per_token_run_medians": runs,
             "ms_per_token_min_run": {k: min(v) for k, v in runs.items()},
-            "rows_uploaded_per_step": {k: (sum(v) / (len(v) * cfg.steps) if v else 0.0)
-                                       for k, v in uploads.items()},
+            "rows_uploaded_per_step": {
+                k: (sum(v) / (len(v) * cfg.steps) if v else 0.0) for k, v in uploads.items()
+            },
             "attended_last": attended,
             "memory": mem,
         }
@@ -213,28 +213,43 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
 def summarize(results: list[dict], main: str) -> tuple[list[str], list[list[Any]]]:
     """The main table: one row per context."""
     base = results[0]
-    headers = ["ctx", "tokens", "stock ms/tok", "skv ms/tok", "stock/skv", "ceiling", "skv/skv@1st",
-               "prefill stock tok/s", "prefill skv tok/s", "prefill ovh %", "host KV MiB", "dev SKV MiB",
-               "dev/KV"]
+    headers = [
+        "ctx",
+        "tokens",
+        "stock ms/tok",
+        "skv ms/tok",
+        "stock/skv",
+        "ceiling",
+        "skv/skv@1st",
+        "prefill stock tok/s",
+        "prefill skv tok/s",
+        "prefill ovh %",
+        "host KV MiB",
+        "dev SKV MiB",
+        "dev/KV",
+    ]
     rows = []
     for r in results:
         ms = r["ms_per_token"]
         m = r["memory"]
-        rows.append([
-            ctx_label(r["context"]), r["prefill_tokens"], ms["stock"], ms[main], ms["stock"] / ms[main],
-            ms["stock"] / base["ms_per_token"]["stock"] if r is not base else 1.0,
-            ms[main] / base["ms_per_token"][main],
-            r["prefill"]["stock"]["tok_s"], r["prefill"]["skv"]["tok_s"], r["prefill"]["overhead_pct"],
-            m["host_kv_bytes"] / 2**20, m["device_skv_bytes"] / 2**20,
-            f"1/{m['host_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
-        ])
+        rows.append(
+            [
+                ctx_label(r["context"]),
+                r["prefill_tokens"],
+                ms["stock"],
+                ms[main],
+                ms["stock"] / ms[main],
+                ms["stock"] / base["ms_per_token"]["stock"] if r is not base else 1.0,
+                ms[main] / base["ms_per_token"][main],
+                r["prefill"]["stock"]["tok_s"],
+                r["prefill"]["skv"]["tok_s"],
+                r["prefill"]["overhead_pct"],
+                m["host_kv_bytes"] / 2**20,
+                m["device_skv_bytes"] / 2**20,
+                f"1/{m['host_kv_bytes'] / m['device_skv_bytes']:.1f}" if m["device_skv_bytes"] else "-",
+            ]
+        )
     return headers, rows
-
-
-
-
-
-
 
 
 def check_targets(results: list[dict], main: str) -> list[dict]:
@@ -243,20 +258,36 @@ def check_targets(results: list[dict], main: str) -> list[dict]:
     first = results[0]
     if 16384 in by and first["context"] == 1024:
         v = by[16384]["ms_per_token"][main] / first["ms_per_token"][main]
-        out.append({"target": "skv(16k) / skv(1k) <= 1.10", "value": v, "met": v <= TARGETS["skv_16k_over_1k_max"]})
+        out.append(
+            {"target": "skv(16k) / skv(1k) <= 1.10", "value": v, "met": v <= TARGETS["skv_16k_over_1k_max"]}
+        )
     for ctx, key in ((16384, "stock_over_skv_16k_min"), (32768, "stock_over_skv_32k_min")):
         if ctx in by:
             r = by[ctx]
             v = r["ms_per_token"]["stock"] / r["ms_per_token"][main]
-            ceiling = (r["ms_per_token"]["stock"] / first["ms_per_token"]["stock"]
-                       if first["context"] == 1024 else None)
-            out.append({"target": f"stock/skv at {ctx_label(ctx)} >= {TARGETS[key]}", "value": v,
-                        "ceiling": ceiling, "met": v >= TARGETS[key]})
+            ceiling = (
+                r["ms_per_token"]["stock"] / first["ms_per_token"]["stock"]
+                if first["context"] == 1024
+                else None
+            )
+            out.append(
+                {
+                    "target": f"stock/skv at {ctx_label(ctx)} >= {TARGETS[key]}",
+                    "value": v,
+                    "ceiling": ceiling,
+                    "met": v >= TARGETS[key],
+                }
+            )
     if 32768 in by:
         m = by[32768]["memory"]
         v = m["device_skv_bytes"] / m["host_kv_bytes"] if m["host_kv_bytes"] else None
-        out.append({"target": "device SKV bytes <= 1/8 of the SKV layers' full K/V at 32k", "value": v,
-                    "met": v is not None and v <= TARGETS["device_over_full_kv_32k_max"]})
+        out.append(
+            {
+                "target": "device SKV bytes <= 1/8 of the SKV layers' full K/V at 32k",
+                "value": v,
+                "met": v is not None and v <= TARGETS["device_over_full_kv_32k_max"],
+            }
+        )
     return out
 
 
@@ -279,10 +310,18 @@ def _write(cfg: SpeedConfig, info: dict, results: list[dict], main: str, wall: f
     data = {
         "benchmark": "speed",
         "partial": partial,
-        "config": {"model": cfg.model, "contexts": list(cfg.contexts), "threads": cfg.threads,
-                   "steps": cfg.steps, "repeats": cfg.repeats, "book": cfg.book, "n_batch": cfg.n_batch,
-                   "candidates": [c.to_json() for c in cfg.candidates()],
-                   "main": main, **cfg.extra},
+        "config": {
+            "model": cfg.model,
+            "contexts": list(cfg.contexts),
+            "threads": cfg.threads,
+            "steps": cfg.steps,
+            "repeats": cfg.repeats,
+            "book": cfg.book,
+            "n_batch": cfg.n_batch,
+            "candidates": [c.to_json() for c in cfg.candidates()],
+            "main": main,
+            **cfg.extra,
+        },
         "machine": info,
         "wall_s": wall,
         "results": results,
@@ -297,17 +336,26 @@ def render_markdown(data: dict) -> str:
     results = data["results"]
     main = data["config"]["main"]
     mi = data["machine"]
-    lines = [f"# skv bench speed ({data['machine']['date']})", "",
-             f"Model `{Path(data['config']['model']).name}`, {data['config']['threads']} threads, "
-             f"{data['config']['steps']} teacher-forced decode steps x {data['config']['repeats']} interleaved "
-             f"repeats per candidate; book `{data['config']['book']}`. Machine: {mi.get('nproc')} cores, "
-             f"{mi.get('cpu_model')}. Load at start: `{mi.get('uptime_start')}`; at end: "
-             f"`{mi.get('uptime_end', '-')}`. Native patch: {mi.get('native_patch')}.", ""]
+    lines = [
+        f"# skv bench speed ({data['machine']['date']})",
+        "",
+        f"Model `{Path(data['config']['model']).name}`, {data['config']['threads']} threads, "
+        f"{data['config']['steps']} teacher-forced decode steps x {data['config']['repeats']} interleaved "
+        f"repeats per candidate; book `{data['config']['book']}`. Machine: {mi.get('nproc')} cores, "
+        f"{mi.get('cpu_model')}. Load at start: `{mi.get('uptime_start')}`; at end: "
+        f"`{mi.get('uptime_end', '-')}`. Native patch: {mi.get('native_patch')}.",
+        "",
+    ]
     if results:
         h, rows = summarize(results, main)
-        lines += [f"Main candidate: `{main}`. ceiling = stock(ctx)/stock({ctx_label(results[0]['context'])}) "
-                  "(the zero-overhead SKV limit); dev/KV = device SKV bytes (vectors + staging) over the SKV "
-                  "layers' full K/V (host_kv_bytes).", "", report.markdown_table(h, rows), ""]
+        lines += [
+            f"Main candidate: `{main}`. ceiling = stock(ctx)/stock({ctx_label(results[0]['context'])}) "
+            "(the zero-overhead SKV limit); dev/KV = device SKV bytes (vectors + staging) over the SKV "
+            "layers' full K/V (host_kv_bytes).",
+            "",
+            report.markdown_table(h, rows),
+            "",
+        ]
         h, rows = policy_table(results)
         lines += ["Every candidate (median ms/token):", "", report.markdown_table(h, rows), ""]
     if data["targets"]:
@@ -320,40 +368,41 @@ def render_markdown(data: dict) -> str:
 
 def write_outputs(out: Path, data: dict) -> dict[str, Path]:
     out = Path(out)
-    paths = {"json": report.write_json(out / "speed.json", data),
-             "md": report.write_text(out / "speed.md", render_markdown(data))}
+    paths = {
+        "json": report.write_json(out / "speed.json", data),
+        "md": report.write_text(out / "speed.md", render_markdown(data)),
+    }
     if data["results"] and not data.get("partial"):
-        p = decode_plot(out / "speed_decode.png", "Decode ms/token vs context (gemma-3-270m)", data["results"])
+        p = decode_plot(
+            out / "speed_decode.png", "Decode ms/token vs context (gemma-3-270m)", data["results"]
+        )
         if p:
             paths["png"] = p
     return paths
 
 
-
-
-
 # ----------------------------------------------------------------- CLI
-
-
-
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", help="context sizes, e.g. 1k,4k,8k,16k (default; --full adds 32k)")
     p.add_argument("--full", action="store_true", help="full grid: 32k context, budgets 512/1024/2048, chunk")
-    p.add_argument("--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)")
+    p.add_argument(
+        "--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)"
+    )
     p.add_argument("--steps", type=int, default=32, help="decode steps per run (default 32)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats (default 5)")
-    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget, help="main budget tau (default %(default)s)")
+    p.add_argument(
+        "--budget", type=int, default=DEFAULT_PARAMS.budget, help="main budget tau (default %(default)s)"
+    )
     p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink)
     p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring)
-    p.add_argument("--policies", default="sentence,window,full", help="SKV policies (default sentence,window,full)")
+    p.add_argument(
+        "--policies", default="sentence,window,full", help="SKV policies (default sentence,window,full)"
+    )
     p.add_argument("--book", default=DEFAULT_BOOK, help="book file or name in resources/books")
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")
-
-
-
 
 
 def config_from_args(args: argparse.Namespace) -> SpeedConfig:
@@ -368,10 +417,20 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
             policies = (*policies, "chunk")
     for p in policies:
         Policy.parse(p)
-    cfg = SpeedConfig(model=str(resolve_model(args.model or "")), contexts=contexts,
-                      threads=args.threads, steps=args.steps, repeats=args.repeats, budget=args.budget,
-                      budgets=budgets, sink=args.sink, ring=args.ring, policies=policies, book=args.book,
-                      out=Path(args.out))
+    cfg = SpeedConfig(
+        model=str(resolve_model(args.model or "")),
+        contexts=contexts,
+        threads=args.threads,
+        steps=args.steps,
+        repeats=args.repeats,
+        budget=args.budget,
+        budgets=budgets,
+        sink=args.sink,
+        ring=args.ring,
+        policies=policies,
+        book=args.book,
+        out=Path(args.out),
+    )
     cfg.candidates()  # validates budgets against sink + ring
     return cfg
 
@@ -391,5 +450,7 @@ def main_speed(args: argparse.Namespace) -> int:
     print(report.text_table(h, rows))
     for t in data["targets"]:
         print("target " + report.target_line(t))
-    print(f"wrote {cfg.out}/speed.json, speed.md" + (", speed_decode.png" if report.have_matplotlib() else ""))
+    print(
+        f"wrote {cfg.out}/speed.json, speed.md" + (", speed_decode.png" if report.have_matplotlib() else "")
+    )
     return 0

@@ -41,15 +41,45 @@ class LlamaShape:
 
 # Llama-3.2-1B's attention/FFN shape (16 layers, hidden 2048, FFN 8192, 32 heads, 8 KV heads, head_dim 64) with the
 # llama-spm vocabulary; tied output embedding as in Llama 3.2
-LLAMA_1B_LIKE = LlamaShape(n_layer=16, n_embd=2048, n_head=32, n_head_kv=8, head_dim=64, n_ff=8192,
-                           n_ctx_train=262144, rope_freq_base=500000.0, qk_std=W_STD, name="skv-bench-1b-like")
+LLAMA_1B_LIKE = LlamaShape(
+    n_layer=16,
+    n_embd=2048,
+    n_head=32,
+    n_head_kv=8,
+    head_dim=64,
+    n_ff=8192,
+    n_ctx_train=262144,
+    rope_freq_base=500000.0,
+    qk_std=W_STD,
+    name="skv-bench-1b-like",
+)
 # the built-in default's (Qwen2.5-Coder-0.5B) attention shape: 24 layers, hidden 896, 14 query / 2 KV heads of 64,
 # FFN 4864, trained to 32,768 (llama architecture, no QKV biases: speed, memory and exactness do not need them)
-DEFAULT_LIKE = LlamaShape(n_layer=24, n_embd=896, n_head=14, n_head_kv=2, head_dim=64, n_ff=4864,
-                          n_ctx_train=32768, rope_freq_base=1000000.0, qk_std=W_STD, name="skv-default-like")
+DEFAULT_LIKE = LlamaShape(
+    n_layer=24,
+    n_embd=896,
+    n_head=14,
+    n_head_kv=2,
+    head_dim=64,
+    n_ff=4864,
+    n_ctx_train=32768,
+    rope_freq_base=1000000.0,
+    qk_std=W_STD,
+    name="skv-default-like",
+)
 # the same heads in 2 layers: the quick rehearsal of native/tools/gpu_check.sh
-TINY_DEFAULT_LIKE = LlamaShape(n_layer=2, n_embd=896, n_head=14, n_head_kv=2, head_dim=64, n_ff=1024,
-                               n_ctx_train=4096, rope_freq_base=1000000.0, qk_std=W_STD, name="skv-default-like-2l")
+TINY_DEFAULT_LIKE = LlamaShape(
+    n_layer=2,
+    n_embd=896,
+    n_head=14,
+    n_head_kv=2,
+    head_dim=64,
+    n_ff=1024,
+    n_ctx_train=4096,
+    rope_freq_base=1000000.0,
+    qk_std=W_STD,
+    name="skv-default-like-2l",
+)
 
 
 def source_roots() -> list[Path]:
@@ -118,7 +148,9 @@ def copy_tokenizer(writer, vocab_path: Path) -> int:
     return n_vocab
 
 
-def write_random_llama(path: Path, vocab_path: Path, cfg: LlamaShape = LlamaShape(), quant: str = "f32") -> Path:
+def write_random_llama(
+    path: Path, vocab_path: Path, cfg: LlamaShape = LlamaShape(), quant: str = "f32"
+) -> Path:
     """Write a random-weight llama GGUF to `path` (atomically) and return it. quant: "f32" (every layer drawn,
     output matrix included) or "q4_0" (one layer drawn and repeated, output tied to the embedding)."""
     import gguf

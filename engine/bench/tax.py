@@ -25,10 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--contexts", default="24k", help="cache sizes in tokens (default 24k)")
     p.add_argument("--steps", type=int, default=96, help="answer tokens decoded per context (default 96)")
-    p.add_argument("--repeats", type=int, default=3, help="asks per context (default 3; the median share is kept)")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="asks per context (default 3; the median share is kept)"
+    )
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
-    p.add_argument("--book", default="walden.txt", help="whose sentence lengths are declared (default walden.txt)")
+    p.add_argument(
+        "--book", default="walden.txt", help="whose sentence lengths are declared (default walden.txt)"
+    )
     p.add_argument("--out", default="bench-results/tax", help="output folder (default bench-results/tax)")
 
 
@@ -61,29 +65,62 @@ def main_tax(args: argparse.Namespace) -> int:
             s.debug_fill(n, 1, s.tokenize(" the")[0])
             shares, loop_ms, native_ms = [], [], []
             for _ in range(args.repeats):
-                r = s.ask("What does the author say about his house, and why?", max_tokens=args.steps,
-                          ignore_eos=True)
+                r = s.ask(
+                    "What does the author say about his house, and why?",
+                    max_tokens=args.steps,
+                    ignore_eos=True,
+                )
                 shares.append(1 - r.decode_native_s / r.decode_s)
                 loop_ms.append(r.decode_s / len(r.tokens) * 1e3)
                 native_ms.append(r.decode_native_s / len(r.tokens) * 1e3)
             share = statistics.median(shares)
-            print(f"[tax] {n} tokens: loop {statistics.median(loop_ms):.2f} ms/token, decode call "
-                  f"{statistics.median(native_ms):.2f}, Python {share:.1%} (runs: "
-                  + ", ".join(f"{x:.1%}" for x in shares) + ")", flush=True)
-            results.append({"context": n, "sentences": len(ends), "python_share": share, "runs": shares,
-                            "loop_ms_per_token": statistics.median(loop_ms),
-                            "native_ms_per_token": statistics.median(native_ms)})
-            rows.append([n, len(ends), f"{statistics.median(loop_ms):.2f}", f"{statistics.median(native_ms):.2f}",
-                         f"{share:.1%}"])
+            print(
+                f"[tax] {n} tokens: loop {statistics.median(loop_ms):.2f} ms/token, decode call "
+                f"{statistics.median(native_ms):.2f}, Python {share:.1%} (runs: "
+                + ", ".join(f"{x:.1%}" for x in shares)
+                + ")",
+                flush=True,
+            )
+            results.append(
+                {
+                    "context": n,
+                    "sentences": len(ends),
+                    "python_share": share,
+                    "runs": shares,
+                    "loop_ms_per_token": statistics.median(loop_ms),
+                    "native_ms_per_token": statistics.median(native_ms),
+                }
+            )
+            rows.append(
+                [
+                    n,
+                    len(ends),
+                    f"{statistics.median(loop_ms):.2f}",
+                    f"{statistics.median(native_ms):.2f}",
+                    f"{share:.1%}",
+                ]
+            )
         finally:
             s.close()
-    data = {"config": {"model": Path(model).name, "steps": args.steps, "repeats": args.repeats,
-                       "threads": args.threads, "budget": args.budget, "book": args.book},
-            "metadata_read_s": meta_s, "results": results, "machine": report.machine_info()}
+    data = {
+        "config": {
+            "model": Path(model).name,
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "threads": args.threads,
+            "budget": args.budget,
+            "book": args.book,
+        },
+        "metadata_read_s": meta_s,
+        "results": results,
+        "machine": report.machine_info(),
+    }
     out = Path(args.out)
     report.write_json(out / "tax.json", data)
     headers = ["context", "sentences", "loop ms/token", "decode call ms/token", "Python share"]
-    report.write_text(out / "tax.md", report.markdown_table(headers, rows)
-                      + f"\nModel metadata read: {meta_s * 1e3:.1f} ms\n")
+    report.write_text(
+        out / "tax.md",
+        report.markdown_table(headers, rows) + f"\nModel metadata read: {meta_s * 1e3:.1f} ms\n",
+    )
     print(report.text_table(headers, rows))
     return 0

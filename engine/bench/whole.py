@@ -25,8 +25,9 @@ from engine.bench.harness import OptionError, load_book_text
 from engine.bench.passkey import tok_s_between
 
 
-def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, limit: int | None,
-              log=print) -> dict:
+def run_whole(
+    model: str, book: str, n_ctx: int, threads: int, max_tokens: int, limit: int | None, log=print
+) -> dict:
     from engine import events as ev
     from engine.bench.qa import load_questions, score_answer
     from engine.documents import Document
@@ -58,7 +59,9 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
             raise RuntimeError(f"the model did not load: {wait(rid)}")
         load_model_s = time.perf_counter() - t0
         t1 = time.perf_counter()
-        rid = worker.submit(OpenDocuments((Document.from_text(Path(book).name, text),), reserve=512, whole=True))
+        rid = worker.submit(
+            OpenDocuments((Document.from_text(Path(book).name, text),), reserve=512, whole=True)
+        )
         end = wait(rid)
         load_s = time.perf_counter() - t1
         if not isinstance(end, ev.Finished):
@@ -71,8 +74,10 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
         curve = [(e.done, t - start) for t, e in prog if e.done > 0]
         mem = [e for _, e in mine if isinstance(e, ev.MemoryEvent)]
         n = docs.n_tokens_loaded
-        log(f"[{book}] {n} of {docs.n_tokens_total} tokens loaded in {load_s:.0f} s (context "
-            f"{reopened[-1].n_ctx if reopened else n_ctx}, trained {reopened[-1].n_ctx_train if reopened else '?'})")
+        log(
+            f"[{book}] {n} of {docs.n_tokens_total} tokens loaded in {load_s:.0f} s (context "
+            f"{reopened[-1].n_ctx if reopened else n_ctx}, trained {reopened[-1].n_ctx_train if reopened else '?'})"
+        )
         rows = []
         for q in questions:
             t2 = time.perf_counter()
@@ -80,15 +85,29 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
             fin = wait(a)
             answer = "".join(e.text for _, e in events if isinstance(e, ev.TokenEvent) and e.run_id == a)
             ok = isinstance(fin, ev.Finished) and score_answer(q.expected, answer)
-            rows.append({"id": q.id, "question": q.question, "answer": answer.strip(), "correct": ok,
-                         "expected": [list(s) for s in q.expected], "seconds": time.perf_counter() - t2,
-                         "ended": type(fin).__name__})
+            rows.append(
+                {
+                    "id": q.id,
+                    "question": q.question,
+                    "answer": answer.strip(),
+                    "correct": ok,
+                    "expected": [list(s) for s in q.expected],
+                    "seconds": time.perf_counter() - t2,
+                    "ended": type(fin).__name__,
+                }
+            )
             log(f"  {q.id}: {answer.strip()[:70]!r}{' OK' if ok else ''}")
         at8k, last4k = tok_s_between(curve, 6144, 10240), tok_s_between(curve, n - 4096, n)
         return {
             "benchmark": "whole",
-            "config": {"model": model, "book": book, "n_ctx_start": n_ctx, "threads": threads,
-                       "max_tokens": max_tokens, "questions": len(questions)},
+            "config": {
+                "model": model,
+                "book": book,
+                "n_ctx_start": n_ctx,
+                "threads": threads,
+                "max_tokens": max_tokens,
+                "questions": len(questions),
+            },
             "machine": {**info, "uptime_end": report.uptime()},
             "load_model_s": load_model_s,
             "load_s": load_s,
@@ -111,21 +130,32 @@ def run_whole(model: str, book: str, n_ctx: int, threads: int, max_tokens: int, 
 
 def render_markdown(d: dict) -> str:
     c = d["config"]
-    lines = [f"# skv bench whole ({d['machine']['date']})", "",
-             f"`{c['book']}` on `{Path(c['model']).name}`: {d['n_tokens_loaded']:,} of {d['n_tokens_total']:,} tokens "
-             f"loaded (context {d['n_ctx']:,}, trained {d['n_ctx_train']}) in {d['load_s']:.0f} s; prefill tok/s "
-             f"around 8k {report.fmt(d['tok_s_around_8k'])}, last 4k {report.fmt(d['tok_s_last_4k'])} "
-             f"(ratio {report.fmt(d['last4k_over_8k'])}). Questions: {len(d['answers'])}, accuracy "
-             f"{report.fmt(d['accuracy'])}.", "",
-             report.markdown_table(["id", "correct", "answer"],
-                                   [[r["id"], r["correct"], r["answer"][:80]] for r in d["answers"]]), ""]
+    lines = [
+        f"# skv bench whole ({d['machine']['date']})",
+        "",
+        f"`{c['book']}` on `{Path(c['model']).name}`: {d['n_tokens_loaded']:,} of {d['n_tokens_total']:,} tokens "
+        f"loaded (context {d['n_ctx']:,}, trained {d['n_ctx_train']}) in {d['load_s']:.0f} s; prefill tok/s "
+        f"around 8k {report.fmt(d['tok_s_around_8k'])}, last 4k {report.fmt(d['tok_s_last_4k'])} "
+        f"(ratio {report.fmt(d['last4k_over_8k'])}). Questions: {len(d['answers'])}, accuracy "
+        f"{report.fmt(d['accuracy'])}.",
+        "",
+        report.markdown_table(
+            ["id", "correct", "answer"], [[r["id"], r["correct"], r["answer"][:80]] for r in d["answers"]]
+        ),
+        "",
+    ]
     return "\n".join(lines)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", help="GGUF model (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
     p.add_argument("--book", default="christmas_carol.txt", help="book (default christmas_carol.txt)")
-    p.add_argument("--n-ctx", type=int, default=defaults.APP_N_CTX, help="the context the app opens first (default %(default)s)")
+    p.add_argument(
+        "--n-ctx",
+        type=int,
+        default=defaults.APP_N_CTX,
+        help="the context the app opens first (default %(default)s)",
+    )
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--limit", type=int, default=None, help="at most this many of the book's questions")
@@ -139,8 +169,15 @@ def main_whole(args: argparse.Namespace) -> int:
         load_book_text(args.book)
     except FileNotFoundError as e:
         raise OptionError(str(e)) from None
-    d = run_whole(str(resolve_model(args.model or "")), args.book, args.n_ctx, args.threads, args.max_tokens,
-                  args.limit, log=lambda s: print(s, file=sys.stderr, flush=True))
+    d = run_whole(
+        str(resolve_model(args.model or "")),
+        args.book,
+        args.n_ctx,
+        args.threads,
+        args.max_tokens,
+        args.limit,
+        log=lambda s: print(s, file=sys.stderr, flush=True),
+    )
     out = Path(args.out)
     report.write_json(out / "whole.json", d)
     report.write_text(out / "whole.md", render_markdown(d))

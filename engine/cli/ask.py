@@ -37,8 +37,9 @@ def cmd_ask(args: argparse.Namespace) -> int:
         reserve = question_reserve(session, args.question, args.answer_prefix, args.max_tokens)
         t_start = time.perf_counter()
         try:
-            report = session.load_documents(docs, reserve=reserve, ranges=ranges, store=store,
-                                                on_progress=PrefillProgress())
+            report = session.load_documents(
+                docs, reserve=reserve, ranges=ranges, store=store, on_progress=PrefillProgress()
+            )
         except ValueError as e:  # a range that selects nothing
             raise UsageError(str(e)) from None
         load_s = time.perf_counter() - t_start  # prefill (+ saving the session) or restore

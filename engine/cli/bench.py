@@ -11,25 +11,58 @@ from engine.cli.errors import UsageError
 
 # group -> (help, {name: (help, module under engine.bench, its entry point)}); modules are imported when used
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str, str]]]] = {
-    "bench": ("benchmarks (speed, scale, chat, tax, prefill, whole)", {
-        "speed": ("decode ms/token and prefill tok/s vs context: SentenceKV vs stock", "speed", "main_speed"),
-        "scale": ("speed and memory up to 64k on a random 1B-like model (synthetic fill)", "scale", "main_scale"),
-        "chat": ("reopening a conversation: documents restored + turns replayed vs the original, exactness", "chat",
-                 "main_chat"),
-        "tax": ("the Python share of each decoded token on the product path, and the model-open metadata read",
-                "tax", "main_tax"),
-        "prefill": ("time to first token of skv ask row by row (read, prefill vs stock, save, question)", "prefill",
-                    "main_prefill"),
-        "whole": ("a whole book loaded as the app loads it (past the trained length), then its questions", "whole",
-                  "main_whole"),
-    }),
-    "eval": ("accuracy evaluations (passkey, niah, kl, qa)", {
-        "passkey": ("passkey retrieval grid: length x depth x policy", "passkey", "main_passkey"),
-        "kl": ("KL(full || policy), top-1 agreement and perplexity on a long book", "kl", "main_kl"),
-        "niah": ("RULER-style needles in a book: single, multi-key, multi-value, variable tracking", "niah",
-                 "main_niah"),
-        "qa": ("detail questions over real books: accuracy, retrieval, kept of full, memory check", "qa", "main_qa"),
-    }),
+    "bench": (
+        "benchmarks (speed, scale, chat, tax, prefill, whole)",
+        {
+            "speed": (
+                "decode ms/token and prefill tok/s vs context: SentenceKV vs stock",
+                "speed",
+                "main_speed",
+            ),
+            "scale": (
+                "speed and memory up to 64k on a random 1B-like model (synthetic fill)",
+                "scale",
+                "main_scale",
+            ),
+            "chat": (
+                "reopening a conversation: documents restored + turns replayed vs the original, exactness",
+                "chat",
+                "main_chat",
+            ),
+            "tax": (
+                "the Python share of each decoded token on the product path, and the model-open metadata read",
+                "tax",
+                "main_tax",
+            ),
+            "prefill": (
+                "time to first token of skv ask row by row (read, prefill vs stock, save, question)",
+                "prefill",
+                "main_prefill",
+            ),
+            "whole": (
+                "a whole book loaded as the app loads it (past the trained length), then its questions",
+                "whole",
+                "main_whole",
+            ),
+        },
+    ),
+    "eval": (
+        "accuracy evaluations (passkey, niah, kl, qa)",
+        {
+            "passkey": ("passkey retrieval grid: length x depth x policy", "passkey", "main_passkey"),
+            "kl": ("KL(full || policy), top-1 agreement and perplexity on a long book", "kl", "main_kl"),
+            "niah": (
+                "RULER-style needles in a book: single, multi-key, multi-value, variable tracking",
+                "niah",
+                "main_niah",
+            ),
+            "qa": (
+                "detail questions over real books: accuracy, retrieval, kept of full, memory check",
+                "qa",
+                "main_qa",
+            ),
+        },
+    ),
 }
 
 

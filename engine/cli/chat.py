@@ -27,11 +27,16 @@ from engine.cli.options import (
 
 
 def add_chat_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("chat", help="a conversation about documents: one question per line on stdin, until EOF")
+    p = sub.add_parser(
+        "chat", help="a conversation about documents: one question per line on stdin, until EOF"
+    )
     add_session_options(p)
     p.add_argument("--answer-prefix", default="", help="start every answer with this text")
-    p.add_argument("--fresh", action="store_true",
-                   help="ask every question right after the documents (no conversation: independent answers)")
+    p.add_argument(
+        "--fresh",
+        action="store_true",
+        help="ask every question right after the documents (no conversation: independent answers)",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object per turn, one per line")
     p.add_argument("--ignore-eos", action="store_true", help="do not stop at end-of-sequence")
 
@@ -44,8 +49,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
     try:
         reserve = question_reserve(session, "", args.answer_prefix, args.max_tokens)
         try:
-            report = session.load_documents(docs, reserve=reserve, ranges=ranges, store=store,
-                                                on_progress=PrefillProgress())
+            report = session.load_documents(
+                docs, reserve=reserve, ranges=ranges, store=store, on_progress=PrefillProgress()
+            )
         except ValueError as e:
             raise UsageError(str(e)) from None
         note = truncation_note(report, session.n_ctx)
@@ -53,8 +59,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(f"skv: note: {note}", file=sys.stderr)
         how = "restored" if report.restored else f"prefilled in {report.prefill_s:.1f} s"
         kind = "independent questions" if args.fresh else "a conversation"
-        print(f"skv: {report.n_tokens_loaded} document tokens {how}; {kind}, one question per line, end with EOF",
-              file=sys.stderr)
+        print(
+            f"skv: {report.n_tokens_loaded} document tokens {how}; {kind}, one question per line, end with EOF",
+            file=sys.stderr,
+        )
         while True:
             if interactive:
                 print("> ", end="", file=sys.stderr, flush=True)
@@ -76,7 +84,9 @@ def cmd_chat(args: argparse.Namespace) -> int:
                     ignore_eos=args.ignore_eos,
                     stop=tuple(args.stop),
                     keep_turns=0 if args.fresh else len(session.turns),
-                    on_token=None if args.json else (lambda _tok, text, _step: print(text, end="", flush=True)),
+                    on_token=None
+                    if args.json
+                    else (lambda _tok, text, _step: print(text, end="", flush=True)),
                 )
             except ContextFullError as e:
                 # the conversation goes on: the user can start again (--fresh) or ask something shorter
@@ -88,8 +98,17 @@ def cmd_chat(args: argparse.Namespace) -> int:
             if args.json:
                 stats = answer_stats(session, args, report, result, result.ttft_s if result.tokens else 0.0)
                 stats["turn_s"] = round(time.perf_counter() - t0, 4)
-                print(json.dumps({"answer": result.answer, "retrieved": session.retrieved(result.steps),
-                                  "stats": stats}, ensure_ascii=False), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "answer": result.answer,
+                            "retrieved": session.retrieved(result.steps),
+                            "stats": stats,
+                        },
+                        ensure_ascii=False,
+                    ),
+                    flush=True,
+                )
             else:
                 print("\n", flush=True)
         return 0

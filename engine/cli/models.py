@@ -58,8 +58,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         path = builtin_model_path(m.key)  # assembled on first use
         mi = read_model_info(path)
         shown.add(path)
-        print(f"built-in {m.key}: {m.title} ({m.note}; {mi.n_layer} layers, context {mi.context_length}, "
-              f"{mi.size_bytes / 2**20:.0f} MiB, {m.licence}; --model {m.key})")
+        print(
+            f"built-in {m.key}: {m.title} ({m.note}; {mi.n_layer} layers, context {mi.context_length}, "
+            f"{mi.size_bytes / 2**20:.0f} MiB, {m.licence}; --model {m.key})"
+        )
         print(f"  {path}")
         print(f"  memory {estimate_memory(mi, n_ctx).describe()}")
     for path in list_local_models():
@@ -105,7 +107,12 @@ class _DownloadProgress:
 
 def add_models_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list models (the default is assembled on first use) or download one")
-    p.add_argument("--n-ctx", type=int, default=defaults.N_CTX, help="context size for the memory estimate (default %(default)s)")
+    p.add_argument(
+        "--n-ctx",
+        type=int,
+        default=defaults.N_CTX,
+        help="context size for the memory estimate (default %(default)s)",
+    )
     msub = p.add_subparsers(dest="models_command", metavar="ACTION", parser_class=type(p))
     msub.add_parser(
         "list", help="the default model and the GGUF files in the models folder (the default action)"

@@ -14,39 +14,89 @@ from engine.params import DEFAULT_PARAMS, Layout, Policy, Remap, SkvParams, pars
 def add_session_options(p: argparse.ArgumentParser) -> None:
     """Model, context, policy, sampling and document options (shared by ask and chat)."""
     p.add_argument("--model", help="GGUF model file (default: the built-in Qwen2.5-Coder-0.5B-Instruct)")
-    p.add_argument("--n-ctx", type=int, default=defaults.N_CTX, help="context size in tokens (default %(default)s)")
-    p.add_argument("--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)")
+    p.add_argument(
+        "--n-ctx", type=int, default=defaults.N_CTX, help="context size in tokens (default %(default)s)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)"
+    )
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
     p.add_argument("--doc", action="append", default=[], required=True, help="document file (repeatable)")
     p.add_argument("--policy", default="sentence", help="full, window, chunk or sentence (default sentence)")
-    p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget,
-                   help="tokens attended per step, sink + ring included (default %(default)s)")
-    p.add_argument("--sink", type=int, default=DEFAULT_PARAMS.sink,
-                   help="first tokens always attended (default %(default)s)")
-    p.add_argument("--ring", type=int, default=DEFAULT_PARAMS.ring,
-                   help="recent tokens always attended (default %(default)s)")
-    p.add_argument("--remap-positions", default="auto", choices=["auto", "on", "off"],
-                   help="give the attended tokens positions inside the model's trained length (auto: past it, the "
-                        "default; --n-ctx may then exceed the trained length: a whole book loads)")
-    p.add_argument("--score-distance", default="auto", metavar="auto|real|N",
-                   help="score every sentence as if it sat N tokens before the question (auto: budget/2 where "
-                        "positions are remapped, else real: each at its own distance)")
-    p.add_argument("--remap-layout", default="order", choices=["order", "stack"],
-                   help="where remapped retrieved sentences sit: order (their document order, compressed; the "
-                        "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)")
-    p.add_argument("--max-tokens", type=int, default=defaults.MAX_TOKENS, help="answer length limit (default %(default)s)")
+    p.add_argument(
+        "--budget",
+        type=int,
+        default=DEFAULT_PARAMS.budget,
+        help="tokens attended per step, sink + ring included (default %(default)s)",
+    )
+    p.add_argument(
+        "--sink",
+        type=int,
+        default=DEFAULT_PARAMS.sink,
+        help="first tokens always attended (default %(default)s)",
+    )
+    p.add_argument(
+        "--ring",
+        type=int,
+        default=DEFAULT_PARAMS.ring,
+        help="recent tokens always attended (default %(default)s)",
+    )
+    p.add_argument(
+        "--remap-positions",
+        default="auto",
+        choices=["auto", "on", "off"],
+        help="give the attended tokens positions inside the model's trained length (auto: past it, the "
+        "default; --n-ctx may then exceed the trained length: a whole book loads)",
+    )
+    p.add_argument(
+        "--score-distance",
+        default="auto",
+        metavar="auto|real|N",
+        help="score every sentence as if it sat N tokens before the question (auto: budget/2 where "
+        "positions are remapped, else real: each at its own distance)",
+    )
+    p.add_argument(
+        "--remap-layout",
+        default="order",
+        choices=["order", "stack"],
+        help="where remapped retrieved sentences sit: order (their document order, compressed; the "
+        "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)",
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=defaults.MAX_TOKENS,
+        help="answer length limit (default %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--stop", action="append", default=[], metavar="TEXT",
-                   help="end the answer before this text (repeatable)")
-    p.add_argument("--prompt-format", default="auto", choices=["auto", "completion", "chat"],
-                   help="auto: the model's chat template when it has one, else a document-QA completion (default)")
-    p.add_argument("--question-attention", default=defaults.QUESTION_ATTENTION, choices=defaults.QUESTION_ATTENTION_CHOICES,
-                   help="policy: the question is decoded under the policy (default); dense: prefilled densely over "
-                        "the documents, as the paper's evaluation does")
-    p.add_argument("--sentence-start", default=defaults.SENTENCE_START, choices=defaults.SENTENCE_START_CHOICES,
-                   help="keep: the first token of a generated sentence keeps the last selection (default); dense: "
-                        "it attends the whole cache, as the paper's decoder does")
+    p.add_argument(
+        "--stop",
+        action="append",
+        default=[],
+        metavar="TEXT",
+        help="end the answer before this text (repeatable)",
+    )
+    p.add_argument(
+        "--prompt-format",
+        default="auto",
+        choices=["auto", "completion", "chat"],
+        help="auto: the model's chat template when it has one, else a document-QA completion (default)",
+    )
+    p.add_argument(
+        "--question-attention",
+        default=defaults.QUESTION_ATTENTION,
+        choices=defaults.QUESTION_ATTENTION_CHOICES,
+        help="policy: the question is decoded under the policy (default); dense: prefilled densely over "
+        "the documents, as the paper's evaluation does",
+    )
+    p.add_argument(
+        "--sentence-start",
+        default=defaults.SENTENCE_START,
+        choices=defaults.SENTENCE_START_CHOICES,
+        help="keep: the first token of a generated sentence keeps the last selection (default); dense: "
+        "it attends the whole cache, as the paper's decoder does",
+    )
     add_document_options(p)
 
 
@@ -55,10 +105,15 @@ def session_config(args: argparse.Namespace):
     from engine.models import resolve_model
     from engine.session import SessionConfig
 
-    params = SkvParams(Policy.parse(args.policy), args.budget, args.sink, args.ring,
-                       remap=Remap.parse(getattr(args, "remap_positions", "auto")),
-                       score_distance=parse_score_distance(getattr(args, "score_distance", "auto")),
-                       layout=Layout.parse(getattr(args, "remap_layout", "order")))
+    params = SkvParams(
+        Policy.parse(args.policy),
+        args.budget,
+        args.sink,
+        args.ring,
+        remap=Remap.parse(getattr(args, "remap_positions", "auto")),
+        score_distance=parse_score_distance(getattr(args, "score_distance", "auto")),
+        layout=Layout.parse(getattr(args, "remap_layout", "order")),
+    )
     if args.max_tokens < 0:
         raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
     if args.n_ctx < 64:
@@ -174,10 +229,14 @@ def answer_stats(session, args: argparse.Namespace, report, result, ttft: float)
         "decode_tokens": result.decode_tokens,
         "decode_tok_s": round(result.decode_tokens / result.decode_s, 3) if result.decode_s > 0 else 0.0,
         # the answer loop's own work (selection readout, detokenizing, sentence ends, stop strings) beside llama.cpp
-        "decode_python_share": round(1 - result.decode_native_s / result.decode_s, 4) if result.decode_s > 0 else 0.0,
+        "decode_python_share": round(1 - result.decode_native_s / result.decode_s, 4)
+        if result.decode_s > 0
+        else 0.0,
         "context_tokens": session.n_past,
         "doc_tokens_total": report.n_tokens_total,
-        "doc_tokens_selected": report.n_tokens_selected if report.n_tokens_selected >= 0 else report.n_tokens_total,
+        "doc_tokens_selected": report.n_tokens_selected
+        if report.n_tokens_selected >= 0
+        else report.n_tokens_total,
         "doc_tokens_loaded": report.n_tokens_loaded,
         "truncated": report.truncated,
         **session.memory(),

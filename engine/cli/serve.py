@@ -27,17 +27,32 @@ def add_serve_parser(sub: argparse._SubParsersAction) -> None:
     # request that does not say gets
     options = p._option_string_actions
     options["--doc"].required = False
-    options["--doc"].help = "document file that opens every conversation (repeatable; prefilled once at start)"
-    options["--max-tokens"].help = f"answer length limit of a request without max_tokens (default {DEFAULT_MAX_TOKENS})"
+    options[
+        "--doc"
+    ].help = "document file that opens every conversation (repeatable; prefilled once at start)"
+    options[
+        "--max-tokens"
+    ].help = f"answer length limit of a request without max_tokens (default {DEFAULT_MAX_TOKENS})"
     options["--temperature"].help = "temperature of a request without one (default 0: greedy)"
     options["--stop"].help = "end every answer before this text (repeatable; added to a request's stop)"
     p.set_defaults(max_tokens=DEFAULT_MAX_TOKENS)
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=defaults.SERVER_PORT, help="port (default %(default)s; 0: a free one)")
-    p.add_argument("--api-key", default=os.environ.get(API_KEY_ENV) or None,
-                   help=f"require Authorization: Bearer KEY (default: ${API_KEY_ENV}); needed off loopback")
-    p.add_argument("--max-queue", type=int, default=defaults.SERVER_QUEUE,
-                   help="requests that may wait for the model; more are refused with 429 (default %(default)s)")
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument(
+        "--port", type=int, default=defaults.SERVER_PORT, help="port (default %(default)s; 0: a free one)"
+    )
+    p.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV) or None,
+        help=f"require Authorization: Bearer KEY (default: ${API_KEY_ENV}); needed off loopback",
+    )
+    p.add_argument(
+        "--max-queue",
+        type=int,
+        default=defaults.SERVER_QUEUE,
+        help="requests that may wait for the model; more are refused with 429 (default %(default)s)",
+    )
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -48,8 +63,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from engine.server.bridge import EngineBridge, EngineStartError
 
     if not is_loopback(args.host) and not args.api_key:
-        raise UsageError(f"listening on {args.host} opens the model to the network: give --api-key "
-                         f"(or set {API_KEY_ENV}), or keep the default 127.0.0.1")
+        raise UsageError(
+            f"listening on {args.host} opens the model to the network: give --api-key "
+            f"(or set {API_KEY_ENV}), or keep the default 127.0.0.1"
+        )
     if not 0 <= args.port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535, got {args.port}")
     if args.max_queue < 1:
@@ -63,9 +80,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         sock = socket.create_server((args.host, args.port), family=_family(args.host))
     except OSError as e:
-        raise UsageError(f"cannot listen on {args.host}:{args.port} ({e.strerror or e}): choose another --port") from None
-    bridge = EngineBridge(config, docs, ranges, cli_store(args), max_queue=args.max_queue,
-                          max_tokens=args.max_tokens, temperature=args.temperature, stop=tuple(args.stop))
+        raise UsageError(
+            f"cannot listen on {args.host}:{args.port} ({e.strerror or e}): choose another --port"
+        ) from None
+    bridge = EngineBridge(
+        config,
+        docs,
+        ranges,
+        cli_store(args),
+        max_queue=args.max_queue,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        stop=tuple(args.stop),
+    )
     try:
         try:
             bridge.start()
@@ -74,9 +101,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(bridge, ServerSettings(args.host, args.api_key))
         port = sock.getsockname()[1]
         shown = f"[{args.host}]" if ":" in args.host else args.host
-        print(f"skv: serving {bridge.model_id} at http://{shown}:{port}/v1 (Ctrl-C to stop)", file=sys.stderr,
-              flush=True)
-        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2))
+        print(
+            f"skv: serving {bridge.model_id} at http://{shown}:{port}/v1 (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=2)
+        )
         # uvicorn stops on SIGINT and SIGTERM, then raises the signal again for the handler before it: a no-op
         # here, so a clean shutdown ends with exit code 0
         previous = {sig: signal.signal(sig, lambda *_: None) for sig in (signal.SIGINT, signal.SIGTERM)}

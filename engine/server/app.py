@@ -96,13 +96,18 @@ class Guard:
 
     def _refusal(self, headers: dict[str, str]) -> ApiError | None:
         if host_name(headers.get("host", "")) not in self.names:
-            return ApiError(403, "the Host header does not name this server: use its own address",
-                            "host_not_allowed", type="permission_error")
+            return ApiError(
+                403,
+                "the Host header does not name this server: use its own address",
+                "host_not_allowed",
+                type="permission_error",
+            )
         if self.key is not None:
             scheme, _, token = headers.get("authorization", "").partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.key):
-                return ApiError(401, "a valid API key is required: send Authorization: Bearer KEY",
-                                "invalid_api_key")
+                return ApiError(
+                    401, "a valid API key is required: send Authorization: Bearer KEY", "invalid_api_key"
+                )
         return None
 
 
@@ -112,8 +117,12 @@ def create_app(bridge: EngineBridge, settings: ServerSettings) -> Starlette:
 
     def check_model(name: str) -> None:
         if name.lower() not in (bridge.model_id.lower(), bridge.model_id.lower() + ".gguf"):
-            raise ApiError(404, f"the model {name!r} is not served here: use {bridge.model_id!r} (GET /v1/models)",
-                           "model_not_found", "model")
+            raise ApiError(
+                404,
+                f"the model {name!r} is not served here: use {bridge.model_id!r} (GET /v1/models)",
+                "model_not_found",
+                "model",
+            )
 
     async def models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [model_card()]})
@@ -147,8 +156,11 @@ def create_app(bridge: EngineBridge, settings: ServerSettings) -> Starlette:
         if isinstance(first, ApiError):
             raise first
         if gen.stream:
-            return StreamingResponse(stream(job, reply, first), media_type="text/event-stream",
-                                     headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+            return StreamingResponse(
+                stream(job, reply, first),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+            )
         item = first
         while isinstance(item, str):
             item = await until_disconnect(request, job.items.get())
@@ -184,11 +196,13 @@ def create_app(bridge: EngineBridge, settings: ServerSettings) -> Starlette:
 
     async def not_found(request: Request, exc: HTTPException) -> Response:
         if exc.status_code == 405:
-            return error_response(ApiError(405, f"{request.method} is not allowed on {request.url.path}",
-                                           "method_not_allowed"))
+            return error_response(
+                ApiError(405, f"{request.method} is not allowed on {request.url.path}", "method_not_allowed")
+            )
         if exc.status_code == 404:
-            return error_response(ApiError(404, f"there is no {request.url.path} here: the API is under /v1",
-                                           "not_found"))
+            return error_response(
+                ApiError(404, f"there is no {request.url.path} here: the API is under /v1", "not_found")
+            )
         return error_response(ApiError(exc.status_code, str(exc.detail)))
 
     async def api_error(request: Request, exc: ApiError) -> Response:
@@ -196,8 +210,14 @@ def create_app(bridge: EngineBridge, settings: ServerSettings) -> Starlette:
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.error("a request failed", exc_info=exc)
-        return error_response(ApiError(500, f"the server hit an unexpected error ({type(exc).__name__}): see its "
-                                            "log", "server_error", type="server_error"))
+        return error_response(
+            ApiError(
+                500,
+                f"the server hit an unexpected error ({type(exc).__name__}): see its log",
+                "server_error",
+                type="server_error",
+            )
+        )
 
     app = Starlette(
         routes=[

@@ -101,10 +101,17 @@ class _Answer:
 
 
 class EngineBridge:
-    def __init__(self, config: SessionConfig, documents: tuple[Document, ...] = (),
-                 ranges: Mapping[int, DocRange] | None = None, store: SessionStore | None = None,
-                 max_queue: int = defaults.SERVER_QUEUE, max_tokens: int = defaults.SERVER_MAX_TOKENS, temperature: float = 0.0,
-                 stop: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        config: SessionConfig,
+        documents: tuple[Document, ...] = (),
+        ranges: Mapping[int, DocRange] | None = None,
+        store: SessionStore | None = None,
+        max_queue: int = defaults.SERVER_QUEUE,
+        max_tokens: int = defaults.SERVER_MAX_TOKENS,
+        temperature: float = 0.0,
+        stop: tuple[str, ...] = (),
+    ) -> None:
         """max_tokens, temperature, stop: what a request that does not say gets (stop strings add up)."""
         self.config = config
         self._max_tokens = max_tokens
@@ -143,7 +150,8 @@ class EngineBridge:
             if self._loaded is not None and self._loaded.truncated:
                 raise EngineStartError(
                     f"the --doc files do not fit in the context ({self.n_ctx} tokens) with room for answers: "
-                    "raise --n-ctx or load a part with --range")
+                    "raise --n-ctx or load a part with --range"
+                )
         self._thread = threading.Thread(target=self._dispatch, name="skv-serve-dispatch", daemon=True)
         self._thread.start()
 
@@ -153,8 +161,13 @@ class EngineBridge:
             if self._closed:
                 raise ApiError(503, "the server is shutting down", "engine_unavailable", type="server_error")
             if len(self._waiting) >= self._max_queue:
-                raise ApiError(429, f"the server's queue is full ({self._max_queue} requests wait for the model): "
-                                    "retry later", "queue_full", type="rate_limit_error")
+                raise ApiError(
+                    429,
+                    f"the server's queue is full ({self._max_queue} requests wait for the model): "
+                    "retry later",
+                    "queue_full",
+                    type="rate_limit_error",
+                )
             self._waiting.append(job)
             self._wake.notify()
 
@@ -169,15 +182,22 @@ class EngineBridge:
 
     def health(self) -> dict:
         with self._lock:
-            return {"status": "ok", "model": self.model_id, "n_ctx": self.n_ctx, "queue": len(self._waiting),
-                    "running": self._running is not None}
+            return {
+                "status": "ok",
+                "model": self.model_id,
+                "n_ctx": self.n_ctx,
+                "queue": len(self._waiting),
+                "running": self._running is not None,
+            }
 
     def close(self, timeout: float = 10.0) -> None:
         with self._lock:
             self._closed = True
             for job in self._waiting:
                 job.cancelled = True
-                job.push(ApiError(503, "the server is shutting down", "engine_unavailable", type="server_error"))
+                job.push(
+                    ApiError(503, "the server is shutting down", "engine_unavailable", type="server_error")
+                )
             self._waiting.clear()
             if self._running is not None:
                 self._running.cancelled = True
@@ -202,7 +222,9 @@ class EngineBridge:
                 job.push(e)
             except Exception as e:  # noqa: BLE001 - the thread edge: a request fails, the server goes on
                 log.exception("a request failed")
-                job.push(server_error(f"the server hit an unexpected error ({type(e).__name__}): see its log"))
+                job.push(
+                    server_error(f"the server hit an unexpected error ({type(e).__name__}): see its log")
+                )
             finally:
                 with self._lock:
                     self._running = None
@@ -244,8 +266,13 @@ class EngineBridge:
         terminal = self._run(OpenDocuments(documents, reserve, ranges or None), on_event, job)
         self._check(terminal)
         loaded: DocumentsLoaded = seen["docs"]
-        self._loaded = _Loaded(_key(documents), documents, {sid: (d, a, b) for sid, d, a, b in loaded.sentences},
-                               seen.get("n_prefix", 0), loaded.truncated)
+        self._loaded = _Loaded(
+            _key(documents),
+            documents,
+            {sid: (d, a, b) for sid, d, a, b in loaded.sentences},
+            seen.get("n_prefix", 0),
+            loaded.truncated,
+        )
         return loaded
 
     def _check(self, terminal) -> None:
@@ -274,7 +301,10 @@ class EngineBridge:
             raise invalid(
                 f"the system message{' and the --doc files' if self._base_docs else ''} take more of the context "
                 f"({self.n_ctx} tokens) than an answer of {max_tokens} tokens leaves: shorten them, lower "
-                "max_tokens, or start the server with a larger --n-ctx", "messages", "context_length_exceeded")
+                "max_tokens, or start the server with a larger --n-ctx",
+                "messages",
+                "context_length_exceeded",
+            )
         # the SentenceKV parameters
         if params != self._params:
             self._check(self._run(SetParams(params), lambda ev: None, job))
@@ -284,7 +314,11 @@ class EngineBridge:
         kept = 0
         for i, (question, answer) in enumerate(gen.history):
             have = self._turns[i] if i < len(self._turns) and kept == i else None
-            if have is not None and have.question.strip() == question.strip() and have.answer.strip() == answer.strip():
+            if (
+                have is not None
+                and have.question.strip() == question.strip()
+                and have.answer.strip() == answer.strip()
+            ):
                 history.append(have)
                 kept += 1
             else:
@@ -294,27 +328,47 @@ class EngineBridge:
             cached = self._turn_ends[kept - 1] if kept else self._loaded.n_prefix
         stop = tuple(dict.fromkeys(self._stop + gen.stop))
         temperature = self._temperature if gen.temperature is None else gen.temperature
-        ask = Ask(gen.question, max_tokens=max_tokens, temperature=temperature, ignore_eos=gen.skv.ignore_eos, stop=stop, history=tuple(history),
-                  seed=gen.seed)
+        ask = Ask(
+            gen.question,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            ignore_eos=gen.skv.ignore_eos,
+            stop=stop,
+            history=tuple(history),
+            seed=gen.seed,
+        )
         acc = _Answer()
         self._turns, self._turn_ends = [], ()  # known again once the turn ends
         terminal = self._run(ask, lambda ev: self._on_answer(ev, acc, job), job)
         if acc.turn is not None:
             t = acc.turn
             self._turns = history[: t.turn - 1] + [
-                TurnRecord(gen.question, t.answer_tokens, "".join(acc.pieces), reason=t.reason)]
+                TurnRecord(gen.question, t.answer_tokens, "".join(acc.pieces), reason=t.reason)
+            ]
             self._turn_ends = t.turn_ends
         self._check(terminal)
         assert acc.turn is not None and isinstance(terminal, Finished)
         n_answer = len(acc.turn.answer_tokens)
-        skv = {"retrieved": self._retrieved(acc), "memory": _memory(acc.memory),
-               "stats": {"policy": params.policy.name.lower(), "budget": params.budget, "sink": params.sink,
-                         "ring": params.ring, "documents": how, "prefill_s": round(prefill_s, 4),
-                         "turns_kept": kept, "turns_replayed": len(history) - kept,
-                         "ttft_s": round(acc.stats.ttft_s, 4) if acc.stats else 0.0,
-                         "decode_tok_s": round(acc.stats.decode_tok_s, 3) if acc.stats else 0.0,
-                         "context_tokens": acc.turn.n_past}}
-        return Outcome("".join(acc.pieces), terminal.reason, acc.turn.n_past - n_answer, n_answer, cached, skv)
+        skv = {
+            "retrieved": self._retrieved(acc),
+            "memory": _memory(acc.memory),
+            "stats": {
+                "policy": params.policy.name.lower(),
+                "budget": params.budget,
+                "sink": params.sink,
+                "ring": params.ring,
+                "documents": how,
+                "prefill_s": round(prefill_s, 4),
+                "turns_kept": kept,
+                "turns_replayed": len(history) - kept,
+                "ttft_s": round(acc.stats.ttft_s, 4) if acc.stats else 0.0,
+                "decode_tok_s": round(acc.stats.decode_tok_s, 3) if acc.stats else 0.0,
+                "context_tokens": acc.turn.n_past,
+            },
+        }
+        return Outcome(
+            "".join(acc.pieces), terminal.reason, acc.turn.n_past - n_answer, n_answer, cached, skv
+        )
 
     def _on_answer(self, event: Event, acc: _Answer, job: Job) -> None:
         if isinstance(event, TokenEvent):
@@ -344,15 +398,21 @@ class EngineBridge:
             if sid in self._loaded.sentences:
                 d, a, b = self._loaded.sentences[sid]
                 doc = self._loaded.documents[d]
-                out.append({"doc": doc.name, "location": doc.location(a), "text": doc.text[a:b].strip(),
-                            "weight": weight, "sentence": sid})
+                out.append(
+                    {
+                        "doc": doc.name,
+                        "location": doc.location(a),
+                        "text": doc.text[a:b].strip(),
+                        "weight": weight,
+                        "sentence": sid,
+                    }
+                )
             elif sid in entries and entries[sid][0] != acc.turn.turn:
                 turn, role, text = entries[sid]
                 out.append(turn_entry(SpanInfo(-1, 0, 0, 0, 0, text, turn, role), sid, weight))
             if len(out) >= TOP_RETRIEVED:
                 break
         return out
-
 
 
 def _key(documents: tuple[Document, ...]) -> tuple[tuple[str, str], ...]:
@@ -362,6 +422,12 @@ def _key(documents: tuple[Document, ...]) -> tuple[tuple[str, str], ...]:
 def _memory(ev: MemoryEvent | None) -> dict:
     if ev is None:
         return {}
-    return {"host_kv_bytes": ev.host_kv_bytes, "device_skv_bytes": ev.device_skv_bytes,
-            "device_vec_bytes": ev.device_vec_bytes, "device_stage_bytes": ev.device_stage_bytes,
-            "full_kv_bytes": ev.full_kv_bytes, "n_past": ev.n_past, "n_ctx": ev.n_ctx}
+    return {
+        "host_kv_bytes": ev.host_kv_bytes,
+        "device_skv_bytes": ev.device_skv_bytes,
+        "device_vec_bytes": ev.device_vec_bytes,
+        "device_stage_bytes": ev.device_stage_bytes,
+        "full_kv_bytes": ev.full_kv_bytes,
+        "n_past": ev.n_past,
+        "n_ctx": ev.n_ctx,
+    }

@@ -29,7 +29,9 @@ class SkvOverrides:
     ignore_eos: bool = False
 
     def apply(self, base: SkvParams) -> SkvParams:
-        changes: dict = {k: getattr(self, k) for k in ("budget", "sink", "ring") if getattr(self, k) is not None}
+        changes: dict = {
+            k: getattr(self, k) for k in ("budget", "sink", "ring") if getattr(self, k) is not None
+        }
         try:
             if self.policy is not None:
                 changes["policy"] = Policy.parse(self.policy)
@@ -85,9 +87,13 @@ _COMPLETION_UNSUPPORTED = {
 def _refuse_unsupported(body: dict, table: dict) -> None:
     names = [name for name, bad in table.items() if bad(body.get(name))]
     if names:
-        raise ApiError(400, f"this server does not support {', '.join(names)}: it generates one plain-text answer; "
-                            f"drop {'it' if len(names) == 1 else 'them'} from the request",
-                       "unsupported_parameter", names[0])
+        raise ApiError(
+            400,
+            f"this server does not support {', '.join(names)}: it generates one plain-text answer; "
+            f"drop {'it' if len(names) == 1 else 'them'} from the request",
+            "unsupported_parameter",
+            names[0],
+        )
 
 
 def _typed(body: dict, name: str, kinds: tuple[type, ...], what: str, default=None, param: str | None = None):
@@ -96,7 +102,9 @@ def _typed(body: dict, name: str, kinds: tuple[type, ...], what: str, default=No
     if value is None:
         return default
     if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
-        raise invalid(f"{param or name} must be {what}, got {type(value).__name__}", param or name, "invalid_type")
+        raise invalid(
+            f"{param or name} must be {what}, got {type(value).__name__}", param or name, "invalid_type"
+        )
     return value
 
 
@@ -130,21 +138,36 @@ def _common(body: dict) -> dict:
         raise invalid("stop must be a string or a list of strings", "stop", "invalid_type")
     stream = _typed(body, "stream", (bool,), "a boolean", False)
     options = _typed(body, "stream_options", (dict,), "an object", {})
-    include_usage = _typed(options, "include_usage", (bool,), "a boolean", False, "stream_options.include_usage")
-    return {"model": model, "max_tokens": max_tokens, "temperature": None if temperature is None else float(temperature),
-            "seed": seed, "stop": tuple(s for s in stops if s), "stream": stream, "include_usage": include_usage,
-            "skv": _skv(body)}
+    include_usage = _typed(
+        options, "include_usage", (bool,), "a boolean", False, "stream_options.include_usage"
+    )
+    return {
+        "model": model,
+        "max_tokens": max_tokens,
+        "temperature": None if temperature is None else float(temperature),
+        "seed": seed,
+        "stop": tuple(s for s in stops if s),
+        "stream": stream,
+        "include_usage": include_usage,
+        "skv": _skv(body),
+    }
 
 
 def _skv(body: dict) -> SkvOverrides:
     raw = _typed(body, "skv", (dict,), "an object", {})
     unknown = sorted(set(raw) - set(SKV_FIELDS))
     if unknown:
-        raise invalid(f"unknown skv field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: the extension "
-                      f"takes {', '.join(SKV_FIELDS)}", "skv")
+        raise invalid(
+            f"unknown skv field{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}: the extension "
+            f"takes {', '.join(SKV_FIELDS)}",
+            "skv",
+        )
     ints = {k: _typed(raw, k, (int,), "an integer", None, f"skv.{k}") for k in ("budget", "sink", "ring")}
-    return SkvOverrides(_typed(raw, "policy", (str,), "a string", None, "skv.policy"), **ints,
-                        ignore_eos=_typed(raw, "ignore_eos", (bool,), "a boolean", False, "skv.ignore_eos"))
+    return SkvOverrides(
+        _typed(raw, "policy", (str,), "a string", None, "skv.policy"),
+        **ints,
+        ignore_eos=_typed(raw, "ignore_eos", (bool,), "a boolean", False, "skv.ignore_eos"),
+    )
 
 
 def _content(message: dict, i: int) -> str:
@@ -162,8 +185,12 @@ def _content(message: dict, i: int) -> str:
         if not isinstance(part, dict) or not isinstance(part.get("type"), str):
             raise invalid(f"{param} must hold content parts with a type", param, "invalid_type")
         if part["type"] != "text":
-            raise ApiError(400, f"this server reads text only, got a {part['type']} part in {param}",
-                           "unsupported_parameter", param)
+            raise ApiError(
+                400,
+                f"this server reads text only, got a {part['type']} part in {param}",
+                "unsupported_parameter",
+                param,
+            )
         if not isinstance(part.get("text"), str):
             raise invalid(f"a text part of {param} must have a string text", param, "invalid_type")
         texts.append(part["text"])
@@ -185,10 +212,16 @@ def parse_chat(body: dict) -> Generation:
             raise invalid(f"messages[{i}] must be an object", f"messages[{i}]", "invalid_type")
         role = m.get("role")
         if not isinstance(role, str):
-            raise invalid(f"messages[{i}].role is required", f"messages[{i}].role", "missing_required_parameter")
+            raise invalid(
+                f"messages[{i}].role is required", f"messages[{i}].role", "missing_required_parameter"
+            )
         if m.get("tool_calls") or m.get("function_call"):
-            raise ApiError(400, f"this server does not support tool calls (messages[{i}])", "unsupported_parameter",
-                           f"messages[{i}].tool_calls")
+            raise ApiError(
+                400,
+                f"this server does not support tool calls (messages[{i}])",
+                "unsupported_parameter",
+                f"messages[{i}].tool_calls",
+            )
         text = _content(m, i)
         if role in ("system", "developer"):
             system.append(text)
@@ -198,10 +231,16 @@ def parse_chat(body: dict) -> Generation:
             else:
                 turns.append([role, text])
         else:
-            raise ApiError(400, f"messages[{i}] has the role {role!r}: this server takes system, user and assistant "
-                                "messages", "unsupported_parameter", f"messages[{i}].role")
+            raise ApiError(
+                400,
+                f"messages[{i}] has the role {role!r}: this server takes system, user and assistant messages",
+                "unsupported_parameter",
+                f"messages[{i}].role",
+            )
     if not turns or turns[0][0] != "user":
-        raise invalid("the conversation must start with a user message (after the system messages)", "messages")
+        raise invalid(
+            "the conversation must start with a user message (after the system messages)", "messages"
+        )
     if turns[-1][0] != "user":
         raise invalid("the last message must be the user's: it is the one answered", "messages")
     history = tuple((turns[i][1], turns[i + 1][1]) for i in range(0, len(turns) - 1, 2))
@@ -218,8 +257,11 @@ def parse_completion(body: dict) -> Generation:
     if prompt is None:
         raise invalid("prompt is required", "prompt", "missing_required_parameter")
     if not isinstance(prompt, str):
-        raise invalid("prompt must be one string (token arrays and several prompts are not supported)", "prompt",
-                      "invalid_type")
+        raise invalid(
+            "prompt must be one string (token arrays and several prompts are not supported)",
+            "prompt",
+            "invalid_type",
+        )
     return Generation("completion", common["model"], "", (), prompt, **_rest(common))
 
 
@@ -248,9 +290,12 @@ class Outcome:
         return FINISH.get(self.reason, "stop")
 
     def usage(self) -> dict:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "total_tokens": self.prompt_tokens + self.completion_tokens,
-                "prompt_tokens_details": {"cached_tokens": self.cached_tokens}}
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
+        }
 
 
 class Reply:
@@ -263,20 +308,38 @@ class Reply:
         self.model = model
 
     def _head(self, obj: str) -> dict:
-        return {"id": self.id, "object": obj, "created": self.created, "model": self.model,
-                "system_fingerprint": None}
+        return {
+            "id": self.id,
+            "object": obj,
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": None,
+        }
 
     def whole(self, out: Outcome) -> dict:
         if self.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": out.text},
-                      "finish_reason": out.finish_reason, "logprobs": None}
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": out.text},
+                "finish_reason": out.finish_reason,
+                "logprobs": None,
+            }
         else:
             choice = {"index": 0, "text": out.text, "finish_reason": out.finish_reason, "logprobs": None}
-        return {**self._head("chat.completion" if self.chat else "text_completion"), "choices": [choice],
-                "usage": out.usage(), "skv": out.skv}
+        return {
+            **self._head("chat.completion" if self.chat else "text_completion"),
+            "choices": [choice],
+            "usage": out.usage(),
+            "skv": out.skv,
+        }
 
-    def chunk(self, text: str | None = None, first: bool = False, out: Outcome | None = None,
-              usage_only: bool = False) -> dict:
+    def chunk(
+        self,
+        text: str | None = None,
+        first: bool = False,
+        out: Outcome | None = None,
+        usage_only: bool = False,
+    ) -> dict:
         """A stream chunk: the opening one (the role), a piece of text, the closing one (finish reason and the
         `skv` extension), or the usage chunk (no choices) that stream_options.include_usage asks for."""
         body = self._head("chat.completion.chunk" if self.chat else "text_completion")

@@ -43,7 +43,9 @@ def check_model(model_path: str | Path, n_ctx: int, remap: bool = False) -> tupl
     try:
         info = read_model_info(Path(model_path))
     except ModelError as e:
-        raise SessionInputError(f"the model could not be loaded ({e}): choose a llama.cpp GGUF model file") from None
+        raise SessionInputError(
+            f"the model could not be loaded ({e}): choose a llama.cpp GGUF model file"
+        ) from None
     if native.native_available() and not native.arch_supported(info.architecture):
         raise SessionInputError(
             f"the model architecture {info.architecture!r} of {Path(model_path).name} is not supported by this "
@@ -80,8 +82,9 @@ SENTENCE_START = defaults.SENTENCE_START_CHOICES
 
 def check_protocol(question_attention: str, sentence_start: str) -> None:
     if question_attention not in QUESTION_ATTENTION:
-        raise ValueError(f"question attention must be one of {', '.join(QUESTION_ATTENTION)}, "
-                         f"got {question_attention!r}")
+        raise ValueError(
+            f"question attention must be one of {', '.join(QUESTION_ATTENTION)}, got {question_attention!r}"
+        )
     if sentence_start not in SENTENCE_START:
         raise ValueError(f"sentence start must be one of {', '.join(SENTENCE_START)}, got {sentence_start!r}")
 
@@ -102,13 +105,21 @@ class SessionConfig:
     seed: int = 0
     prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
     # the paper's protocol beside ours (native/README.md): how the question is read and how a generated sentence starts
-    question_attention: str = "policy"  # policy: decoded token by token under the policy; dense: one dense batch
-    sentence_start: str = "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
+    question_attention: str = (
+        "policy"  # policy: decoded token by token under the policy; dense: one dense batch
+    )
+    sentence_start: str = (
+        "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
+    )
 
     @property
     def remaps_positions(self) -> bool:
         """SentenceKV gives tokens past the trained length positions inside it (native remap_positions)."""
-        return self.skv is not None and self.skv.policy != native.Policy.FULL and self.skv.remap != native.Remap.OFF
+        return (
+            self.skv is not None
+            and self.skv.policy != native.Policy.FULL
+            and self.skv.remap != native.Remap.OFF
+        )
 
     def __post_init__(self) -> None:
         if self.prompt_format not in FORMATS:

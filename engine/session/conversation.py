@@ -39,7 +39,9 @@ class Turn:
     question: str
     answer_prefix: str
     answer: str
-    answer_tokens: tuple[int, ...]  # every generated token decoded into the context (an end-of-turn token is not)
+    answer_tokens: tuple[
+        int, ...
+    ]  # every generated token decoded into the context (an end-of-turn token is not)
     reason: str  # "eos", "stop", "max_tokens" or "stopped"
     tok_start: int  # its first token's position
     tok_end: int  # one past its last token
@@ -54,8 +56,15 @@ class Turn:
         return self.reason == "stopped"
 
     def record(self) -> TurnRecord:
-        return TurnRecord(self.question, self.answer_tokens, self.answer, self.answer_prefix, self.reason,
-                          self.question_attention, self.sentence_start)
+        return TurnRecord(
+            self.question,
+            self.answer_tokens,
+            self.answer,
+            self.answer_prefix,
+            self.reason,
+            self.question_attention,
+            self.sentence_start,
+        )
 
 
 def entry_label(span: SpanInfo) -> str:
@@ -65,5 +74,12 @@ def entry_label(span: SpanInfo) -> str:
 
 def turn_entry(span: SpanInfo, sid: int, weight: float) -> dict:
     """A conversation entry in `retrieved` (beside the documents' {doc, location, text, weight, sentence})."""
-    return {"doc": "conversation", "turn": span.turn, "role": span.role, "location": entry_label(span),
-            "text": span.text.strip(), "weight": weight, "sentence": sid}
+    return {
+        "doc": "conversation",
+        "turn": span.turn,
+        "role": span.role,
+        "location": entry_label(span),
+        "text": span.text.strip(),
+        "weight": weight,
+        "sentence": sid,
+    }

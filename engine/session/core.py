@@ -62,10 +62,14 @@ class AskResult:
     ttft_s: float
     decode_s: float
     steps: list[StepRetrieval]
-    reason: str = "max_tokens"  # why the answer ended: "eos", "stop" (a stop string), "max_tokens" or "stopped"
+    reason: str = (
+        "max_tokens"  # why the answer ended: "eos", "stop" (a stop string), "max_tokens" or "stopped"
+    )
     # the selection behind the first answer token (made at the last prompt step); None when that step ran dense
     first_step: StepRetrieval | None = None
-    turn: int = 0  # the conversation turn this answer is (1-based); 0 when it was stopped before its answer began
+    turn: int = (
+        0  # the conversation turn this answer is (1-based); 0 when it was stopped before its answer began
+    )
     # of decode_s, the time inside the decode call (llama.cpp); the rest is the loop's own (Python) work
     decode_native_s: float = 0.0
 
@@ -111,9 +115,12 @@ class Prefill:
         """The context already holds the first n_done tokens (a restored partial prefill)."""
         self._next = n_done
 
-    def run(self, on_progress: Callable[[int, int], None] | None = None,
-            should_stop: ShouldStop | None = None,
-            checkpoint: Callable[[int, bool], None] | None = None) -> None:
+    def run(
+        self,
+        on_progress: Callable[[int, int], None] | None = None,
+        should_stop: ShouldStop | None = None,
+        checkpoint: Callable[[int, bool], None] | None = None,
+    ) -> None:
         """Every chunk, with progress; a stop (Cancelled) or a failure leaves an empty session. `checkpoint(n_done,
         stopping)` runs after each chunk and, on a stop, before the session empties (it may save what is done)."""
         try:
@@ -156,7 +163,9 @@ class Session:
                 verbose=False,
             )
         except (ValueError, RuntimeError) as e:
-            raise SessionError(f"the model could not be loaded ({e}): check that it is a llama.cpp GGUF file") from None
+            raise SessionError(
+                f"the model could not be loaded ({e}): check that it is a llama.cpp GGUF file"
+            ) from None
         self.skv: SkvContext | None = None
         if config.skv is not None:
             if not SkvContext.enabled(self.llm.ctx):
@@ -172,8 +181,9 @@ class Session:
         # BOS only where the model's tokenizer adds one (gemma: yes; qwen2: no, its template starts with a turn)
         self._add_bos = self.llm.token_bos() >= 0 and bool(llama_cpp.llama_vocab_get_add_bos(vocab))
         try:
-            self.prompts: PromptFormat = choose_format(config.prompt_format,
-                                                       {"tokenizer.chat_template": self.info.chat_template})
+            self.prompts: PromptFormat = choose_format(
+                config.prompt_format, {"tokenizer.chat_template": self.info.chat_template}
+            )
         except PromptFormatError as e:
             self.llm.close()
             raise SessionInputError(str(e)) from None
@@ -183,7 +193,9 @@ class Session:
         self._doc_snap: SessionSnapshot | None = None  # the state right after the documents (see ask)
         self._rng = np.random.default_rng(config.seed)
         self._turns: list[Turn] = []  # the conversation after the documents (conversation.py)
-        self._conv_spans: list[SpanInfo] = []  # its index entries (and the running turn's), after the documents'
+        self._conv_spans: list[
+            SpanInfo
+        ] = []  # its index entries (and the running turn's), after the documents'
         self._turn_no = 0  # the running turn's number while it decodes (labels its entries)
         self._role = ""  # the role of the segment being decoded
         self._turn_tokens: list[int] = []  # the running turn's tokens so far (its entries' text)
@@ -282,8 +294,13 @@ class Session:
             out[i] = self.logits()
         return out
 
-    def begin_prefill(self, tokens: list[int], spans: list[SpanInfo], documents: list[Document] = (),
-                      declare: list[int] | None = None) -> Prefill:
+    def begin_prefill(
+        self,
+        tokens: list[int],
+        spans: list[SpanInfo],
+        documents: list[Document] = (),
+        declare: list[int] | None = None,
+    ) -> Prefill:
         """Start a dense prefill of `tokens` into an empty context: the spans' ends (or `declare`, for text whose
         sentences close later as it is decoded) are declared first, so the index closes as the chunks arrive.
         The one way to fill the context (load_documents, the benchmarks and tests go through it)."""
@@ -291,8 +308,13 @@ class Session:
         self.declare_sentences([sp.tok_end for sp in spans] if declare is None else list(declare))
         return Prefill(self, list(tokens), LoadedContext(tuple(documents), tuple(spans), len(tokens)))
 
-    def prefill(self, tokens: list[int], spans: list[SpanInfo], documents: list[Document] = (),
-                declare: list[int] | None = None) -> None:
+    def prefill(
+        self,
+        tokens: list[int],
+        spans: list[SpanInfo],
+        documents: list[Document] = (),
+        declare: list[int] | None = None,
+    ) -> None:
         """begin_prefill(...).run(): the whole prefill at once."""
         self.begin_prefill(tokens, spans, documents, declare).run()
 
@@ -300,7 +322,9 @@ class Session:
         """Prefill more document tokens densely after what the context holds (e.g. after rewind): the new spans'
         ends are declared and the loaded context grows by them."""
         if self._conv_spans:
-            raise SessionError("documents cannot be added after a conversation's turns: cut them first (cut_turns(0))")
+            raise SessionError(
+                "documents cannot be added after a conversation's turns: cut them first (cut_turns(0))"
+            )
         kept = self._loaded
         self.declare_sentences([sp.tok_end for sp in spans])
         self.eval(tokens)
@@ -374,8 +398,9 @@ class Session:
             save_stored(self, store, key, documents, plan)
             store.delete(partial_key(key))
             save_s = time.perf_counter() - t1
-        return LoadReport(plan.n_total, n_loaded, n_loaded < plan.n_selected, prefill_s, False,
-                          plan.n_selected, save_s)
+        return LoadReport(
+            plan.n_total, n_loaded, n_loaded < plan.n_selected, prefill_s, False, plan.n_selected, save_s
+        )
 
     def reset(self) -> None:
         self.llm.reset()
@@ -401,8 +426,14 @@ class Session:
             raise SessionError(f"llama.cpp could not copy the session state ({n} of {size} bytes)")
         ids = np.ascontiguousarray(self.llm.input_ids[: self.n_past], dtype=np.int32).tobytes()
         query_seed = self.skv.query_seed() if self.skv is not None else b""
-        return SessionSnapshot(ctypes.string_at(buf, n), ids, tuple(self.spans), self.n_doc_tokens,
-                               tuple(self.documents), query_seed)
+        return SessionSnapshot(
+            ctypes.string_at(buf, n),
+            ids,
+            tuple(self.spans),
+            self.n_doc_tokens,
+            tuple(self.documents),
+            query_seed,
+        )
 
     def restore(self, snap: SessionSnapshot) -> None:
         """Load a snapshot; the sentence table is declared again and closed (vectors are recomputed from the
@@ -435,7 +466,9 @@ class Session:
         """The raw llama state and the tokens it holds (restore, a resumed prefill); SessionError if refused."""
         ids = np.frombuffer(input_ids, dtype=np.int32)
         if len(ids) > self.n_ctx:
-            raise SessionError(f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})")
+            raise SessionError(
+                f"the saved session holds {len(ids)} tokens, more than this context ({self.n_ctx})"
+            )
         src = ctypes.cast(ctypes.c_char_p(state), ctypes.POINTER(ctypes.c_uint8))
         n = int(self._llama_cpp.llama_state_set_data(self.llm.ctx, src, len(state)))
         if n != len(state):
@@ -507,13 +540,31 @@ class Session:
             if self._turns:
                 raise ContextFullError(
                     f"this turn needs {n_prompt + max_tokens} tokens but the conversation leaves {left} of the "
-                    f"context: drop the oldest turns, start a new chat, or raise n_ctx", n_prompt + max_tokens, left)
+                    f"context: drop the oldest turns, start a new chat, or raise n_ctx",
+                    n_prompt + max_tokens,
+                    left,
+                )
             raise ContextFullError(
                 f"the question and answer need {n_prompt + max_tokens} tokens but only {left} are left in the "
-                f"context: load less text or raise n_ctx", n_prompt + max_tokens, left)
+                f"context: load less text or raise n_ctx",
+                n_prompt + max_tokens,
+                left,
+            )
         return self._run_turn(
-            question, answer_prefix, segments, max_tokens, temperature, ignore_eos, on_token, should_stop, stop,
-            question_attention, sentence_start, sampler, prompt_tokens is not None, t0,
+            question,
+            answer_prefix,
+            segments,
+            max_tokens,
+            temperature,
+            ignore_eos,
+            on_token,
+            should_stop,
+            stop,
+            question_attention,
+            sentence_start,
+            sampler,
+            prompt_tokens is not None,
+            t0,
         )
 
     def _enter_turn(self, k: int) -> None:
@@ -570,10 +621,17 @@ class Session:
             self.skv.set_params(params)
         try:
             r = self.ask(
-                rec.question, rec.answer_prefix, max_tokens=len(tokens), ignore_eos=True,
-                question_attention=rec.question_attention, sentence_start=rec.sentence_start,
-                prompt_tokens=list(turn.prompt_tokens) if isinstance(turn, Turn) and turn.prompt_tokens else None,
-                sampler=lambda _logits: next(forced), keep_turns=len(self._turns),
+                rec.question,
+                rec.answer_prefix,
+                max_tokens=len(tokens),
+                ignore_eos=True,
+                question_attention=rec.question_attention,
+                sentence_start=rec.sentence_start,
+                prompt_tokens=list(turn.prompt_tokens)
+                if isinstance(turn, Turn) and turn.prompt_tokens
+                else None,
+                sampler=lambda _logits: next(forced),
+                keep_turns=len(self._turns),
             )
         finally:
             if saved is not None:
@@ -582,7 +640,9 @@ class Session:
         self._turns[-1] = replace(self._turns[-1], answer=rec.answer or r.answer, reason=rec.reason)
         return self._turns[-1]
 
-    def _prompt_segments(self, question: str, answer_prefix: str, follow_up: bool) -> list[tuple[list[int], str]]:
+    def _prompt_segments(
+        self, question: str, answer_prefix: str, follow_up: bool
+    ) -> list[tuple[list[int], str]]:
         """The prompt's segments as (tokens, role): the format's text (role ""), the question ("user"), the answer
         prefix ("assistant": it opens the answer)."""
         out: list[tuple[list[int], str]] = []
@@ -593,9 +653,26 @@ class Session:
             out.append((self.tokenize(text, special=special), role))
         return [(toks, role) for toks, role in out if toks]
 
-    def _run_turn(self, question, answer_prefix, segments, max_tokens, temperature, ignore_eos, on_token,
-                  should_stop, stop, question_attention, sentence_start, sampler, custom_prompt, t0) -> AskResult:
-        self._stream = SentenceStream(max_tokens=self.config.skv.max_sentence_len if self.config.skv else defaults.MAX_SENTENCE_LEN)
+    def _run_turn(
+        self,
+        question,
+        answer_prefix,
+        segments,
+        max_tokens,
+        temperature,
+        ignore_eos,
+        on_token,
+        should_stop,
+        stop,
+        question_attention,
+        sentence_start,
+        sampler,
+        custom_prompt,
+        t0,
+    ) -> AskResult:
+        self._stream = SentenceStream(
+            max_tokens=self.config.skv.max_sentence_len if self.config.skv else defaults.MAX_SENTENCE_LEN
+        )
         self._turn_no = len(self._turns) + 1
         self._turn_tokens = []
         base = self.n_past
@@ -665,15 +742,30 @@ class Session:
         self._end_segment(base)  # the turn ends: its answer's last sentence closes
         answer = "".join(pieces)
         n_turn = self._turn_no
-        first_span = next((i for i, s in enumerate(self._conv_spans) if s.tok_start >= base), len(self._conv_spans))
+        first_span = next(
+            (i for i, s in enumerate(self._conv_spans) if s.tok_start >= base), len(self._conv_spans)
+        )
         n_answer = len(out_tokens)
-        self._turns.append(Turn(
-            n_turn, question, answer_prefix, answer, tuple(out_tokens), reason, base, self.n_past,
-            tuple(self._conv_spans[first_span:]), self.skv.get_params() if self.skv is not None else None,
-            question_attention, sentence_start,
-            tuple(self._turn_tokens[: len(self._turn_tokens) - n_answer]) if custom_prompt else (),
-        ))
-        return AskResult(answer, out_tokens, stopped, ttft, decode_s, steps, reason, first_step, n_turn, native_s)
+        self._turns.append(
+            Turn(
+                n_turn,
+                question,
+                answer_prefix,
+                answer,
+                tuple(out_tokens),
+                reason,
+                base,
+                self.n_past,
+                tuple(self._conv_spans[first_span:]),
+                self.skv.get_params() if self.skv is not None else None,
+                question_attention,
+                sentence_start,
+                tuple(self._turn_tokens[: len(self._turn_tokens) - n_answer]) if custom_prompt else (),
+            )
+        )
+        return AskResult(
+            answer, out_tokens, stopped, ttft, decode_s, steps, reason, first_step, n_turn, native_s
+        )
 
     def rewind(self, n: int) -> None:
         """Drop everything after the first n tokens (and the turns it cuts). The last two kept tokens are decoded
@@ -687,8 +779,9 @@ class Session:
         self._llama_cpp.llama_memory_seq_rm(self._llama_cpp.llama_get_memory(self.llm.ctx), 0, keep, -1)
         self.llm.n_tokens = keep
         kept = self._loaded
-        self._loaded = LoadedContext(kept.documents, tuple(s for s in kept.spans if s.tok_end <= n),
-                                     min(kept.n_doc_tokens, n))
+        self._loaded = LoadedContext(
+            kept.documents, tuple(s for s in kept.spans if s.tok_end <= n), min(kept.n_doc_tokens, n)
+        )
         self._turns = [t for t in self._turns if t.tok_end <= n]
         self._conv_spans = [s for s in self._conv_spans if s.tok_end <= n]
         self.declare_sentences([s.tok_end for s in (*self.spans, *self._conv_spans) if s.tok_end > keep])
@@ -736,8 +829,9 @@ class Session:
             a = self._conv_spans[-1].tok_end if self._conv_spans else self.n_doc_tokens
             a = max(a, base)
             text = self.llm.detokenize(self._turn_tokens[a - base : e - base], special=False)
-            self._conv_spans.append(SpanInfo(-1, 0, 0, a, e, text.decode("utf-8", errors="replace"),
-                                             self._turn_no, self._role))
+            self._conv_spans.append(
+                SpanInfo(-1, 0, 0, a, e, text.decode("utf-8", errors="replace"), self._turn_no, self._role)
+            )
         self.declare_sentences(ends)
 
     def _prefill_prompt(self, segments: list[tuple[list[int], str]], base: int) -> None:
@@ -796,8 +890,13 @@ class Session:
 
     def memory(self) -> dict:
         """Bytes read from the ggml buffers (SentenceKV stats) plus the full-KV figure for this context."""
-        out = {"host_kv_bytes": 0, "device_skv_bytes": 0, "device_vec_bytes": 0, "device_stage_bytes": 0,
-               "full_kv_bytes": self.full_kv_bytes()}
+        out = {
+            "host_kv_bytes": 0,
+            "device_skv_bytes": 0,
+            "device_vec_bytes": 0,
+            "device_stage_bytes": 0,
+            "full_kv_bytes": self.full_kv_bytes(),
+        }
         if self.skv is not None:
             st = self.skv.stats()
             out["host_kv_bytes"] = st.host_kv_bytes

@@ -59,7 +59,7 @@ class DocRange:
         unit: Literal["sentence", "char"] = "sentence"
         for prefix in ("chars:", "char:"):
             if raw.startswith(prefix):
-                unit, raw = "char", raw[len(prefix):]
+                unit, raw = "char", raw[len(prefix) :]
         a, sep, b = raw.partition(":")
         try:
             if not sep:
@@ -111,7 +111,6 @@ class LoadedContext:
     documents: tuple[Document, ...] = ()
     spans: tuple[SpanInfo, ...] = ()  # native sentence id -> what it is
     n_doc_tokens: int = 0
-
 
 
 def plan_documents(
@@ -168,8 +167,16 @@ def plan_documents(
             if base + s.tok_end - t0 > budget:
                 full = False
                 break
-            spans.append(SpanInfo(di, s.char_start, s.char_end, base + s.tok_start - t0, base + s.tok_end - t0,
-                                  doc.text[s.char_start : s.char_end]))
+            spans.append(
+                SpanInfo(
+                    di,
+                    s.char_start,
+                    s.char_end,
+                    base + s.tok_start - t0,
+                    base + s.tok_end - t0,
+                    doc.text[s.char_start : s.char_end],
+                )
+            )
             taken = s.tok_end - t0
         tokens.extend(d_toks[t0 : t0 + taken])
         if full and len(tokens) + len(tail) < budget:

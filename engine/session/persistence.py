@@ -23,43 +23,56 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, slots=True)
 class SessionSnapshot:
-    state: bytes  # llama_state_get_data: every layer's K/V (SentenceKV host layers included) and the last logits
+    state: (
+        bytes  # llama_state_get_data: every layer's K/V (SentenceKV host layers included) and the last logits
+    )
     input_ids: bytes  # the context's tokens, int32
     spans: tuple[SpanInfo, ...]
     n_doc_tokens: int
     documents: tuple[Document, ...]
-    query_seed: bytes = b""  # the queries of the next selection (float32): set after the load, nothing is re-decoded
+    query_seed: bytes = (
+        b""  # the queries of the next selection (float32): set after the load, nothing is re-decoded
+    )
 
 
-def store_key(session: Session, documents: list[Document], ranges: Mapping[int, DocRange] | None = None) -> str:
+def store_key(
+    session: Session, documents: list[Document], ranges: Mapping[int, DocRange] | None = None
+) -> str:
     """Key of a saved session: everything that makes its state valid for this context."""
     from engine import __version__
     from engine.models import model_identity
     from engine.session_store import make_key, text_sha256
 
     skv = session.config.skv
-    return make_key({
-        "model": model_identity(session.config.model_path),
-        "documents": [text_sha256(d.text) for d in documents],
-        "ranges": {str(i): r.key() for i, r in sorted((ranges or {}).items())},
-        "n_ctx": session.n_ctx,
-        "max_sentence_len": skv.max_sentence_len if skv else defaults.MAX_SENTENCE_LEN,
-        "doc_format": DOC_FORMAT,
-        "prompt": session.prompts.key(),
-        "engine": __version__,
-        "native": native.check_native() if skv is not None else "off",
-    })
+    return make_key(
+        {
+            "model": model_identity(session.config.model_path),
+            "documents": [text_sha256(d.text) for d in documents],
+            "ranges": {str(i): r.key() for i, r in sorted((ranges or {}).items())},
+            "n_ctx": session.n_ctx,
+            "max_sentence_len": skv.max_sentence_len if skv else defaults.MAX_SENTENCE_LEN,
+            "doc_format": DOC_FORMAT,
+            "prompt": session.prompts.key(),
+            "engine": __version__,
+            "native": native.check_native() if skv is not None else "off",
+        }
+    )
+
 
 def documents_meta(documents: list[Document]) -> list[dict]:
     """What a saved session records of its documents (the store lists them; the key holds their hashes)."""
     from engine.session_store import text_sha256
 
-    return [{"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)} for d in documents]
+    return [
+        {"name": d.name, "path": d.path, "sha256": text_sha256(d.text), "n_chars": len(d.text)}
+        for d in documents
+    ]
 
 
-def save_stored(session: Session, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan) -> None:
+def save_stored(
+    session: Session, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan
+) -> None:
     from pathlib import Path
-
 
     snap = session.snapshot()
     meta = {
@@ -77,8 +90,15 @@ def save_stored(session: Session, store: SessionStore, key: str, documents: list
     }
     store.save(key, meta, snap.input_ids, snap.state)
 
-def restore_stored(session: Session, store: SessionStore, stored: StoredSession, documents: list[Document],
-                   reserve: int, t0: float) -> LoadReport | None:
+
+def restore_stored(
+    session: Session,
+    store: SessionStore,
+    stored: StoredSession,
+    documents: list[Document],
+    reserve: int,
+    t0: float,
+) -> LoadReport | None:
     """Restore a saved session; None (a miss) when it leaves less than `reserve` tokens free or is unusable."""
     meta = stored.meta
     try:
@@ -91,7 +111,9 @@ def restore_stored(session: Session, store: SessionStore, stored: StoredSession,
             text = documents[doc].text[c0:c1] if doc >= 0 else headers.get(str(i), "")
             spans.append(SpanInfo(int(doc), int(c0), int(c1), int(k0), int(k1), text))
         query_seed = base64.b64decode(meta.get("query_seed", ""), validate=True)
-        snap = SessionSnapshot(stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), query_seed)
+        snap = SessionSnapshot(
+            stored.state, stored.input_ids, tuple(spans), n_doc, tuple(documents), query_seed
+        )
         session.restore(snap)
     except (SessionError, KeyError, ValueError, TypeError, IndexError, binascii.Error) as e:
         store.delete(stored.key)
@@ -99,8 +121,9 @@ def restore_stored(session: Session, store: SessionStore, stored: StoredSession,
         return None
     n_sel = int(meta.get("n_tokens_selected", -1))
     n_loaded = int(meta.get("n_tokens_loaded", 0))
-    return LoadReport(int(meta.get("n_tokens_total", 0)), n_loaded, n_loaded < n_sel,
-                      time.perf_counter() - t0, True, n_sel)
+    return LoadReport(
+        int(meta.get("n_tokens_total", 0)), n_loaded, n_loaded < n_sel, time.perf_counter() - t0, True, n_sel
+    )
 
 
 # A long prefill saves what it finished (a partial session, under its own key) every CHECKPOINT_S seconds and when
@@ -116,11 +139,16 @@ def partial_key(key: str) -> str:
     return make_key({"partial_of": key})
 
 
-def save_partial(session: Session, store: SessionStore, key: str, documents: list[Document], plan: DocumentPlan,
-                 n_done: int) -> None:
+def save_partial(
+    session: Session,
+    store: SessionStore,
+    key: str,
+    documents: list[Document],
+    plan: DocumentPlan,
+    n_done: int,
+) -> None:
     """The context after n_done of the plan's tokens, with the plan's spans (the rest declared on resume)."""
     from pathlib import Path
-
 
     snap = session.snapshot()
     if len(snap.input_ids) // 4 != n_done:
@@ -161,7 +189,9 @@ def resume_partial(session: Session, store: SessionStore, key: str, plan: Docume
                 session.skv.set_query_seed(seed)
     except (SessionError, KeyError, ValueError, TypeError, binascii.Error) as e:
         store.delete(pkey)
-        store._warn(f"the partly prefilled session could not be restored ({e}): deleted; prefilling from the start")
+        store._warn(
+            f"the partly prefilled session could not be restored ({e}): deleted; prefilling from the start"
+        )
         session.reset()
         session.declare_sentences([sp.tok_end for sp in plan.spans])
         return 0

@@ -27,7 +27,9 @@ class StepRetrieval:
     ranks: tuple[tuple[int, float], ...] = ()
     # per SKV layer, kept as read (layer ids; per (layer, entry) pair: layer index, entry id, heads) for `layers`
     layer_ids: tuple[int, ...] = ()
-    _per_layer: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, compare=False, repr=False)
+    _per_layer: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(
+        default=None, compare=False, repr=False
+    )
 
     @property
     def layers(self) -> tuple[tuple[int, tuple[tuple[int, int], ...]], ...]:
@@ -38,8 +40,10 @@ class StepRetrieval:
         layer_of, sid_of, lcounts = self._per_layer
         cuts = np.searchsorted(layer_of, np.arange(len(self.layer_ids) + 1)).tolist()
         sids, ns = sid_of.tolist(), lcounts.tolist()
-        return tuple((lid, tuple(zip(sids[cuts[li]:cuts[li + 1]], ns[cuts[li]:cuts[li + 1]], strict=True)))
-                     for li, lid in enumerate(self.layer_ids))
+        return tuple(
+            (lid, tuple(zip(sids[cuts[li] : cuts[li + 1]], ns[cuts[li] : cuts[li + 1]], strict=True)))
+            for li, lid in enumerate(self.layer_ids)
+        )
 
 
 def read_step(session: Session, step: int) -> StepRetrieval | None:
@@ -61,11 +65,20 @@ def read_step(session: Session, step: int) -> StepRetrieval | None:
     lkey, lcounts = np.unique((seg // n_head_kv) * width + ids, return_counts=True)
     layer_of, sid_of = np.divmod(lkey, width)
     u = uniq.tolist()
-    return StepRetrieval(step, tuple(zip(u, counts.tolist(), strict=True)), n_sel, n_head_kv,
-                         tuple(zip(u, rr.tolist(), strict=True)), layer_ids, (layer_of, sid_of, lcounts))
+    return StepRetrieval(
+        step,
+        tuple(zip(u, counts.tolist(), strict=True)),
+        n_sel,
+        n_head_kv,
+        tuple(zip(u, rr.tolist(), strict=True)),
+        layer_ids,
+        (layer_of, sid_of, lcounts),
+    )
 
 
-def top_sentences(session: Session, steps: list[StepRetrieval], top: int = 10, skip_turn: int = 0) -> list[dict]:
+def top_sentences(
+    session: Session, steps: list[StepRetrieval], top: int = 10, skip_turn: int = 0
+) -> list[dict]:
     """Top sentences: `weight` is the fraction of (step, layer, head) selections that chose them; they are ranked
     by how high they were chosen (reciprocal rank summed over the selections; with a budget that takes most
     entries at every step, many share the top weight). Documents' sentences and earlier turns' (doc
@@ -93,8 +106,15 @@ def top_sentences(session: Session, steps: list[StepRetrieval], top: int = 10, s
                     break
             continue
         doc = session.documents[sp.doc]
-        out.append({"doc": doc.name, "location": doc.location(sp.char_start), "text": sp.text.strip(),
-                    "weight": n / total, "sentence": sid})
+        out.append(
+            {
+                "doc": doc.name,
+                "location": doc.location(sp.char_start),
+                "text": sp.text.strip(),
+                "weight": n / total,
+                "sentence": sid,
+            }
+        )
         if len(out) >= top:
             break
     return out

@@ -29,8 +29,11 @@ def main() -> int:
     from engine.sentences import tokenize_sentences
     from engine.session import Session, SessionConfig
 
-    s = Session(SessionConfig(str(resolve_model(args.model)), n_ctx=args.n_ctx, n_threads=2,
-                              skv=SkvParams(budget=args.budget)))
+    s = Session(
+        SessionConfig(
+            str(resolve_model(args.model)), n_ctx=args.n_ctx, n_threads=2, skv=SkvParams(budget=args.budget)
+        )
+    )
     try:
         n = args.n_ctx - 512
         text = load_book_text(args.book)
@@ -46,11 +49,18 @@ def main() -> int:
         full = s.full_kv_bytes()
         n_head = int(s._llama_cpp.llama_model_n_head(s.llm.model))
         readback = st.n_layers * n_head * st.sent_cap * 4
-        out = {"n_ctx": args.n_ctx, "book": args.book, "n_sentences": st.n_sentences, "vector_rows": st.sent_cap,
-               "device_vec_bytes": st.device_vec_bytes, "device_stage_bytes": st.device_stage_bytes,
-               "score_readback_bytes": readback, "full_kv_bytes": full,
-               "vec_plus_stage_over_full": round((st.device_vec_bytes + st.device_stage_bytes) / full, 5),
-               "all_over_full": round((st.device_vec_bytes + st.device_stage_bytes + readback) / full, 5)}
+        out = {
+            "n_ctx": args.n_ctx,
+            "book": args.book,
+            "n_sentences": st.n_sentences,
+            "vector_rows": st.sent_cap,
+            "device_vec_bytes": st.device_vec_bytes,
+            "device_stage_bytes": st.device_stage_bytes,
+            "score_readback_bytes": readback,
+            "full_kv_bytes": full,
+            "vec_plus_stage_over_full": round((st.device_vec_bytes + st.device_stage_bytes) / full, 5),
+            "all_over_full": round((st.device_vec_bytes + st.device_stage_bytes + readback) / full, 5),
+        }
         print(json.dumps(out, indent=1))
     finally:
         s.close()

@@ -62,9 +62,13 @@ def check_bindings() -> dict:
     import llama_cpp
 
     lib = llama_cpp.llama_cpp._lib
-    info = {"llama_cpp": llama_cpp.__file__, "version": llama_cpp.__version__,
-            "lib_path": os.environ.get("LLAMA_CPP_LIB_PATH"), "patched": hasattr(lib, "llama_skv_version"),
-            "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload())}
+    info = {
+        "llama_cpp": llama_cpp.__file__,
+        "version": llama_cpp.__version__,
+        "lib_path": os.environ.get("LLAMA_CPP_LIB_PATH"),
+        "patched": hasattr(lib, "llama_skv_version"),
+        "gpu_offload": bool(llama_cpp.llama_supports_gpu_offload()),
+    }
     if not info["patched"]:
         raise SystemExit("gpu_check: the loaded libllama has no llama_skv_* symbols (stock library?)")
     return info
@@ -72,16 +76,32 @@ def check_bindings() -> dict:
 
 def run_native_tests(out: Path, gpu_layers: int) -> dict:
     env = dict(os.environ, SKV_TEST_GPU_LAYERS=str(gpu_layers))
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-o", "addopts=", "-rfE",
-           f"--junitxml={out / 'checks.xml'}", *NATIVE_TESTS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=",
+        "-rfE",
+        f"--junitxml={out / 'checks.xml'}",
+        *NATIVE_TESTS,
+    ]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     tail = (p.stdout + p.stderr).strip().splitlines()
     log("native tests: " + (tail[-1] if tail else f"rc {p.returncode}"))
     if p.returncode != 0:
         print("\n".join(tail[-60:]), file=sys.stderr)
-    return {"cmd": " ".join(cmd[3:]), "rc": p.returncode, "summary": tail[-1] if tail else "",
-            "seconds": round(time.perf_counter() - t0, 1), "passed": p.returncode == 0}
+    return {
+        "cmd": " ".join(cmd[3:]),
+        "rc": p.returncode,
+        "summary": tail[-1] if tail else "",
+        "seconds": round(time.perf_counter() - t0, 1),
+        "passed": p.returncode == 0,
+    }
 
 
 def synthetic(name: str, shape, quant: str) -> Path:
@@ -113,8 +133,14 @@ def default_shape_exactness(gpu_layers: int, quick: bool) -> dict:
     path = synthetic(shape.name, shape, "q4_0")
     n_prefill, n_steps = (300, 8) if quick else (3000, 64)
     t0 = time.perf_counter()
-    row = {"model": path.name, "n_layer": shape.n_layer, "n_head": shape.n_head, "n_head_kv": shape.n_head_kv,
-           "n_prefill": n_prefill, "n_steps": n_steps}
+    row = {
+        "model": path.name,
+        "n_layer": shape.n_layer,
+        "n_head": shape.n_head,
+        "n_head_kv": shape.n_head_kv,
+        "n_prefill": n_prefill,
+        "n_steps": n_steps,
+    }
     try:
         _exactness(path, n_ctx=4096, n_prefill=n_prefill, n_steps=n_steps, budget=4096)
         row["passed"], row["error"] = True, None
@@ -149,9 +175,17 @@ def speed_table(out: Path, gpu_layers: int, quick: bool, used) -> dict:
     shape = TINY_DEFAULT_LIKE if quick else LLAMA_1B_LIKE
     path = synthetic(shape.name, shape, "q4_0")
     contexts = (1024, 2048) if quick else (4096, 32768, 65536)
-    cfg = ScaleConfig(model=str(path), contexts=contexts, steps=4 if quick else 16, repeats=1 if quick else 2,
-                      threads=min(8, os.cpu_count() or 2), n_gpu_layers=gpu_layers, device_used=used,
-                      out=out / "scale", extra={"gpu_check": True})
+    cfg = ScaleConfig(
+        model=str(path),
+        contexts=contexts,
+        steps=4 if quick else 16,
+        repeats=1 if quick else 2,
+        threads=min(8, os.cpu_count() or 2),
+        n_gpu_layers=gpu_layers,
+        device_used=used,
+        out=out / "scale",
+        extra={"gpu_check": True},
+    )
     weights = model_device_bytes(path, gpu_layers, used)
     data = run_scale(cfg, log=log)
     main = data["config"]["main"]
@@ -159,15 +193,20 @@ def speed_table(out: Path, gpu_layers: int, quick: bool, used) -> dict:
     for r in data["results"]:
         ms, m = r["ms_per_token"], r["memory"]
         dev = m.get("device_allocator") or {}
-        rows.append({
-            "context": r["context"], "stock_ms": ms["stock"], "skv_ms": ms[main],
-            "stock_over_skv": ms["stock"] / ms[main],
-            "skv_over_first": flatness(r, data["results"][0], main),
-            "skv_reported_device_bytes": m["device_skv_bytes"], "full_kv_bytes": m["full_kv_bytes"],
-            "cuda_stock_session_bytes": dev.get("stock_session_bytes"),
-            "cuda_skv_session_bytes": dev.get("skv_session_bytes"),
-            "cuda_weights_bytes": weights,
-        })
+        rows.append(
+            {
+                "context": r["context"],
+                "stock_ms": ms["stock"],
+                "skv_ms": ms[main],
+                "stock_over_skv": ms["stock"] / ms[main],
+                "skv_over_first": flatness(r, data["results"][0], main),
+                "skv_reported_device_bytes": m["device_skv_bytes"],
+                "full_kv_bytes": m["full_kv_bytes"],
+                "cuda_stock_session_bytes": dev.get("stock_session_bytes"),
+                "cuda_skv_session_bytes": dev.get("skv_session_bytes"),
+                "cuda_weights_bytes": weights,
+            }
+        )
     return {"model": path.name, "main": main, "rows": rows, "wall_s": data["wall_s"]}
 
 
@@ -176,24 +215,34 @@ def mib(v) -> str:
 
 
 def render(res: dict) -> str:
-    lines = [f"# gpu_check ({res['mode']}, {res['date']})", "",
-             f"Library built in {res['build_s']} s; bindings {res['bindings']['version']}, offload "
-             f"{res['bindings']['gpu_offload']}, {res['gpu_layers']} layers offloaded.", "",
-             f"- native tests ({res['native_tests']['cmd']}): {res['native_tests']['summary']}",
-             f"- default-shape exactness ({res['default_shape']['model']}, {res['default_shape']['n_prefill']} "
-             f"prefilled, {res['default_shape']['n_steps']} steps): "
-             f"{'passed' if res['default_shape']['passed'] else 'FAILED ' + str(res['default_shape']['error'])}", ""]
+    lines = [
+        f"# gpu_check ({res['mode']}, {res['date']})",
+        "",
+        f"Library built in {res['build_s']} s; bindings {res['bindings']['version']}, offload "
+        f"{res['bindings']['gpu_offload']}, {res['gpu_layers']} layers offloaded.",
+        "",
+        f"- native tests ({res['native_tests']['cmd']}): {res['native_tests']['summary']}",
+        f"- default-shape exactness ({res['default_shape']['model']}, {res['default_shape']['n_prefill']} "
+        f"prefilled, {res['default_shape']['n_steps']} steps): "
+        f"{'passed' if res['default_shape']['passed'] else 'FAILED ' + str(res['default_shape']['error'])}",
+        "",
+    ]
     t = res["speed"]
-    lines += [f"Speed and memory ({t['model']}, `{t['main']}`; CUDA bytes = allocator's used before/after each "
-              "session, weights included; weights alone measured separately):", "",
-              "| ctx | stock ms/tok | skv ms/tok | stock/skv | skv/skv@1st | SKV device MiB (reported) | full KV MiB "
-              "| CUDA stock session MiB | CUDA skv session MiB | CUDA weights MiB |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += [
+        f"Speed and memory ({t['model']}, `{t['main']}`; CUDA bytes = allocator's used before/after each "
+        "session, weights included; weights alone measured separately):",
+        "",
+        "| ctx | stock ms/tok | skv ms/tok | stock/skv | skv/skv@1st | SKV device MiB (reported) | full KV MiB "
+        "| CUDA stock session MiB | CUDA skv session MiB | CUDA weights MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for r in t["rows"]:
-        lines.append(f"| {r['context']} | {r['stock_ms']:.2f} | {r['skv_ms']:.2f} | {r['stock_over_skv']:.2f} | "
-                     f"{r['skv_over_first']:.2f} | {mib(r['skv_reported_device_bytes'])} | {mib(r['full_kv_bytes'])} | "
-                     f"{mib(r['cuda_stock_session_bytes'])} | {mib(r['cuda_skv_session_bytes'])} | "
-                     f"{mib(r['cuda_weights_bytes'])} |")
+        lines.append(
+            f"| {r['context']} | {r['stock_ms']:.2f} | {r['skv_ms']:.2f} | {r['stock_over_skv']:.2f} | "
+            f"{r['skv_over_first']:.2f} | {mib(r['skv_reported_device_bytes'])} | {mib(r['full_kv_bytes'])} | "
+            f"{mib(r['cuda_stock_session_bytes'])} | {mib(r['cuda_skv_session_bytes'])} | "
+            f"{mib(r['cuda_weights_bytes'])} |"
+        )
     lines += ["", f"Total {res['wall_s']:.0f} s after the build; passed: {res['passed']}."]
     return "\n".join(lines) + "\n"
 
@@ -204,14 +253,22 @@ def main() -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--build-s", type=int, default=None)
     ap.add_argument("--mode", default="cuda")
-    ap.add_argument("--quick", action="store_true", help="small shapes and contexts (the rehearsal in the suite)")
+    ap.add_argument(
+        "--quick", action="store_true", help="small shapes and contexts (the rehearsal in the suite)"
+    )
     args = ap.parse_args()
     sys.path.insert(0, str(ROOT))
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     used = cuda_used() if args.gpu_layers > 0 else None
-    res: dict = {"mode": args.mode, "quick": args.quick, "gpu_layers": args.gpu_layers, "build_s": args.build_s,
-                 "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "bindings": check_bindings()}
+    res: dict = {
+        "mode": args.mode,
+        "quick": args.quick,
+        "gpu_layers": args.gpu_layers,
+        "build_s": args.build_s,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+        "bindings": check_bindings(),
+    }
     log(f"bindings {res['bindings']['llama_cpp']} over {res['bindings']['lib_path']}")
     res["native_tests"] = run_native_tests(args.out, args.gpu_layers)
     res["default_shape"] = default_shape_exactness(args.gpu_layers, args.quick)

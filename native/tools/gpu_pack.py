@@ -36,10 +36,22 @@ VENDOR = "vendor/llama.cpp"
 KEEP_TOP = ("CMakeLists.txt", "LICENSE", "cmake", "include", "src", "ggml", "vendor")
 DROP = (
     "vendor/cpp-httplib",  # common only
-    "ggml/src/ggml-blas", "ggml/src/ggml-cann", "ggml/src/ggml-et", "ggml/src/ggml-hexagon", "ggml/src/ggml-hip",
-    "ggml/src/ggml-metal", "ggml/src/ggml-musa", "ggml/src/ggml-opencl", "ggml/src/ggml-openvino",
-    "ggml/src/ggml-rpc", "ggml/src/ggml-sycl", "ggml/src/ggml-virtgpu", "ggml/src/ggml-vulkan",
-    "ggml/src/ggml-webgpu", "ggml/src/ggml-zdnn", "ggml/src/ggml-zendnn",
+    "ggml/src/ggml-blas",
+    "ggml/src/ggml-cann",
+    "ggml/src/ggml-et",
+    "ggml/src/ggml-hexagon",
+    "ggml/src/ggml-hip",
+    "ggml/src/ggml-metal",
+    "ggml/src/ggml-musa",
+    "ggml/src/ggml-opencl",
+    "ggml/src/ggml-openvino",
+    "ggml/src/ggml-rpc",
+    "ggml/src/ggml-sycl",
+    "ggml/src/ggml-virtgpu",
+    "ggml/src/ggml-vulkan",
+    "ggml/src/ggml-webgpu",
+    "ggml/src/ggml-zdnn",
+    "ggml/src/ggml-zendnn",
 )
 SITE_PACKAGES = ("gguf", "pysbd", "diskcache")
 BOOKS = ("alice_in_wonderland.txt", "walden.txt")
@@ -87,8 +99,12 @@ def add_bytes(tf: tarfile.TarFile, name: str, data: bytes) -> None:
 
 def working_tree_bytes() -> int:
     """Tracked plus untracked-not-ignored files: what the device tool sends besides the carried paths."""
-    out = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                         capture_output=True, check=True).stdout
+    out = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout
     total = 0
     for rel in out.decode().split("\0"):
         p = ROOT / rel
@@ -149,16 +165,28 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         shutil.copy2(books_dir() / b, out / "books" / b)
 
-    sizes = {"llama.cpp.tar.gz": (out / "llama.cpp.tar.gz").stat().st_size, "site": dir_bytes(out / "site"),
-             "books": dir_bytes(out / "books")}
+    sizes = {
+        "llama.cpp.tar.gz": (out / "llama.cpp.tar.gz").stat().st_size,
+        "site": dir_bytes(out / "site"),
+        "books": dir_bytes(out / "books"),
+    }
     tree = working_tree_bytes()
     total = tree + sum(sizes.values())
-    manifest = {"version": version, "key": key, "source_files": n_files, "bytes": sizes,
-                "working_tree_bytes": tree, "total_bytes": total, "limit_bytes": LIMIT}
+    manifest = {
+        "version": version,
+        "key": key,
+        "source_files": n_files,
+        "bytes": sizes,
+        "working_tree_bytes": tree,
+        "total_bytes": total,
+        "limit_bytes": LIMIT,
+    }
     (out / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
-    print(f"gpu_pack: {out}: {n_files} source files, llama.cpp.tar.gz {sizes['llama.cpp.tar.gz'] / 2**20:.1f} MiB,"
-          f" site {sizes['site'] / 2**20:.1f} MiB, books {sizes['books'] / 2**20:.1f} MiB; with the working tree"
-          f" {total / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} MiB")
+    print(
+        f"gpu_pack: {out}: {n_files} source files, llama.cpp.tar.gz {sizes['llama.cpp.tar.gz'] / 2**20:.1f} MiB,"
+        f" site {sizes['site'] / 2**20:.1f} MiB, books {sizes['books'] / 2**20:.1f} MiB; with the working tree"
+        f" {total / 2**20:.1f} MiB of {LIMIT / 2**20:.0f} MiB"
+    )
     if total > LIMIT:
         print("gpu_pack: over the device tool's 64 MiB limit", file=sys.stderr)
         return 2

@@ -60,11 +60,18 @@ def ggml_lib() -> ctypes.CDLL:
     if _ggml is None:
         import llama_cpp
 
-        lib_dir = Path(os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).resolve().parent / "lib")
+        lib_dir = Path(
+            os.environ.get("LLAMA_CPP_LIB_PATH") or Path(llama_cpp.__file__).resolve().parent / "lib"
+        )
         lib = ctypes.CDLL(str(lib_dir / "libggml-base.so"))
         lib.ggml_backend_buffer_is_host.argtypes = [ctypes.c_void_p]
         lib.ggml_backend_buffer_is_host.restype = ctypes.c_bool
-        lib.ggml_backend_tensor_get.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_size_t]
+        lib.ggml_backend_tensor_get.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+        ]
         lib.ggml_backend_tensor_get.restype = None
         lib.ggml_op_name.argtypes = [ctypes.c_int]
         lib.ggml_op_name.restype = ctypes.c_char_p

@@ -81,7 +81,9 @@ class FakeHub:
                     self.close_connection = True
                 for i in range(0, len(body), CHUNK):
                     self.wfile.write(body[i : i + CHUNK])
-                    if gen == hub.served_gen:  # a cancelled GET's handler may still be writing into the socket
+                    if (
+                        gen == hub.served_gen
+                    ):  # a cancelled GET's handler may still be writing into the socket
                         hub.served += len(body[i : i + CHUNK])
                 self.wfile.flush()
 

@@ -61,8 +61,12 @@ class FakeWorker:
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
         self.commands: list[object] = []
-        self.max_turns = 0  # > 0: an Ask with more history than this is refused as context_full (unless drop_oldest)
-        self.whole_books = False  # True: documents past the context load whole (the engine reopens a bigger context)
+        self.max_turns = (
+            0  # > 0: an Ask with more history than this is refused as context_full (unless drop_oldest)
+        )
+        self.whole_books = (
+            False  # True: documents past the context load whole (the engine reopens a bigger context)
+        )
 
     def submit(self, command) -> int:
         rid = next(self._ids)
@@ -90,8 +94,14 @@ class FakeWorker:
 
     def _memory(self, rid: int) -> ev.MemoryEvent:
         return ev.MemoryEvent(
-            rid, 52_428_800 + self._n_past * 4096, 3_407_872, 301_989_888, self._n_past, self._n_ctx,
-            1_310_720, 2_097_152,
+            rid,
+            52_428_800 + self._n_past * 4096,
+            3_407_872,
+            301_989_888,
+            self._n_past,
+            self._n_ctx,
+            1_310_720,
+            2_097_152,
         )
 
     def _run(self, rid: int, cmd) -> ev.Event:
@@ -128,8 +138,19 @@ class FakeWorker:
                 total += len(d.text) // 4
             if self.whole_books and total > self._n_ctx - 512:  # as EngineWorker._grow_for_whole
                 self._n_ctx = -(-(total + 512) // 256) * 256
-                emit(ev.ModelLoaded(rid, "fake-model.gguf", "/models/fake-model.gguf", self._n_ctx, 18, 262144,
-                                    32768, True, 0.1))
+                emit(
+                    ev.ModelLoaded(
+                        rid,
+                        "fake-model.gguf",
+                        "/models/fake-model.gguf",
+                        self._n_ctx,
+                        18,
+                        262144,
+                        32768,
+                        True,
+                        0.1,
+                    )
+                )
             loaded = min(total, self._n_ctx - 512)
             keep = [s for s in self._sentences if s[2] // 4 < loaded] if total > loaded else self._sentences
             for done in range(0, loaded + 1, max(1, loaded // 4)):
@@ -146,9 +167,18 @@ class FakeWorker:
             )
             emit(self._memory(rid))
             return ev.Finished(rid, "done")
-        if isinstance(cmd, Ask) and self.max_turns and len(cmd.history) > self.max_turns and not cmd.drop_oldest:
-            return ev.Failed(rid, "this turn needs 900 tokens but the conversation leaves 100 of the context: "
-                                  "drop the oldest turns, start a new chat, or raise n_ctx", "context_full")
+        if (
+            isinstance(cmd, Ask)
+            and self.max_turns
+            and len(cmd.history) > self.max_turns
+            and not cmd.drop_oldest
+        ):
+            return ev.Failed(
+                rid,
+                "this turn needs 900 tokens but the conversation leaves 100 of the context: "
+                "drop the oldest turns, start a new chat, or raise n_ctx",
+                "context_full",
+            )
         if isinstance(cmd, Ask):
             ids = [s[0] for s in self._sentences]
             base = (max(ids) + 1) if ids else 0  # the conversation's entries follow the documents'
@@ -161,11 +191,16 @@ class FakeWorker:
                     if cmd.history:  # a follow-up also reads the first turn's question
                         picks = sorted({*picks, base})
                     # gemma-3's SKV layers 5, 11 and 17 (one KV head): each takes part of the picks
-                    layers = tuple((lid, tuple((p, 1.0) for k, p in enumerate(picks) if k % 3 != j or p == picks[0]))
-                                   for j, lid in enumerate((5, 11, 17)))
+                    layers = tuple(
+                        (lid, tuple((p, 1.0) for k, p in enumerate(picks) if k % 3 != j or p == picks[0]))
+                        for j, lid in enumerate((5, 11, 17))
+                    )
                     emit(
                         ev.RetrievalEvent(
-                            rid, i, tuple((p, 0.5 if p == ids[-4 % len(ids)] else 0.25) for p in picks), layers
+                            rid,
+                            i,
+                            tuple((p, 0.5 if p == ids[-4 % len(ids)] else 0.25) for p in picks),
+                            layers,
                         )
                     )
                 self._n_past += 1
@@ -173,15 +208,27 @@ class FakeWorker:
                 time.sleep(self._delay)
             emit(ev.StatsEvent(rid, 0.31, 42.5, 1850.0, len(self._answer)))
             # the conversation so far: every earlier question and answer is one index entry after the documents
-            kept = cmd.history[-self.max_turns:] if self.max_turns and cmd.drop_oldest else cmd.history
+            kept = cmd.history[-self.max_turns :] if self.max_turns and cmd.drop_oldest else cmd.history
             turn = len(kept) + 1
             entries = []
             for t, rec in enumerate((*kept, None), start=1):
                 q = cmd.question if rec is None else rec.question
                 a = "".join(self._answer) if rec is None else rec.answer
-                entries += [(base + 2 * (t - 1), t, "user", q), (base + 2 * (t - 1) + 1, t, "assistant", a.strip())]
-            emit(ev.TurnEnded(rid, turn, tuple(100 + i for i in range(len(self._answer))), "eos", tuple(entries),
-                              self._n_past, 8192))
+                entries += [
+                    (base + 2 * (t - 1), t, "user", q),
+                    (base + 2 * (t - 1) + 1, t, "assistant", a.strip()),
+                ]
+            emit(
+                ev.TurnEnded(
+                    rid,
+                    turn,
+                    tuple(100 + i for i in range(len(self._answer))),
+                    "eos",
+                    tuple(entries),
+                    self._n_past,
+                    8192,
+                )
+            )
             return ev.Finished(rid, "eos")
         if isinstance(cmd, SetParams):
             p = cmd.params

@@ -71,6 +71,8 @@ def test_screenshots_of_seven_states(qtbot, tmp_path, theme):
     w.prompt_edit.setPlainText("And where is that card kept?")
     with qtbot.waitSignal(w.answer_finished, timeout=10_000):
         w.send()
-    assert any(w.doc_view.top_list.item(i).text().count("you, turn 1") for i in range(w.doc_view.top_list.count()))
+    assert any(
+        w.doc_view.top_list.item(i).text().count("you, turn 1") for i in range(w.doc_view.top_list.count())
+    )
     shot("7-follow-up")
     w.shutdown()
