@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from engine import params as defaults
+from engine.bench.qa import parse_variant
 from engine.bench.report import books_dir, machine_info, markdown_table, text_table, write_json, write_text
 from engine.params import DEFAULT_PARAMS, Policy, SkvParams
 
@@ -34,6 +35,8 @@ class KlConfig:
     ring: int = DEFAULT_PARAMS.ring
     threads: int = 2
     out: Path = field(default=Path("bench-out/kl"))
+    # named candidates beside the policies (--variant LABEL=key:value,...): SkvParams over sentence at each budget
+    variants: tuple[tuple[str, dict], ...] = ()
 
     def __post_init__(self) -> None:
         if self.prefix_tokens + self.n_eval + 8 > self.n_ctx:
@@ -100,8 +103,8 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
         log(f"prefilled {cfg.prefix_tokens} tokens of {path.name} in {prefill_s:.1f} s")
         targets = np.array(tokens[cfg.prefix_tokens + 1 : n_total + 1] + [tokens[n_total - 1]])[: cfg.n_eval]
 
-        def decode_under(policy: Policy, budget: int) -> np.ndarray:
-            session.set_params(SkvParams(policy, budget, cfg.sink, cfg.ring))
+        def decode_under(policy: Policy, budget: int, opts: dict | None = None) -> np.ndarray:
+            session.set_params(SkvParams(policy, budget, cfg.sink, cfg.ring, **(opts or {})))
             # the restore declares the prefix's sentences; declare the evaluated text's sentences again
             session.restore(snap)
             session.declare_sentences([s.tok_end for s in spans if cfg.prefix_tokens < s.tok_end <= n_total])
@@ -109,10 +112,14 @@ def run_kl(cfg: KlConfig, log=print) -> dict:
 
         dense = decode_under(Policy.FULL, max(cfg.budgets))
         rows = []
+        cands = [(name, Policy.parse(name), {}) for name in cfg.policies]
+        cands += [(label, Policy.SENTENCE, opts) for label, opts in cfg.variants]
         for budget in cfg.budgets:
-            for name in cfg.policies:
+            for name, policy, opts in cands:
                 t0 = time.perf_counter()
-                other = decode_under(Policy.parse(name), budget)
+                other = decode_under(
+                    policy, opts.get("budget", budget), {k: v for k, v in opts.items() if k != "budget"}
+                )
                 m = compare_logits(dense, other, targets)
                 m.update(policy=name, budget=budget, decode_s=time.perf_counter() - t0)
                 rows.append(m)
@@ -162,6 +169,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--policies", default="sentence,chunk,window")
     p.add_argument("--threads", type=int, default=defaults.N_THREADS)
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=KEY:VALUE,...",
+        help="a named sentence candidate with other SkvParams, e.g. xs=exclude_sink:1 (repeatable)",
+    )
     p.add_argument("--out", default="bench-out/kl", help="folder for kl.json and kl.md")
 
 
@@ -178,6 +192,7 @@ def main_kl(args: argparse.Namespace) -> int:
         policies=tuple(p.strip() for p in args.policies.split(",")),
         threads=args.threads,
         out=Path(args.out),
+        variants=tuple(parse_variant(v) for v in args.variant),
     )
     for name in cfg.policies:
         Policy.parse(name)

@@ -105,12 +105,10 @@ class SessionConfig:
     seed: int = 0
     prompt_format: str = "auto"  # auto (the GGUF chat template when it has one), completion, chat
     # the paper's protocol beside ours (native/README.md): how the question is read and how a generated sentence starts
-    question_attention: str = (
-        "policy"  # policy: decoded token by token under the policy; dense: one dense batch
-    )
-    sentence_start: str = (
-        "keep"  # keep: the first token of a new sentence keeps the selection; dense: a full step
-    )
+    # question_attention: policy (decoded token by token under the policy) or dense (one dense batch);
+    # sentence_start: keep (the first token of a new sentence keeps the selection) or dense (a full step)
+    question_attention: str = defaults.QUESTION_ATTENTION
+    sentence_start: str = defaults.SENTENCE_START
 
     @property
     def remaps_positions(self) -> bool:
