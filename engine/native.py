@@ -23,6 +23,7 @@ from engine.params import (  # noqa: F401  (re-exported: the C conversion's type
     QueryMode,
     Remap,
     SkvParams,
+    SelectAt,
     Summary,
     parse_score_distance,
     score_distance_name,
@@ -60,6 +61,7 @@ class llama_skv_params(ctypes.Structure):
         ("oracle", ctypes.c_int32),
         ("summary", ctypes.c_int32),
         ("exclude_sink", ctypes.c_int32),
+        ("select_at", ctypes.c_int32),
     ]
 
 
@@ -108,6 +110,7 @@ def params_to_c(p: SkvParams) -> llama_skv_params:
         int(p.oracle),
         int(p.summary),
         p.exclude_sink,
+        int(p.select_at),
     )
 
 
@@ -130,6 +133,7 @@ def params_from_c(p: llama_skv_params) -> SkvParams:
         Oracle(p.oracle),
         Summary(p.summary),
         p.exclude_sink,
+        SelectAt(p.select_at),
     )
 
 

@@ -118,6 +118,18 @@ class Summary(IntEnum):
         return _member(cls, name, "summary", "mean or bound")
 
 
+class SelectAt(IntEnum):
+    """When a decode step's entries are chosen (enum llama_skv_select; disk/ABI values: never renumber)."""
+
+    LAG = 0  # before the step, from the scores through the step before (the paper's one-step lag)
+    STEP = 1  # inside the step, per layer, from the step's own query (CPU build; else LAG)
+    STEP_SENTENCE = 2  # the same, from the current sentence's queries and the step's own
+
+    @classmethod
+    def parse(cls, name: str) -> SelectAt:
+        return _member(cls, name, "selection time", "lag, step or step_sentence")
+
+
 class Oracle(IntEnum):
     """Benchmarks only: select from the step's true attention (enum llama_skv_oracle). Session runs each token
     twice: once under `full` (the native cache keeps its queries), then again under the policy."""
@@ -182,6 +194,7 @@ class SkvParams:
     oracle: Oracle = Oracle.OFF  # benchmarks only
     summary: Summary = Summary.MEAN  # what an entry's vector holds of its keys
     exclude_sink: int = 0  # 1: an entry's vector leaves out its tokens inside the sink
+    select_at: SelectAt = SelectAt.LAG  # when a step's entries are chosen
 
     def __post_init__(self) -> None:
         for name in ("budget", "sink", "min_query_tokens", "max_sentence_len"):

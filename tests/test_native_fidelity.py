@@ -21,11 +21,12 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from attention import attend, attended
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig
 
 from engine.native import SkvContext, params_from_c, params_to_c
-from engine.params import Edge, Gqa, Oracle, Policy, QueryMode, SkvParams, Summary
+from engine.params import Edge, Gqa, Oracle, Policy, QueryMode, SelectAt, SkvParams, Summary
 
 CFG = TinyConfig()
 N_CTX = 1024
@@ -60,6 +61,7 @@ class Run:
         self.K = np.zeros(
             (CFG.n_layer, N_CTX, CFG.n_head_kv, CFG.head_dim), np.float32
         )  # as the F16 cache holds it
+        self.V = np.zeros_like(self.K) if "Vcur" in extra else None
         self.q_seed = None
         p = 0
         while p < N_PREFILL:
@@ -75,6 +77,9 @@ class Run:
     def _store(self, p: int, rec) -> None:
         k = np.stack([rec["data"][f"Kcur-{il}"][0] for il in range(CFG.n_layer)])
         self.K[:, p : p + k.shape[1]] = k.astype(np.float16).astype(np.float32)
+        if self.V is not None:
+            v = np.stack([rec["data"][f"Vcur-{il}"][0] for il in range(CFG.n_layer)])
+            self.V[:, p : p + v.shape[1]] = v.reshape(self.V[:, p : p + v.shape[1]].shape).astype(np.float16)
 
     def step(self, p: int):
         rec = self.ctx.decode([self.tokens[p]])
@@ -242,6 +247,54 @@ def test_query_last_selects_from_the_previous_step_alone(tiny_model_path):
                             n_checked += 1
             prev_q = r._q(rec)[:, 0]
         assert n_checked >= 8
+    finally:
+        r.close()
+
+
+def test_select_at_step_chooses_from_the_steps_own_query_before_its_attention(tiny_model_path):
+    """select_at=step: each layer's choice comes from the query of the step itself (not the step before), and the
+    layer's attention output is attention over the tokens of that choice (the rows were placed before it ran);
+    decoding the same step under the lag gives another choice and another output."""
+    params = SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, select_at=SelectAt.STEP)
+    r = Run(tiny_model_path, params, extra=("Vcur", "kqv_out"))
+    g = CFG.n_head // CFG.n_head_kv
+    n_first = n_out = n_differs = 0
+    try:
+        for p in range(N_PREFILL, N_PREFILL + 8):
+            r.skv.set_params(replace(params, select_at=SelectAt.LAG))
+            lag = r.step(p)
+            lag_picks = [[_picks(r.skv, il, h) for h in range(CFG.n_head_kv)] for il in range(CFG.n_layer)]
+            r.redo(p)
+            r.skv.set_params(params)
+            n_before = len(r.skv.sentences())
+            rec = r.step(p)
+            q = r._q(rec)[:, 0]
+            spans = r.skv.sentences()
+            open_start = max([b for _, b in spans if b <= p], default=0)
+            for il in range(CFG.n_layer):
+                if len(spans) == n_before:
+                    has = r.has_tokens(p)
+                    sc = r.head_scores(il, q[il])[:, :n_before]
+                    for h in range(CFG.n_head_kv):
+                        s = sc[h * g : (h + 1) * g].sum(axis=0)
+                        order = [i for i in np.argsort(-s, kind="stable") if has[i]]
+                        if s[order[0]] - s[order[1]] > 1e-3 * abs(s[order[0]]):
+                            assert _picks(r.skv, il, h)[0][0] == order[0], (p, il, h)
+                            n_first += 1
+                pos = [
+                    attended(r.skv, spans, il, h, p, BUDGET, SINK, RING, open_start)[0]
+                    for h in range(CFG.n_head_kv)
+                ]
+                want = attend(q[il], r.K[il], r.V[il], pos, g)
+                got = rec["data"][f"kqv_out-{il}"][0, 0].reshape(CFG.n_head, -1).astype(np.float64)
+                assert np.abs(got - want).max() <= 5e-3 * max(1.0, float(np.abs(want).max())), (p, il)
+                n_out += 1
+                now_picks = [_picks(r.skv, il, h) for h in range(CFG.n_head_kv)]
+                if now_picks != lag_picks[il]:
+                    before = lag["data"][f"kqv_out-{il}"][0, 0].reshape(CFG.n_head, -1)
+                    assert not np.allclose(got, before), (p, il)
+                    n_differs += 1
+        assert n_first >= 8 and n_out == 8 * CFG.n_layer and n_differs >= 4, (n_first, n_differs)
     finally:
         r.close()
 

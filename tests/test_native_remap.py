@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from attention import attend as _attend
+from attention import attended as _attended
 from eval_capture import Capture, LowLevelContext
-from test_native_sparse_output import _attend, _attended
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine.native import SkvContext

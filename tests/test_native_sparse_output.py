@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from attention import attend as _attend
+from attention import attended as _attended
 from eval_capture import Capture, LowLevelContext
 from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
@@ -24,41 +26,6 @@ from engine.params import Policy, SkvParams
 
 # CPU flash attention rounds q to F16 and accumulates V·softmax in F16: ~1e-3 of the output's scale
 TOL = 5e-3
-
-
-def _attend(
-    q: np.ndarray, K: np.ndarray, V: np.ndarray, pos_per_head: list[np.ndarray], gqa: int
-) -> np.ndarray:
-    """q [n_head, hd]; K/V [n_pos, n_kv, hd]; positions per KV head -> output [n_head, hd] (F64)."""
-    n_head, hd = q.shape
-    out = np.zeros((n_head, V.shape[2]))
-    for h in range(n_head):
-        kv = h // gqa
-        pos = pos_per_head[kv]
-        k = K[pos, kv].astype(np.float64)
-        v = V[pos, kv].astype(np.float64)
-        s = k @ q[h].astype(np.float64) / np.sqrt(hd)
-        w = np.exp(s - s.max())
-        out[h] = (w / w.sum()) @ v
-    return out
-
-
-def _attended(
-    skv: SkvContext, sents, il: int, h: int, p: int, budget: int, sink: int, ring: int, open_start: int
-):
-    ring_start = max(sink, p - ring + 1)
-    n_slot = 0 if skv.get_params().policy == Policy.WINDOW else max(0, budget - sink - ring)
-    pos = list(range(min(sink, p))) + list(range(ring_start, p + 1))
-    a = max(open_start, sink)
-    n_open = max(0, min(min(p, ring_start) - a, n_slot))
-    pos += list(range(a, a + n_open))
-    picks = []
-    for x in skv.selection(il, h):
-        s0 = max(sents[x.entry][0], sink)
-        pos += list(range(s0, s0 + x.n_tokens))
-        picks.append((s0, s0 + x.n_tokens))
-    assert len(pos) == len(set(pos)), f"layer {il} head {h} step {p}: a token attended twice"
-    return np.array(sorted(pos)), picks
 
 
 @pytest.fixture(scope="module")

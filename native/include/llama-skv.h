@@ -64,6 +64,15 @@ struct llama_skv_params {
     int32_t summary;          // enum llama_skv_summary: what an entry's vector holds of its keys
     int32_t exclude_sink;     // 1: an entry's vector leaves out its tokens inside the sink (always attended anyway;
                               // the first tokens' keys draw every query and made the document's first entry a hub)
+    int32_t select_at;        // enum llama_skv_select: which step's queries choose the entries a step attends
+};
+
+// disk/ABI values: never renumber. When a staged decode step's entries are chosen
+enum llama_skv_select {
+    LLAMA_SKV_SELECT_LAG           = 0, // before the graph, from the scores through the step before (one-step lag)
+    LLAMA_SKV_SELECT_STEP          = 1, // inside the graph, per layer, from the step's own query (its in-graph
+                                        // scores); a CPU build, steps without remapped positions (else LAG)
+    LLAMA_SKV_SELECT_STEP_SENTENCE = 2, // the same, from the current query sentence's scores plus the step's own
 };
 
 // disk/ABI values: never renumber. An entry's summary of its keys, scored against the query

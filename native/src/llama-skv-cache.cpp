@@ -39,6 +39,7 @@ llama_skv_params skv_default_params() {
     p.oracle           = LLAMA_SKV_ORACLE_OFF;
     p.summary          = LLAMA_SKV_SUMMARY_MEAN;
     p.exclude_sink     = 0;
+    p.select_at        = LLAMA_SKV_SELECT_LAG;
     return p;
 }
 
@@ -63,7 +64,8 @@ bool skv_params_valid(const llama_skv_params & p) {
         p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
         p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG ||
         p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_BOUND ||
-        p.exclude_sink < 0 || p.exclude_sink > 1) {
+        p.exclude_sink < 0 || p.exclude_sink > 1 ||
+        p.select_at < LLAMA_SKV_SELECT_LAG || p.select_at > LLAMA_SKV_SELECT_STEP_SENTENCE) {
         return false;
     }
     // the budget counts sink + ring: it must leave room for at least one sentence token

@@ -86,6 +86,7 @@ public:
     bool    q_out    = false; // the step's queries are read back (oracle with lag)
     bool    per_head = false; // scores per query head (gqa_agg != sum): [n_scored, n_head] instead of [n_scored, nkv]
     int32_t dense_l  = 0;     // params.dense_layers the graph was built for
+    bool    now      = false; // the entries are chosen inside the graph from the step's own query (select_now)
 
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
     std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime; staged with q_out)
@@ -105,6 +106,12 @@ struct skv_run {
 struct skv_copy {
     int32_t slot;
     int32_t pos;
+};
+
+// the user data of one layer's in-graph selection op (select_at STEP*)
+struct skv_now_arg {
+    llama_skv_cache * skv;
+    int32_t           li;
 };
 
 struct skv_layer {
@@ -240,6 +247,16 @@ struct llama_skv_cache {
     std::vector<int32_t> rank_scratch;               // [kv_size] remap: rank of a position in a head's list
     std::vector<std::vector<int32_t>> k_shift_host;  // [layer][n_head_kv * n_att] remap: the deltas uploaded
 
+    // the same-step selection (select_at STEP*): what prepare() left for the in-graph op of each layer
+    std::vector<skv_now_arg> now_args;     // [layers] the ops' user data (stable while a graph holds it)
+    int32_t                  now_p      = -1;
+    int32_t                  now_n_list = 0;
+    int32_t                  now_scored = 0;
+    float                    now_scale  = 1.0f;
+    std::vector<float>       now_scores;   // scratch [n_head_kv][sent_cap]
+    std::vector<float>       now_heads;    // scratch [n_head][sent_cap] (per-query-head scores)
+    std::vector<int32_t>     now_list;     // scratch: a head's attended positions
+
     llama_skv_stats stats = {};
 
     bool warned_cap = false;
@@ -373,6 +390,13 @@ struct llama_skv_cache {
     void oracle_select(int32_t p);
     // head h's most attended tokens of [lo, hi) into `want` as ascending runs (oracle tokens); returns the count
     int32_t oracle_tokens(skv_layer & l, int32_t h, int32_t p, int32_t lo, int32_t hi, int32_t room);
+
+    // the same-step selection (llama-skv-fidelity.cpp): a decode step at p whose entries the graph chooses, per
+    // layer, from the step's own query (the policy selects; a CPU build; no remapped positions)
+    bool select_now_for(int32_t p, int32_t m) const;
+    // inside the graph, after layer li's scores: the layer's choice from them, its rows re-placed (prepare()'s
+    // choice from the lagged scores is replaced; the count of attended tokens, hence the mask, stays)
+    void select_now(int32_t li, const ggml_tensor * scores);
 
     // selection and the staged step (llama-skv-select.cpp)
     void select_from(skv_layer & l, const std::vector<float> & sc);

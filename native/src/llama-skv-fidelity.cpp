@@ -201,3 +201,70 @@ int32_t llama_skv_cache::oracle_tokens(skv_layer & l, int32_t h, int32_t p, int3
     std::stable_sort(sel.begin(), sel.end(), [](const skv_pick & a, const skv_pick & b) { return a.score > b.score; });
     return (int32_t) cand.size();
 }
+
+//
+// the same-step selection (select_at STEP, STEP_SENTENCE)
+//
+// The lagged choice (prepare, before the graph) can only use the queries of the steps before; a copy out of prose
+// needs the source's next tokens at the step that copies them (docs/BENCHMARKS.md: an exact choice from the step
+// before keeps 57 % of the dense answers, from the step itself 76 %). Here each layer's choice is made inside the
+// graph: an op after the layer's scores (q_p against every semantic vector) orders the entries by them and
+// re-places the staging rows before the layer's attention reads them. The count of attended tokens is the one
+// prepare() found (the budget is filled the same way from any order), so the mask stays. An op of the CPU backend:
+// a build whose staging lives on another device keeps the lagged choice.
+
+bool llama_skv_cache::select_now_for(int32_t p, int32_t m) const {
+    if (params.select_at == LLAMA_SKV_SELECT_LAG || m != 1 || on_device || remap_for(p)) {
+        return false;
+    }
+    if (params.oracle != LLAMA_SKV_ORACLE_OFF) {
+        return false; // the oracle chooses
+    }
+    return params.policy == LLAMA_SKV_POLICY_SENTENCE || params.policy == LLAMA_SKV_POLICY_CHUNK;
+}
+
+void llama_skv_cache::select_now(int32_t li, const ggml_tensor * scores) {
+    GGML_ASSERT(li >= 0 && li < (int32_t) layers.size() && now_p >= 0);
+    auto & l = layers[li];
+    const int32_t p  = now_p;
+    const int32_t nv = std::min(now_scored, n_vec);
+    const size_t cap = (size_t) sent_cap;
+    const float * s  = (const float *) scores->data;
+    const bool with_sentence = params.select_at == LLAMA_SKV_SELECT_STEP_SENTENCE;
+    now_scores.assign((size_t) n_head_kv * cap, 0.0f);
+    if (per_head_scores()) {
+        now_heads.assign((size_t) n_head * cap, 0.0f);
+        const bool acc_q_ok = with_sentence && l.acc_q.size() == (size_t) n_head * cap;
+        for (int32_t j = 0; j < n_head; ++j) {
+            const float * sj = s + (size_t) j * now_scored;
+            float * o = now_heads.data() + (size_t) j * cap;
+            for (int32_t i = 0; i < nv; ++i) {
+                o[i] = (acc_q_ok ? l.acc_q[(size_t) j * cap + i] : 0.0f) + sj[i] * now_scale;
+            }
+        }
+        derive_scores(now_heads.data(), now_scores);
+    } else {
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            const float * sh = s + (size_t) h * now_scored;
+            const float * a  = l.acc.data() + (size_t) h * cap;
+            float * o = now_scores.data() + (size_t) h * cap;
+            for (int32_t i = 0; i < nv; ++i) {
+                o[i] = (with_sentence ? a[i] : 0.0f) + sh[i] * now_scale;
+            }
+        }
+    }
+    select_from(l, now_scores);
+    int64_t n_rows = 0;
+    for (int32_t h = 0; h < n_head_kv; ++h) {
+        attended_positions(l, h, p, true, now_list);
+        if ((int32_t) now_list.size() != now_n_list) {
+            // the mask prepare() wrote opens now_n_list slots: this head keeps the rows prepare() placed
+            LLAMA_LOG_WARN("%s: layer %d head %d: %d tokens chosen, %d staged; kept the lagged rows\n", __func__,
+                    l.il, h, (int32_t) now_list.size(), now_n_list);
+            continue;
+        }
+        place_rows(l, h, p, 1, now_list, n_rows);
+    }
+    stats.rows_uploaded_last  += n_rows;
+    stats.rows_uploaded_total += n_rows;
+}

@@ -43,6 +43,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     res &= per_head == skv->per_head_scores();
     res &= q_out == skv->oracle_lag();
     res &= dense_l == skv->params.dense_layers;
+    res &= now == (skv->staged_regime(m, p0) && skv->select_now_for(p0, m));
     if (staged) {
         res &= n_tok == m;
         res &= s_max == skv->s_max;
@@ -109,6 +110,35 @@ static ggml_tensor * skv_rope_query(const llm_graph_context & g, const llama_skv
             0.0f, 1.0f, cp.yarn_beta_fast, cp.yarn_beta_slow);
 }
 
+// the in-graph op of the same-step selection (one task): layer li's choice from its scores (b), the staging rows
+// re-placed; a (the K view) is the op's in-place output. Nothing may throw through the graph
+static void skv_select_now_op(ggml_tensor * dst, const ggml_tensor * a, const ggml_tensor * b, int ith, int nth,
+                              void * userdata) {
+    GGML_UNUSED(dst);
+    GGML_UNUSED(a);
+    GGML_UNUSED(nth);
+    if (ith != 0) {
+        return;
+    }
+    const auto * arg = (const skv_now_arg *) userdata;
+    try {
+        arg->skv->select_now(arg->li, b);
+    } catch (const std::exception & e) {
+        LLAMA_LOG_ERROR("%s: %s (the layer keeps the lagged choice)\n", __func__, e.what());
+    }
+}
+
+// orders V's read after K's op (the rows of both are placed there)
+static void skv_after_now_op(ggml_tensor * dst, const ggml_tensor * a, const ggml_tensor * b, int ith, int nth,
+                             void * userdata) {
+    GGML_UNUSED(dst);
+    GGML_UNUSED(a);
+    GGML_UNUSED(b);
+    GGML_UNUSED(ith);
+    GGML_UNUSED(nth);
+    GGML_UNUSED(userdata);
+}
+
 bool llama_skv_build_attn(
         const llm_graph_context & g,
    const llama_kv_cache_context * mctx,
@@ -161,6 +191,13 @@ bool llama_skv_build_attn(
         p->per_head = skv->per_head_scores();
         p->q_out    = skv->oracle_lag();
         p->dense_l  = skv->params.dense_layers;
+        p->now      = staged && skv->select_now_for(p0, (int32_t) n_tokens);
+        if (skv->now_args.size() != skv->layers.size()) {
+            skv->now_args.resize(skv->layers.size());
+            for (size_t i = 0; i < skv->layers.size(); ++i) {
+                skv->now_args[i] = {skv, (int32_t) i};
+            }
+        }
         if (p->score_d > 0) {
             p->q_shift = ggml_new_tensor_1d(ctx0, GGML_TYPE_I32, staged ? n_tokens : 1);
             ggml_set_input(p->q_shift);
@@ -292,6 +329,12 @@ bool llama_skv_build_attn(
     }
     *v = ggml_view_3d(ctx0, l.stage_v, hdv, nkv, inp->n_att,
             ggml_row_size(l.stage_v->type, hdv), l.stage_v->nb[1], 0);
+    if (inp->now) {
+        // the same-step selection: an op after the scores re-places the staging rows; K and V are read through
+        // it, so the layer's attention runs after it (never with remap: select_now_for)
+        *k = ggml_map_custom2_inplace(ctx0, *k, inp->scores[li], skv_select_now_op, 1, &skv->now_args[li]);
+        *v = ggml_map_custom2_inplace(ctx0, *v, *k, skv_after_now_op, 1, nullptr);
+    }
     ggml_set_name(*k, "skv_k_staged");
     ggml_set_name(*v, "skv_v_staged");
     *kq_mask = inp->mask;

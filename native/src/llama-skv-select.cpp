@@ -204,6 +204,11 @@ void llama_skv_cache::prepare(int32_t p, int32_t m, llm_graph_input_skv * inp) {
         }
     }
     GGML_ASSERT(n_list >= 0);
+    // the same-step selection: each layer's op in the graph chooses again from the step's own scores
+    now_p      = inp->now ? p : -1;
+    now_n_list = n_list;
+    now_scored = inp->n_scored;
+    now_scale  = inp->kq_scale;
     write_step_inputs(p, m, n_list, inp);
 
     stats.rows_uploaded_last   = n_rows;
