@@ -113,6 +113,10 @@ class SessionStore:
             raise ValueError(f"max_bytes must not be negative, got {self.max_bytes}")
         self._warn = on_warning or log.warning
 
+    def warn(self, message: str) -> None:
+        """Report a problem with a saved session that the caller recovered from (to on_warning, else the log)."""
+        self._warn(message)
+
     @contextlib.contextmanager
     def warnings_to(self, warn: Callable[[str], None]):
         """Send this store's warnings to `warn` inside the block."""

@@ -4,39 +4,25 @@ equal dense attention on the same library (max |dlogit| <= 0.02, same top-1 wher
 from __future__ import annotations
 
 import pytest
-from skv_harness import book_text, compare, open_session, prefill_text, teacher_forced
+from skv_harness import (
+    book_text,
+    check_staged_matches_dense,
+    compare,
+    open_session,
+    prefill_text,
+    teacher_forced,
+)
 
 from engine.params import Policy, SkvParams
 
 
-def _exactness(model_path, n_ctx: int, n_prefill: int, n_steps: int, budget: int) -> None:
-    s = open_session(model_path, n_ctx=n_ctx, budget=budget)
-    try:
-        tokens = prefill_text(s, book_text(n_chars=60_000), n_prefill)
-        s.set_params(SkvParams(Policy.FULL, budget))
-        dense = teacher_forced(s, tokens, n_prefill, n_steps)
-        before = s.skv.stats()
-        s.set_params(SkvParams(Policy.SENTENCE, budget))
-        staged = teacher_forced(s, tokens, n_prefill, n_steps)
-        after = s.skv.stats()
-    finally:
-        s.close()
-    # the staged path ran for every step and attended every token
-    assert after.n_skv_steps - before.n_skv_steps == n_steps
-    assert after.attended_last == n_prefill + n_steps
-    assert after.rows_uploaded_total > before.rows_uploaded_total
-    max_abs, n_flipped = compare(dense, staged)
-    assert max_abs <= 0.02, f"max |dlogit| {max_abs}"
-    assert n_flipped == 0
-
-
 def test_budget_covering_context_matches_dense_on_tiny_model(tiny_model_path):
-    _exactness(tiny_model_path, n_ctx=2048, n_prefill=900, n_steps=64, budget=4096)
+    check_staged_matches_dense(tiny_model_path, n_ctx=2048, n_prefill=900, n_steps=64, budget=4096)
 
 
 @pytest.mark.slow
 def test_budget_covering_context_matches_dense_on_gemma_3k(gemma_model_path):
-    _exactness(gemma_model_path, n_ctx=4096, n_prefill=3100, n_steps=64, budget=4096)
+    check_staged_matches_dense(gemma_model_path, n_ctx=4096, n_prefill=3100, n_steps=64, budget=4096)
 
 
 def test_small_budget_differs_from_dense(tiny_model_path):

@@ -19,47 +19,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import remap_model
 from attention import attend as _attend
 from attention import attended as _attended
 from eval_capture import Capture, LowLevelContext
-from tiny_gguf import TinyConfig, find_vocab_file, write_tiny_gguf
 
 from engine.native import SkvContext
 from engine.params import Layout, Policy, Remap, SkvParams
 
-CFG = TinyConfig(n_head=8, n_head_kv=2, head_dim=32, n_ctx_train=512, seed=91)
-BUDGET, SINK, RING = 160, 8, 16
-N_CTX = 1024
-TOL = 5e-3
+CFG, BUDGET, SINK, RING, N_CTX, TOL = remap_model.CFG, 160, 8, 16, 1024, 5e-3
+rope, _ends = remap_model.rope, remap_model.sentence_ends
 
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory):
-    vocab = find_vocab_file()
-    if vocab is None:
-        pytest.skip("the llama.cpp vocab GGUF is missing; run native/build.py first")
-    return write_tiny_gguf(tmp_path_factory.mktemp("remap") / "tiny-512.gguf", vocab, CFG)
-
-
-def rope(x: np.ndarray, pos: np.ndarray, base: float = CFG.rope_freq_base) -> np.ndarray:
-    """llama's RoPE (adjacent pairs, LLAMA_ROPE_TYPE_NORM) of rows x [n, hd] at positions pos [n], in F64."""
-    hd = x.shape[-1]
-    theta = np.asarray(pos, np.float64)[:, None] * base ** (-np.arange(0, hd, 2, dtype=np.float64) / hd)
-    c, s = np.cos(theta), np.sin(theta)
-    x0, x1 = x[:, 0::2].astype(np.float64), x[:, 1::2].astype(np.float64)
-    out = np.empty(x.shape, np.float64)
-    out[:, 0::2] = x0 * c - x1 * s
-    out[:, 1::2] = x0 * s + x1 * c
-    return out
-
-
-def _ends(rng, n: int) -> list[int]:
-    ends, e = [], 0
-    while True:
-        e += int(rng.integers(3, 40))
-        if e >= n:
-            return ends
-        ends.append(e)
+    return remap_model.write_model(tmp_path_factory)
 
 
 class Run:

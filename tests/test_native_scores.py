@@ -16,16 +16,21 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import test_native_remap
+import remap_model
 from eval_capture import Capture, LowLevelContext
-from test_native_remap import CFG, RING, SINK, _ends, rope
 
 from engine.native import SkvContext
 from engine.params import SCORE_AUTO, SCORE_REAL, Policy, Remap, SkvParams
 
 BUDGET = 160
 N_PREFILL = 600
-model = test_native_remap.model  # the tiny model trained to 512 (a module fixture)
+CFG, SINK, RING = remap_model.CFG, 8, 16
+rope, _ends = remap_model.rope, remap_model.sentence_ends
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    return remap_model.write_model(tmp_path_factory)
 
 
 class Run:

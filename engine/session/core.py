@@ -173,7 +173,7 @@ class Session:
                     "SentenceKV could not be enabled for this model (see the log): use --policy full"
                 )
             self.skv = SkvContext(self.llm.ctx)
-        self._skv_layers = self.skv.layers() if self.skv is not None else []  # model layer ids: fixed
+        self.skv_layers = self.skv.layers() if self.skv is not None else []  # model layer ids: fixed
         # sliding-window layers: llama.cpp restores their cache close to, not equal to, the live one (see ask)
         self._swa = self.info.sliding_window > 0
         self.n_vocab = self.llm.n_vocab()
@@ -386,7 +386,7 @@ class Session:
                     try:
                         save_partial(self, store, key, documents, plan, n_done)
                     except SessionError as e:  # a checkpoint never stops the prefill
-                        store._warn(f"the partly prefilled session was not saved ({e})")
+                        store.warn(f"the partly prefilled session was not saved ({e})")
                     last[0] = time.perf_counter()
 
         pre.run(on_progress, should_stop, checkpoint)

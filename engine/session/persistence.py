@@ -117,7 +117,7 @@ def restore_stored(
         session.restore(snap)
     except (SessionError, KeyError, ValueError, TypeError, IndexError, binascii.Error) as e:
         store.delete(stored.key)
-        store._warn(f"the saved document session could not be restored ({e}): deleted; prefilling again")
+        store.warn(f"the saved document session could not be restored ({e}): deleted; prefilling again")
         return None
     n_sel = int(meta.get("n_tokens_selected", -1))
     n_loaded = int(meta.get("n_tokens_loaded", 0))
@@ -189,7 +189,7 @@ def resume_partial(session: Session, store: SessionStore, key: str, plan: Docume
                 session.skv.set_query_seed(seed)
     except (SessionError, KeyError, ValueError, TypeError, binascii.Error) as e:
         store.delete(pkey)
-        store._warn(
+        store.warn(
             f"the partly prefilled session could not be restored ({e}): deleted; prefilling from the start"
         )
         session.reset()

@@ -53,7 +53,7 @@ def read_step(session: Session, step: int) -> StepRetrieval | None:
         return None
     ids, offs = session.skv.selections()
     n_sel = len(offs) - 1
-    layer_ids = tuple(session._skv_layers)
+    layer_ids = tuple(session.skv_layers)
     n_head_kv = n_sel // max(len(layer_ids), 1)
     if len(ids) == 0:
         return StepRetrieval(step, (), n_sel, n_head_kv, (), layer_ids)

@@ -124,8 +124,7 @@ def default_shape_exactness(gpu_layers: int, quick: bool) -> dict:
     """SentenceKV (budget covering the context) vs dense on the default's attention shape: the test's own check."""
     os.environ["SKV_TEST_GPU_LAYERS"] = str(gpu_layers)
     sys.path.insert(0, str(ROOT / "tests" / "support"))
-    sys.path.insert(0, str(ROOT / "tests"))
-    from test_native_exactness import _exactness
+    from skv_harness import check_staged_matches_dense
 
     from engine.bench.synthetic import DEFAULT_LIKE, TINY_DEFAULT_LIKE
 
@@ -142,7 +141,7 @@ def default_shape_exactness(gpu_layers: int, quick: bool) -> dict:
         "n_steps": n_steps,
     }
     try:
-        _exactness(path, n_ctx=4096, n_prefill=n_prefill, n_steps=n_steps, budget=4096)
+        check_staged_matches_dense(path, n_ctx=4096, n_prefill=n_prefill, n_steps=n_steps, budget=4096)
         row["passed"], row["error"] = True, None
     except AssertionError as e:
         row["passed"], row["error"] = False, str(e)[:300]

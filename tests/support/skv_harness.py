@@ -61,3 +61,28 @@ def compare(dense: np.ndarray, sparse: np.ndarray, margin: float = 0.01) -> tupl
     confident = (top2[:, 1] - top2[:, 0]) > margin
     bad = int(np.sum((dense.argmax(1) != sparse.argmax(1)) & confident))
     return max_abs, bad
+
+
+def check_staged_matches_dense(model_path, n_ctx: int, n_prefill: int, n_steps: int, budget: int) -> None:
+    """With a budget covering the context every step runs the staged path and its logits equal dense attention's
+    on the same library (max |dlogit| <= 0.02, no top-1 flipped where dense is confident)."""
+    from engine.params import Policy, SkvParams
+
+    s = open_session(model_path, n_ctx=n_ctx, budget=budget)
+    try:
+        tokens = prefill_text(s, book_text(n_chars=60_000), n_prefill)
+        s.set_params(SkvParams(Policy.FULL, budget))
+        dense = teacher_forced(s, tokens, n_prefill, n_steps)
+        before = s.skv.stats()
+        s.set_params(SkvParams(Policy.SENTENCE, budget))
+        staged = teacher_forced(s, tokens, n_prefill, n_steps)
+        after = s.skv.stats()
+    finally:
+        s.close()
+    # the staged path ran for every step and attended every token
+    assert after.n_skv_steps - before.n_skv_steps == n_steps
+    assert after.attended_last == n_prefill + n_steps
+    assert after.rows_uploaded_total > before.rows_uploaded_total
+    max_abs, n_flipped = compare(dense, staged)
+    assert max_abs <= 0.02, f"max |dlogit| {max_abs}"
+    assert n_flipped == 0
