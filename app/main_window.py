@@ -324,7 +324,15 @@ class MainWindow(QMainWindow):
             self.banner.show_message(note, "warn")
         try:
             skv = SkvParams(Policy.parse(s.policy), s.budget, s.sink, s.ring)
-            config = SessionConfig(path, n_ctx=n_ctx, n_threads=s.threads, n_gpu_layers=s.gpu_layers, skv=skv)
+            config = SessionConfig(
+                path,
+                n_ctx=n_ctx,
+                n_threads=s.threads,
+                n_gpu_layers=s.gpu_layers,
+                skv=skv,
+                rpc=s.rpc_servers,
+                rpc_allow_remote=bool(s.rpc_allow_remote),
+            )
         except ValueError as e:
             self.progress.hide()
             self.banner.show_message(f"{e}: fix it in Settings (Ctrl+,)")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 from PySide6.QtCore import QObject, QProcess, QSettings, Qt, Signal
 from PySide6.QtWidgets import (
+    QCheckBox,
     QComboBox,
     QDialog,
     QDialogButtonBox,
@@ -28,6 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from engine import rpc
 from engine.params import APP_MAX_TOKENS, APP_N_CTX, DEFAULT_PARAMS, POLICY_NAMES, SERVER_PORT, budget_problem
 
 POLICIES = POLICY_NAMES
@@ -48,6 +50,8 @@ class AppSettings:
     ring: int = DEFAULT_PARAMS.ring
     max_tokens: int = APP_MAX_TOKENS
     theme: str = "system"
+    rpc: str = ""  # llama.cpp RPC servers HOST:PORT,... that hold the model's layers (engine/rpc.py)
+    rpc_allow_remote: int = 0  # 1: servers on other machines are allowed (the protocol is not secured)
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -57,14 +61,21 @@ class AppSettings:
         problem = budget_problem(self.budget, self.sink, self.ring)
         if problem:
             raise ValueError(problem)
+        if self.rpc_allow_remote not in (0, 1):
+            raise ValueError(f"rpc_allow_remote must be 0 or 1, got {self.rpc_allow_remote}")
+        if self.rpc:
+            try:
+                rpc.check_allowed(rpc.parse_endpoints(self.rpc), bool(self.rpc_allow_remote))
+            except rpc.RpcError as e:
+                raise ValueError(str(e).replace("--rpc-allow-remote", "the checkbox")) from None
+
+    @property
+    def rpc_servers(self) -> tuple[str, ...]:
+        return tuple(str(e) for e in rpc.parse_endpoints(self.rpc)) if self.rpc else ()
 
     def needs_reload(self, other: AppSettings) -> bool:
-        return (self.model_path, self.n_ctx, self.threads, self.gpu_layers) != (
-            other.model_path,
-            other.n_ctx,
-            other.threads,
-            other.gpu_layers,
-        )
+        keys = ("model_path", "n_ctx", "threads", "gpu_layers", "rpc", "rpc_allow_remote")
+        return any(getattr(self, k) != getattr(other, k) for k in keys)
 
     def params_differ(self, other: AppSettings) -> bool:
         return (self.policy, self.budget, self.sink, self.ring) != (
@@ -288,7 +299,10 @@ class LocalServer(QObject):
             str(s.ring),
             "--max-tokens",
             str(s.max_tokens),
-        ] + (["--model", s.model_path] if s.model_path else [])
+        ]
+        args += ["--model", s.model_path] if s.model_path else []
+        args += ["--rpc", s.rpc] if s.rpc else []
+        args += ["--rpc-allow-remote"] if s.rpc and s.rpc_allow_remote else []
         proc = self._proc = QProcess(self)
         proc.readyReadStandardError.connect(self._read)
         proc.finished.connect(self._ended)
@@ -374,6 +388,12 @@ class SettingsDialog(QDialog):
         self.n_ctx = self._spin(256, 1 << 20, current.n_ctx, "Context size in tokens", step=1024)
         self.threads = self._spin(1, 256, current.threads, "CPU threads")
         self.gpu_layers = self._spin(0, 999, current.gpu_layers, "Layers offloaded to the GPU")
+        self.rpc = QLineEdit(current.rpc)
+        self.rpc.setPlaceholderText("none (HOST:PORT,… of skv rpc-server)")
+        self.rpc.setAccessibleName("RPC servers")
+        self.rpc_remote = QCheckBox("Allow servers on other machines (the RPC protocol is not encrypted)")
+        self.rpc_remote.setChecked(bool(current.rpc_allow_remote))
+        self.rpc_remote.setAccessibleName("Allow RPC servers on other machines")
         self.policy = QComboBox()
         self.policy.addItems(
             ["sentence (SentenceKV)", "chunk (fixed chunks)", "window (sink + recent)", "full"]
@@ -399,6 +419,8 @@ class SettingsDialog(QDialog):
         form.addRow("Context (tokens)", self.n_ctx)
         form.addRow("Threads", self.threads)
         form.addRow("GPU layers", self.gpu_layers)
+        form.addRow("RPC servers", self.rpc)
+        form.addRow("", self.rpc_remote)
         form.addRow(self._section("Retrieval (applies at once)"))
         form.addRow("Policy", self.policy)
         form.addRow("Budget (tokens)", self.budget)
@@ -528,6 +550,8 @@ class SettingsDialog(QDialog):
             ring=self.ring.value(),
             max_tokens=self.max_tokens.value(),
             theme=THEMES[self.theme.currentIndex()],
+            rpc=self.rpc.text().strip(),
+            rpc_allow_remote=int(self.rpc_remote.isChecked()),
         )
 
     def _accept(self) -> None:

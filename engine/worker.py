@@ -47,6 +47,7 @@ from engine.events import (
 )
 from engine.native import NativeError
 from engine.params import SkvParams
+from engine.rpc import RpcError
 from engine.session import (
     Cancelled,
     ContextFullError,
@@ -538,7 +539,7 @@ class EngineWorker:
 
 def _message(e: BaseException) -> str:
     """One sentence for the user; unexpected errors are logged with their traceback."""
-    if isinstance(e, SessionError | DocumentError | NativeError | ValueError):
+    if isinstance(e, SessionError | DocumentError | NativeError | RpcError | ValueError):
         return " ".join(str(e).split()) or type(e).__name__
     log.error("engine command failed", exc_info=e)
     return f"the engine hit an unexpected error ({type(e).__name__}: {e}): see the log"

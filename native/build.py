@@ -98,7 +98,9 @@ def native_files() -> dict[str, bytes]:
 
 
 def build_flags(args: argparse.Namespace) -> dict:
-    cmake = ["-DLLAVA_BUILD=OFF"]
+    # GGML_RPC: llama.cpp's RPC backend (a model split across hosts: `skv rpc-server`, `--rpc`); its devices
+    # appear only when a server is added, so a run without --rpc is unchanged
+    cmake = ["-DLLAVA_BUILD=OFF", "-DGGML_RPC=ON"]
     if not args.native:
         cmake.append("-DGGML_NATIVE=OFF")
     if args.cuda:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from engine import params as defaults
+from engine import rpc
 from engine.bench import report
 from engine.bench.harness import (
     Candidate,
@@ -66,6 +67,8 @@ class SpeedConfig:
     n_batch: int = 512
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    rpc: tuple[str, ...] = ()  # llama.cpp RPC servers holding the offloaded layers (both contexts)
+    gpu_layers: int = 0  # layers offloaded (to the RPC servers with rpc; 0 there: all)
 
     def candidates(self) -> list[Candidate]:
         out: list[Candidate] = []
@@ -126,12 +129,9 @@ def bench_context(cfg: SpeedConfig, n_tokens: int, text: str, log: Log) -> dict:
     n_ctx = -(-(n_tokens + cfg.steps + 8) // 256) * 256
     reserve = n_ctx - n_tokens
     doc = Document.from_text(cfg.book, _prefix_text(text, n_tokens))
-    stock = Session(
-        SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch, skv=None)
-    )
-    skv = Session(
-        SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, n_batch=cfg.n_batch, skv=cands[0].params)
-    )
+    where = {"rpc": cfg.rpc, "n_gpu_layers": cfg.gpu_layers, "n_threads": cfg.threads, "n_batch": cfg.n_batch}
+    stock = Session(SessionConfig(cfg.model, n_ctx=n_ctx, skv=None, **where))
+    skv = Session(SessionConfig(cfg.model, n_ctx=n_ctx, skv=cands[0].params, **where))
     try:
         log(f"[{n_tokens}] prefill {n_ctx - reserve} tokens into stock and skv contexts (interleaved) ...")
         pre = _prefill_interleaved([stock, skv], [doc], reserve, log)
@@ -403,6 +403,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--book", default=DEFAULT_BOOK, help="book file or name in resources/books")
     p.add_argument("--out", default="bench-results/speed", help="output folder (default bench-results/speed)")
+    p.add_argument(
+        "--rpc", default="", metavar="HOST:PORT[,...]", help="llama.cpp RPC servers (both contexts)"
+    )
+    p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded (with --rpc, 0: all)")
 
 
 def config_from_args(args: argparse.Namespace) -> SpeedConfig:
@@ -430,6 +434,8 @@ def config_from_args(args: argparse.Namespace) -> SpeedConfig:
         policies=policies,
         book=args.book,
         out=Path(args.out),
+        rpc=tuple(str(e) for e in rpc.parse_endpoints(args.rpc)) if args.rpc else (),
+        gpu_layers=args.gpu_layers,
     )
     cfg.candidates()  # validates budgets against sink + ring
     return cfg

@@ -21,8 +21,10 @@ from engine.cli.cache import add_cache_parser, cmd_cache
 from engine.cli.chat import add_chat_parser, cmd_chat
 from engine.cli.errors import UsageError
 from engine.cli.models import add_models_parser, cmd_models
+from engine.cli.rpc import add_rpc_server_parser, cmd_rpc_server
 from engine.cli.serve import add_serve_parser, cmd_serve
 from engine.cli.version import add_version_parser, cmd_version
+from engine.rpc import RpcError
 from engine.versions import native_versions
 
 __all__ = ["UsageError", "build_parser", "main", "native_versions"]
@@ -47,6 +49,7 @@ COMMANDS: dict[
     "eval": (add_eval_parser, cmd_eval),
     "cache": (add_cache_parser, cmd_cache),
     "serve": (add_serve_parser, cmd_serve),
+    "rpc-server": (add_rpc_server_parser, cmd_rpc_server),
 }
 
 
@@ -83,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"skv: error: {_error_line(e)}", file=sys.stderr)
         return 2
+    except RpcError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"skv: error: {_error_line(e)}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         print("skv: interrupted", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from engine.cli.errors import UsageError
 # group -> (help, {name: (help, module under engine.bench, its entry point)}); modules are imported when used
 GROUPS: dict[str, tuple[str, dict[str, tuple[str, str, str]]]] = {
     "bench": (
-        "benchmarks (speed, scale, chat, tax, prefill, whole)",
+        "benchmarks (speed, scale, chat, tax, prefill, rpc, whole)",
         {
             "speed": (
                 "decode ms/token and prefill tok/s vs context: SentenceKV vs stock",
@@ -38,6 +38,11 @@ GROUPS: dict[str, tuple[str, dict[str, tuple[str, str, str]]]] = {
                 "time to first token of skv ask row by row (read, prefill vs stock, save, question)",
                 "prefill",
                 "main_prefill",
+            ),
+            "rpc": (
+                "a model split across loopback llama.cpp RPC servers: stock full vs SentenceKV, bytes per step",
+                "rpc",
+                "main_rpc",
             ),
             "whole": (
                 "a whole book loaded as the app loads it (past the trained length), then its questions",

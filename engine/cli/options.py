@@ -21,6 +21,7 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         "--threads", type=int, default=defaults.N_THREADS, help="CPU threads (default %(default)s)"
     )
     p.add_argument("--gpu-layers", type=int, default=0, help="layers offloaded to the GPU (default 0)")
+    add_rpc_options(p)
     p.add_argument("--doc", action="append", default=[], required=True, help="document file (repeatable)")
     p.add_argument("--policy", default="sentence", help="full, window, chunk or sentence (default sentence)")
     p.add_argument(
@@ -100,6 +101,33 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
     add_document_options(p)
 
 
+def add_rpc_options(p: argparse.ArgumentParser) -> None:
+    """--rpc and --rpc-allow-remote (a model split across machines: engine/rpc.py)."""
+    p.add_argument(
+        "--rpc",
+        metavar="HOST:PORT[,...]",
+        default="",
+        help="llama.cpp RPC servers (`skv rpc-server` on each host) that hold the model's layers; with "
+        "--gpu-layers N only the last N layers go there, the rest stay here",
+    )
+    p.add_argument(
+        "--rpc-allow-remote",
+        action="store_true",
+        help="allow RPC servers on other machines (the protocol has no authentication or encryption)",
+    )
+
+
+def rpc_servers(args: argparse.Namespace) -> tuple[str, ...]:
+    """The --rpc endpoints as SessionConfig takes them (RpcError, exit 2, on a malformed or refused one)."""
+    if not getattr(args, "rpc", ""):
+        return ()
+    from engine import rpc
+
+    endpoints = rpc.parse_endpoints(args.rpc)
+    rpc.check_allowed(endpoints, args.rpc_allow_remote)
+    return tuple(str(e) for e in endpoints)
+
+
 def session_config(args: argparse.Namespace):
     """The SessionConfig the shared options describe; ValueError (a usage error) on bad values."""
     from engine.models import resolve_model
@@ -123,6 +151,8 @@ def session_config(args: argparse.Namespace):
         n_ctx=args.n_ctx,
         n_threads=args.threads,
         n_gpu_layers=args.gpu_layers,
+        rpc=rpc_servers(args),
+        rpc_allow_remote=getattr(args, "rpc_allow_remote", False),
         skv=params,
         seed=args.seed,
         question_attention=args.question_attention,

@@ -100,6 +100,10 @@ class SessionConfig:
     n_threads: int = defaults.N_THREADS
     n_gpu_layers: int = 0
     n_batch: int = 512
+    # llama.cpp RPC servers ("HOST:PORT") that hold part of the model (engine/rpc.py); with n_gpu_layers 0 every
+    # layer goes to them, split by their free memory. Non-loopback servers need rpc_allow_remote
+    rpc: tuple[str, ...] = ()
+    rpc_allow_remote: bool = False
     skv: SkvParams | None = field(default_factory=SkvParams)  # None: plain llama.cpp (policy full only)
     sent_cap: int = 0
     seed: int = 0

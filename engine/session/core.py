@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from engine import native
+from engine import native, rpc
 from engine import params as defaults
 from engine.documents import Document
 from engine.native import SkvContext
@@ -146,22 +146,30 @@ class Session:
         self.config = config
         self._llama_cpp = llama_cpp
         self.info, self.warnings = check_model(config.model_path, config.n_ctx, remap=config.remaps_positions)
+        n_gpu_layers = config.n_gpu_layers
+        servers: tuple[str, ...] = ()
+        if config.rpc:
+            endpoints = rpc.parse_endpoints(",".join(config.rpc))
+            rpc.connect(endpoints, config.rpc_allow_remote)
+            servers = tuple(str(e) for e in endpoints)
+            n_gpu_layers = n_gpu_layers or -1  # every layer on the servers unless told how many
         if config.skv is not None:
             native.request(config.skv, config.sent_cap)
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=config.model_path,
-                n_ctx=config.n_ctx,
-                n_batch=config.n_batch,
-                n_ubatch=config.n_batch,
-                n_threads=config.n_threads,
-                n_threads_batch=config.n_threads,
-                n_gpu_layers=config.n_gpu_layers,
-                flash_attn=True,
-                swa_full=False,
-                seed=config.seed,
-                verbose=False,
-            )
+            with rpc.model_devices(servers):
+                self.llm = llama_cpp.Llama(
+                    model_path=config.model_path,
+                    n_ctx=config.n_ctx,
+                    n_batch=config.n_batch,
+                    n_ubatch=config.n_batch,
+                    n_threads=config.n_threads,
+                    n_threads_batch=config.n_threads,
+                    n_gpu_layers=n_gpu_layers,
+                    flash_attn=True,
+                    swa_full=False,
+                    seed=config.seed,
+                    verbose=False,
+                )
         except (ValueError, RuntimeError) as e:
             raise SessionError(
                 f"the model could not be loaded ({e}): check that it is a llama.cpp GGUF file"

@@ -224,6 +224,10 @@ LLAMA_API int32_t llama_skv_get_selections(struct llama_context * ctx, int32_t *
 
 LLAMA_API int32_t llama_skv_get_stats(struct llama_context * ctx, struct llama_skv_stats * out);
 
+// A fatal ggml error (GGML_ABORT: e.g. an RPC server that died mid-answer) prints `before`, the message's first
+// line and `after` on stderr, then ends the process with `code` (_exit: no core dump). The strings are copied.
+LLAMA_API void llama_skv_exit_on_abort(const char * before, const char * after, int32_t code);
+
 #ifdef __cplusplus
 }
 #endif

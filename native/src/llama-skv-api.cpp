@@ -8,8 +8,11 @@
 #include "llama-model.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
+#include <string>
+#include <unistd.h>
 
 //
 // public API
@@ -269,4 +272,30 @@ int32_t llama_skv_get_stats(llama_context * ctx, llama_skv_stats * out) {
     s.score_distance = skv->score_dist();
     *out = s;
     return 0;
+}
+
+//
+// fatal errors: one sentence and an exit code instead of abort()
+//
+
+static std::string skv_abort_before;
+static std::string skv_abort_after;
+static int32_t     skv_abort_code = 1;
+
+static void skv_abort_exit(const char * message) {
+    std::string m = message ? message : "";
+    const size_t nl = m.find('\n');
+    if (nl != std::string::npos) {
+        m.resize(nl);
+    }
+    fprintf(stderr, "%s%s%s\n", skv_abort_before.c_str(), m.c_str(), skv_abort_after.c_str());
+    fflush(stderr);
+    _exit(skv_abort_code);
+}
+
+void llama_skv_exit_on_abort(const char * before, const char * after, int32_t code) {
+    skv_abort_before = before ? before : "";
+    skv_abort_after  = after ? after : "";
+    skv_abort_code   = code;
+    ggml_set_abort_callback(skv_abort_exit);
 }
