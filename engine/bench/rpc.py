@@ -223,7 +223,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--contexts", default="4k,16k", help="context sizes (default %(default)s)")
     p.add_argument("--servers", type=int, default=2, help="loopback RPC servers (default %(default)s)")
     p.add_argument("--steps", type=int, default=16, help="decode steps (default %(default)s)")
-    p.add_argument("--threads", type=int, default=defaults.N_THREADS, help="client threads (default %(default)s)")
+    p.add_argument(
+        "--threads", type=int, default=defaults.N_THREADS, help="client threads (default %(default)s)"
+    )
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
     p.add_argument("--book", default="walden.txt")
     p.add_argument("--out", default="bench-results/rpc", help="output folder (default %(default)s)")
