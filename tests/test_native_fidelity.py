@@ -341,6 +341,63 @@ def test_bound_summary_scores_like_quest_and_switches_at_run_time(tiny_model_pat
         r.close()
 
 
+def _gauss_scores(r: Run, il: int, q: np.ndarray) -> np.ndarray:
+    """[n_head, n_sent]: each query head's estimate of a sentence's log attention mass if its keys were Gaussian:
+    log n + s q.m + s^2/2 q^2.s2 (s = 1/sqrt(d); m and s2 each dimension's mean and variance, rounded to F16)."""
+    g = CFG.n_head // CFG.n_head_kv
+    sc = 1.0 / np.sqrt(CFG.head_dim)
+    out = []
+    for a, b in r.skv.sentences():
+        k = r.K[il, a:b]
+        m = k.sum(axis=0, dtype=np.float32) * np.float32(1.0 / (b - a))
+        v = np.maximum(
+            np.float32(0), (k * k).sum(axis=0, dtype=np.float32) * np.float32(1.0 / (b - a)) - m * m
+        )
+        m, v = m.astype(np.float16).astype(np.float64), v.astype(np.float16).astype(np.float64)
+        out.append(
+            [
+                np.log(b - a) + sc * m[j // g] @ q[j] + 0.5 * sc * sc * v[j // g] @ (q[j] ** 2)
+                for j in range(CFG.n_head)
+            ]
+        )
+    return np.array(out).T
+
+
+def test_gauss_summary_scores_the_estimated_attention_mass(tiny_model_path):
+    """summary=gauss (switched on after a mean prefill; query last): the first entry each head attends is the best
+    under the Gaussian-mass estimate of the previous step's queries, which orders differently from the mean."""
+    params = SkvParams(Policy.SENTENCE, BUDGET, SINK, RING, query=QueryMode.LAST)
+    r = Run(tiny_model_path, params)
+    try:
+        mean_bytes = r.skv.stats().device_vec_bytes
+        r.skv.set_params(replace(params, summary=Summary.GAUSS))
+        g = CFG.n_head // CFG.n_head_kv
+        checked = differs = 0
+        prev_q = None
+        for p in range(N_PREFILL, N_PREFILL + 10):
+            n_before = len(r.skv.sentences())
+            rec = r.step(p)
+            assert r.skv.stats().device_vec_bytes == 2 * mean_bytes  # (m, s2) per entry and head
+            if prev_q is not None and len(r.skv.sentences()) == n_before:
+                has = r.has_tokens(p)
+                for il in range(CFG.n_layer):
+                    sc = _gauss_scores(r, il, prev_q[il])[:, :n_before]
+                    mean = r.head_scores(il, prev_q[il])[:, :n_before]
+                    for h in range(CFG.n_head_kv):
+                        s = sc[h * g : (h + 1) * g].sum(axis=0)
+                        o = mean[h * g : (h + 1) * g].sum(axis=0)
+                        order = [i for i in np.argsort(-s, kind="stable") if has[i]]
+                        differs += order[0] != [i for i in np.argsort(-o, kind="stable") if has[i]][0]
+                        if s[order[0]] - s[order[1]] > 1e-3 * abs(s[order[0]]):
+                            assert _picks(r.skv, il, h)[0][0] == order[0], (p, il, h)
+                            checked += 1
+            prev_q = r._q(rec)[:, 0]
+        assert checked >= 8 and differs > 0, (checked, differs)
+        assert r.skv.get_params().summary == Summary.GAUSS
+    finally:
+        r.close()
+
+
 def test_exclude_sink_leaves_the_sinks_keys_out_of_the_vectors(tiny_model_path):
     """The entry that reaches into the sink is scored by its keys past the sink alone: every decided place of each
     head's order (query last) follows the reference without the sink's rows, and that reference orders

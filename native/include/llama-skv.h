@@ -80,6 +80,8 @@ enum llama_skv_summary {
     LLAMA_SKV_SUMMARY_MEAN  = 0, // the mean key (the paper's semantic vector): score q . mean
     LLAMA_SKV_SUMMARY_BOUND = 1, // Quest's bound: per dimension the keys' centre c and half range r, score
                                  // q . c + |q| . r = sum_d max(q_d min_d, q_d max_d) >= every key's q . k
+    LLAMA_SKV_SUMMARY_GAUSS = 2, // the entry's attention mass if its keys were Gaussian (per dimension mean m and
+                                 // variance s2, n keys): log sum_t exp(q.k_t) ~ log n + q.m + q^2.s2 / 2
 };
 
 // disk/ABI values: never renumber. The queries an entry's score sums

@@ -63,7 +63,7 @@ bool skv_params_valid(const llama_skv_params & p) {
         p.gqa_agg < LLAMA_SKV_GQA_SUM || p.gqa_agg > LLAMA_SKV_GQA_HEADS || p.dense_layers < 0 ||
         p.edge < LLAMA_SKV_EDGE_CUT || p.edge > LLAMA_SKV_EDGE_SKIP || p.neighbours < 0 || p.neighbours > 4 ||
         p.oracle < LLAMA_SKV_ORACLE_OFF || p.oracle > LLAMA_SKV_ORACLE_SENTENCES_LAG ||
-        p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_BOUND ||
+        p.summary < LLAMA_SKV_SUMMARY_MEAN || p.summary > LLAMA_SKV_SUMMARY_GAUSS ||
         p.exclude_sink < 0 || p.exclude_sink > 1 ||
         p.select_at < LLAMA_SKV_SELECT_LAG || p.select_at > LLAMA_SKV_SELECT_STEP_SENTENCE) {
         return false;
@@ -262,7 +262,14 @@ bool llama_skv_cache::set_params(const llama_skv_params & p) {
         reset_query(); // the accumulated scores are of another form
     }
     if (p.summary != old.summary) {
-        set_vec_dim(p.summary == LLAMA_SKV_SUMMARY_BOUND ? 2 * head_dim : head_dim);
+        const int32_t d = p.summary == LLAMA_SKV_SUMMARY_MEAN ? head_dim : 2 * head_dim;
+        if (d != vec_dim) {
+            set_vec_dim(d);
+        } else { // bound <-> gauss: the same width, other contents
+            vec_dirty = true;
+            reset_query();
+            has_sel = false;
+        }
     } else if (p.exclude_sink != old.exclude_sink || (p.exclude_sink && p.sink != old.sink)) {
         vec_dirty = true; // every vector again, with or without the sink's keys
         reset_query();
@@ -396,7 +403,7 @@ std::shared_ptr<llama_skv_cache> llama_skv_attach(
             skv->on_device = true;
         }
 
-        skv->vec_dim = skv->params.summary == LLAMA_SKV_SUMMARY_BOUND ? 2 * skv->head_dim : skv->head_dim;
+        skv->vec_dim = skv->params.summary == LLAMA_SKV_SUMMARY_MEAN ? skv->head_dim : 2 * skv->head_dim;
         const int32_t n_embd_k = skv->n_head_kv * skv->vec_dim;
         ggml_init_params ip = {
             /*.mem_size   =*/ size_t(srcs.size() + 1)*ggml_tensor_overhead(),

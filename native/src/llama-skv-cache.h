@@ -87,6 +87,7 @@ public:
     bool    per_head = false; // scores per query head (gqa_agg != sum): [n_scored, n_head] instead of [n_scored, nkv]
     int32_t dense_l  = 0;     // params.dense_layers the graph was built for
     bool    now      = false; // the entries are chosen inside the graph from the step's own query (select_now)
+    bool    gauss    = false; // the graph scores (q, s/2 q^2) (summary gauss) rather than (q, |q|)
 
     std::vector<ggml_tensor *> scores; // per SKV layer: [n_scored, 1, n_head] F32 (staged regime)
     std::vector<ggml_tensor *> q_last; // per SKV layer: [head_dim, n_head] F32 (dense regime; staged with q_out)
@@ -172,7 +173,9 @@ struct llama_skv_cache {
     int32_t n_head_kv = 0;
     int32_t head_dim  = 0;
     int32_t head_dim_v = 0;
-    int32_t vec_dim   = 0; // floats of one KV head's entry vector: head_dim (mean), 2 * head_dim (bound: c, r)
+    int32_t vec_dim   = 0; // floats of one KV head's entry vector: head_dim (mean), 2 * head_dim (bound: c, r;
+                           // gauss: m, s2)
+    std::vector<float> ent_logn; // [entries] gauss: log of the keys an entry's vector summarises
     int32_t s_max     = 0;
     uint64_t gen      = 0;
     bool    on_device = false;
@@ -360,8 +363,16 @@ struct llama_skv_cache {
     void score_host(const skv_layer & l, const float * q, float scale, std::vector<float> & out) const;
     // scale * (q . v_i) for KV head h's vectors of every entry i < n_vec, into out[0, n_vec); with the bound
     // summary v_i = (c_i, r_i) and the score scale * (q . c_i + qa . r_i), qa the summed |q| of the group
-    void score_vectors(const skv_layer & l, int32_t h, const float * q, const float * qa, float scale, float * out) const;
-    bool bound_summary() const { return vec_dim == 2 * head_dim; }
+    // gauss: v_i = (m_i, s2_i), qa the summed q_j^2 of the n_q query heads, score scale * q . m_i +
+    // scale^2 / 2 * qa . s2_i + n_q * log n_i
+    void score_vectors(const skv_layer & l, int32_t h, const float * q, const float * qa, float scale, float * out,
+                       int32_t n_q = 1) const;
+    bool bound_summary() const { return vec_dim == 2 * head_dim && params.summary == LLAMA_SKV_SUMMARY_BOUND; }
+    bool gauss_summary() const { return vec_dim == 2 * head_dim && params.summary == LLAMA_SKV_SUMMARY_GAUSS; }
+    // gauss: n_q * log n of entry i (n_q query heads summed into the score), else 0
+    float len_term(int32_t i, int32_t n_q) const {
+        return gauss_summary() && i < (int32_t) ent_logn.size() ? n_q * ent_logn[i] : 0.0f;
+    }
 
     // fidelity levers (llama-skv-fidelity.cpp)
     bool per_head_scores() const { return params.gqa_agg != LLAMA_SKV_GQA_SUM; }

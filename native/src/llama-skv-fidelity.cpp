@@ -17,7 +17,7 @@ void llama_skv_cache::add_head_scores(skv_layer & l, const float * s, size_t str
         const float * sj = s + (size_t) j * stride;
         float * a = l.acc_q.data() + (size_t) j * cap;
         for (int32_t i = 0; i < nv; ++i) {
-            a[i] += sj[i] * scale;
+            a[i] += sj[i] * scale + len_term(i, 1);
         }
     }
     derive_scores(l.acc_q.data(), derive_scratch);
@@ -78,7 +78,7 @@ void llama_skv_cache::score_host_heads(const skv_layer & l, const float * q, flo
     for (int32_t j = 0; j < n_head; ++j) {
         const float * qj = q + (size_t) j * head_dim;
         for (int32_t t = 0; t < head_dim; ++t) {
-            qa[t] = std::fabs(qj[t]);
+            qa[t] = gauss_summary() ? qj[t] * qj[t] : std::fabs(qj[t]);
         }
         score_vectors(l, j / n_gqa, qj, qa.data(), scale, out.data() + (size_t) j * sent_cap);
     }
@@ -239,7 +239,7 @@ void llama_skv_cache::select_now(int32_t li, const ggml_tensor * scores) {
             const float * sj = s + (size_t) j * now_scored;
             float * o = now_heads.data() + (size_t) j * cap;
             for (int32_t i = 0; i < nv; ++i) {
-                o[i] = (acc_q_ok ? l.acc_q[(size_t) j * cap + i] : 0.0f) + sj[i] * now_scale;
+                o[i] = (acc_q_ok ? l.acc_q[(size_t) j * cap + i] : 0.0f) + sj[i] * now_scale + len_term(i, 1);
             }
         }
         derive_scores(now_heads.data(), now_scores);
@@ -248,8 +248,9 @@ void llama_skv_cache::select_now(int32_t li, const ggml_tensor * scores) {
             const float * sh = s + (size_t) h * now_scored;
             const float * a  = l.acc.data() + (size_t) h * cap;
             float * o = now_scores.data() + (size_t) h * cap;
+            const int32_t n_q = n_head / n_head_kv;
             for (int32_t i = 0; i < nv; ++i) {
-                o[i] = (with_sentence ? a[i] : 0.0f) + sh[i] * now_scale;
+                o[i] = (with_sentence ? a[i] : 0.0f) + sh[i] * now_scale + len_term(i, n_q);
             }
         }
     }

@@ -41,6 +41,7 @@ bool llm_graph_input_skv::can_reuse(const llm_graph_params & params) {
     res &= skv->staged_regime(m, p0) == staged;
     res &= score_d == skv->score_dist();
     res &= per_head == skv->per_head_scores();
+    res &= gauss == skv->gauss_summary();
     res &= q_out == skv->oracle_lag();
     res &= dense_l == skv->params.dense_layers;
     res &= now == (skv->staged_regime(m, p0) && skv->select_now_for(p0, m));
@@ -192,6 +193,7 @@ bool llama_skv_build_attn(
         p->q_out    = skv->oracle_lag();
         p->dense_l  = skv->params.dense_layers;
         p->now      = staged && skv->select_now_for(p0, (int32_t) n_tokens);
+        p->gauss    = skv->gauss_summary();
         if (skv->now_args.size() != skv->layers.size()) {
             skv->now_args.resize(skv->layers.size());
             for (size_t i = 0; i < skv->layers.size(); ++i) {
@@ -302,11 +304,14 @@ bool llama_skv_build_attn(
         }
         if (vd == 2 * hd) {
             // the bound: (q, |q|) . (c, r) = q . c + |q| . r; the group sum below sums the |q_j|
+            // gauss: (q, s/2 q^2) . (m, s2), times s after compute: s q . m + s^2/2 q^2 . s2 (s = kq_scale)
             q = ggml_reshape_3d(ctx0, q, hd, q_cur->ne[1], 1);
             if (q->type != GGML_TYPE_F32) {
                 q = ggml_cast(ctx0, q, GGML_TYPE_F32);
             }
-            q = ggml_concat(ctx0, q, ggml_abs(ctx0, q), 0);        // [2 hd, n_head, 1]
+            ggml_tensor * q2 = skv->gauss_summary() ? ggml_scale(ctx0, ggml_sqr(ctx0, q), 0.5f * kq_scale)
+                                                    : ggml_abs(ctx0, q);
+            q = ggml_concat(ctx0, q, q2, 0);                        // [2 hd, n_head, 1]
         }
         if (n_gqa > 1 && !inp->per_head) {
             q = ggml_reshape_3d(ctx0, q, vd, n_gqa, nkv);          // [vd, gqa, nkv]

@@ -54,12 +54,13 @@ void llama_skv_cache::add_scores(skv_layer & l, const float * s, size_t stride, 
         dst = l.snap.data();
     }
     const float * src = l.acc.data();
+    const int32_t n_q = n_head / n_head_kv;
     for (int32_t h = 0; h < n_head_kv; ++h) {
         const float * sh = s + (size_t) h * stride;
         const float * a  = src + (size_t) h * cap;
         float       * d  = dst + (size_t) h * cap;
         for (int32_t i = 0; i < nv; ++i) {
-            d[i] = a[i] + sh[i] * scale;
+            d[i] = a[i] + sh[i] * scale + len_term(i, n_q); // gauss: + n_q log n (scores taken in-graph)
         }
         if (d != a) {
             std::copy(a + nv, a + cap, d + nv);

@@ -172,7 +172,9 @@ void llama_skv_cache::unrope_row(const skv_layer & l, float * row, int32_t pos) 
 void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
     const int32_t n_embd = n_head_kv * head_dim;
     const bool bound = bound_summary();
+    const bool gauss = gauss_summary();
     std::vector<float> sum(n_embd, 0.0f);
+    std::vector<float> sq(gauss ? n_embd : 0, 0.0f);
     std::vector<float> lo(bound ? n_embd : 0, INFINITY);
     std::vector<float> hi(bound ? n_embd : 0, -INFINITY);
     std::vector<float> row(n_embd);
@@ -203,12 +205,31 @@ void llama_skv_cache::compute_vector(skv_layer & l, int32_t idx, skv_span s) {
             for (int32_t i = 0; i < n_embd; ++i) {
                 sum[i] += row[i];
             }
+            for (int32_t i = 0; gauss && i < n_embd; ++i) {
+                sq[i] += row[i] * row[i];
+            }
         }
         n++;
     }
     // rounded to F16 as the device table holds it (upload_vectors)
     auto f16 = [](float x) { return ggml_fp16_to_fp32(ggml_fp32_to_fp16(x)); };
     float * out = l.vec_host.data() + (size_t) idx * n_head_kv * vec_dim;
+    if (gauss) {
+        if ((int32_t) ent_logn.size() <= idx) {
+            ent_logn.resize((size_t) idx + 256, 0.0f);
+        }
+        ent_logn[idx] = std::log((float) std::max(n, 1));
+        const float inv = n > 0 ? 1.0f / n : 0.0f;
+        for (int32_t h = 0; h < n_head_kv; ++h) {
+            for (int32_t t = 0; t < head_dim; ++t) {
+                const size_t i = (size_t) h * head_dim + t;
+                const float m = sum[i] * inv;
+                out[(size_t) h * vec_dim + t]            = f16(m);
+                out[(size_t) h * vec_dim + head_dim + t] = f16(std::max(0.0f, sq[i] * inv - m * m));
+            }
+        }
+        return;
+    }
     if (!bound) {
         const float inv = n > 0 ? 1.0f / n : 0.0f;
         for (int32_t i = 0; i < n_embd; ++i) {
@@ -254,9 +275,10 @@ void llama_skv_cache::update_vectors() {
 
 // out[i] = scale * (q . vector i of KV head h) for every entry i < n_vec (bound: q . c_i + qa . r_i)
 void llama_skv_cache::score_vectors(const skv_layer & l, int32_t h, const float * q, const float * qa, float scale,
-                                    float * out) const {
+                                    float * out, int32_t n_q) const {
     const int32_t n_embd = n_head_kv * vec_dim;
     const bool bound = bound_summary();
+    const bool gauss = gauss_summary();
     for (int32_t i = 0; i < n_vec; ++i) {
         const float * vi = l.vec_host.data() + (size_t) i * n_embd + (size_t) h * vec_dim;
         float d = 0.0f;
@@ -267,6 +289,14 @@ void llama_skv_cache::score_vectors(const skv_layer & l, int32_t h, const float 
             for (int32_t t = 0; t < head_dim; ++t) {
                 d += qa[t] * vi[head_dim + t];
             }
+        }
+        if (gauss) {
+            float v = 0.0f;
+            for (int32_t t = 0; t < head_dim; ++t) {
+                v += qa[t] * vi[head_dim + t];
+            }
+            out[i] = d * scale + 0.5f * scale * scale * v + len_term(i, n_q);
+            continue;
         }
         out[i] = d * scale;
     }
@@ -286,9 +316,9 @@ void llama_skv_cache::score_host(const skv_layer & l, const float * q, float sca
             const float * qj = q + (size_t) (h * n_gqa + g) * head_dim;
             for (int32_t t = 0; t < head_dim; ++t) {
                 qs[t] += qj[t];
-                qa[t] += std::fabs(qj[t]);
+                qa[t] += gauss_summary() ? qj[t] * qj[t] : std::fabs(qj[t]);
             }
         }
-        score_vectors(l, h, qs.data(), qa.data(), scale, out.data() + (size_t) h * sent_cap);
+        score_vectors(l, h, qs.data(), qa.data(), scale, out.data() + (size_t) h * sent_cap, n_gqa);
     }
 }
