@@ -57,7 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         def factory(on_event):
             return EngineWorker(on_event, store=SessionStore())
 
-    window = MainWindow(model_path=args.model, max_tokens=args.max_tokens, bridge_factory=factory)
+    window = MainWindow(
+        model_path=args.model, max_tokens=args.max_tokens, bridge_factory=factory, ask_model=not args.selftest
+    )
     window.show()
     if args.selftest and args.prompt is None:
         window.prompt_edit.setPlainText(DEFAULT_PROMPT)

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from app.bridge import EngineBridge, WorkerFactory
 from app.chat_view import ChatItem, ChatView
 from app.document_view import DocumentView, LoadedDoc
+from app.first_run import ModelChoice, first_run_choices
 from app.memory_panel import MemoryPanel
 from app.settings import (
     AppSettings,
@@ -90,7 +91,9 @@ class MainWindow(QMainWindow):
         bridge_factory: WorkerFactory | None = None,
         settings: AppSettings | None = None,
         data_dir: Path | None = None,
+        ask_model: bool = True,
     ) -> None:
+        """ask_model: on a first run with two built-in models installed, ask which one to load (not in a self-test)."""
         super().__init__()
         self.setWindowTitle("SentenceKV Desktop")
         self.setWindowIcon(QIcon(str(RESOURCES / "icons" / "sentencekv.svg")))
@@ -99,6 +102,7 @@ class MainWindow(QMainWindow):
         folder = data_dir or paths.data_dir()
         folder.mkdir(parents=True, exist_ok=True)
         self._qsettings = QSettings(str(folder / "settings.ini"), QSettings.Format.IniFormat)
+        first_run = ask_model and settings is None and not self._qsettings.allKeys() and not model_path
         settings_notice = migrate_settings(self._qsettings) if settings is None else None
         self.settings = settings or load_settings(self._qsettings)
         if max_tokens is not None:
@@ -142,6 +146,19 @@ class MainWindow(QMainWindow):
         self._restore_conversations()
         if store_notice or settings_notice:
             self.banner.show_message(store_notice or settings_notice, "error" if store_notice else "warn")
+        self.model_choice: ModelChoice | None = None
+        choices = first_run_choices(self.settings.n_ctx, self.settings.threads) if first_run else []
+        if choices:  # two built-in models and nothing saved yet: ask which one, then load it
+            self.model_choice = ModelChoice(choices, self)
+            self.model_choice.accepted.connect(self._first_model_chosen)
+            self.model_choice.open()
+        else:
+            self.load_model()
+
+    def _first_model_chosen(self) -> None:
+        choice = self.model_choice.choice() if self.model_choice is not None else ""
+        self.settings = replace(self.settings, model_path=choice)
+        save_settings(self._qsettings, self.settings)
         self.load_model()
 
     # ================================================================== construction

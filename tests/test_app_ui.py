@@ -582,3 +582,60 @@ def test_editing_an_earlier_question_cuts_the_conversation_there(qtbot, make_win
         ("assistant", ""),
     ]
     assert [i.role for i in w.chat.items] == ["user", "assistant"] * 2
+
+
+def _first_window(qtbot, tmp_path, monkeypatch, installed: list[str]):
+    from fake_worker import FakeWorker
+
+    from app.main_window import MainWindow
+    from engine import models
+
+    monkeypatch.setattr(
+        models, "installed_builtin_models", lambda: [models.BUILTIN_MODELS[k] for k in installed]
+    )
+    monkeypatch.setattr(models, "resolve_model", lambda spec: Path(f"/models/{spec or 'default'}.gguf"))
+    workers = []
+
+    def factory(on_event):
+        workers.append(FakeWorker(on_event))
+        return workers[-1]
+
+    w = MainWindow(bridge_factory=factory, data_dir=tmp_path / "data")
+    qtbot.addWidget(w)
+    w.show()
+    return w, workers
+
+
+def test_the_first_window_offers_the_built_in_models_with_the_default_preselected(qtbot, tmp_path, monkeypatch):
+    w, workers = _first_window(qtbot, tmp_path, monkeypatch, ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
+    try:
+        dlg = w.model_choice
+        assert dlg is not None and dlg.isVisible()
+        labels = [b.text() for _, b in dlg.buttons]
+        assert labels[0].startswith("Qwen2.5-Coder-0.5B") and labels[1].startswith("Qwen2.5-Coder-1.5B")
+        assert all("MiB" in x and "GiB" in x and "tokens/s" in x for x in labels)  # memory and speed estimate
+        assert dlg.buttons[0][1].isChecked() and dlg.choice() == ""  # the default, preselected
+        assert not any(type(c).__name__ == "LoadModel" for c in workers[0].commands)  # nothing loads before
+        dlg.buttons[1][1].setChecked(True)
+        dlg.accept()
+        qtbot.waitUntil(lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000)
+        load = next(c for c in workers[0].commands if type(c).__name__ == "LoadModel")
+        assert load.config.model_path == "/models/builtin:qwen2.5-coder-1.5b.gguf"
+        assert w.settings.model_path == "builtin:qwen2.5-coder-1.5b"
+    finally:
+        w.shutdown()
+    # the choice was saved: the next window loads it without asking
+    w2, workers2 = _first_window(qtbot, tmp_path, monkeypatch, ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
+    try:
+        assert w2.model_choice is None and w2.settings.model_path == "builtin:qwen2.5-coder-1.5b"
+    finally:
+        w2.shutdown()
+
+
+def test_with_one_built_in_model_the_first_window_loads_it_without_asking(qtbot, tmp_path, monkeypatch):
+    w, workers = _first_window(qtbot, tmp_path, monkeypatch, ["qwen2.5-coder-0.5b"])
+    try:
+        assert w.model_choice is None
+        qtbot.waitUntil(lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000)
+    finally:
+        w.shutdown()
