@@ -391,7 +391,7 @@ class SettingsDialog(QDialog):
         self.rpc = QLineEdit(current.rpc)
         self.rpc.setPlaceholderText("none (HOST:PORT,… of skv rpc-server)")
         self.rpc.setAccessibleName("RPC servers")
-        self.rpc_remote = QCheckBox("Allow servers on other machines (the RPC protocol is not encrypted)")
+        self.rpc_remote = QCheckBox("Allow servers on other machines (unencrypted)")
         self.rpc_remote.setChecked(bool(current.rpc_allow_remote))
         self.rpc_remote.setAccessibleName("Allow RPC servers on other machines")
         self.policy = QComboBox()
@@ -454,7 +454,9 @@ class SettingsDialog(QDialog):
         self.error_label.setObjectName("errorText")
         self.error_label.setWordWrap(True)
         self.error_label.hide()
-        self.note = QLabel("Changing the model, context, threads or GPU layers reloads the model.")
+        self.note = QLabel(
+            "Changing the model, context, threads, GPU layers or RPC servers reloads the model."
+        )
         self.note.setObjectName("hint")
         self.note.setWordWrap(True)
 

@@ -112,7 +112,9 @@ class Summary(IntEnum):
 
     MEAN = 0  # the mean key (the paper's semantic vector)
     BOUND = 1  # Quest's bound: per dimension the keys' centre and half range; score q.c + |q|.r >= every q.k
-    GAUSS = 2  # the attention mass of Gaussian keys: log n + q.m + q^2.s2 / 2 (per dimension mean and variance)
+    GAUSS = (
+        2  # the attention mass of Gaussian keys: log n + q.m + q^2.s2 / 2 (per dimension mean and variance)
+    )
 
     @classmethod
     def parse(cls, name: str) -> Summary:

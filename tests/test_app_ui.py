@@ -606,7 +606,9 @@ def _first_window(qtbot, tmp_path, monkeypatch, installed: list[str]):
     return w, workers
 
 
-def test_the_first_window_offers_the_built_in_models_with_the_default_preselected(qtbot, tmp_path, monkeypatch):
+def test_the_first_window_offers_the_built_in_models_with_the_default_preselected(
+    qtbot, tmp_path, monkeypatch
+):
     w, workers = _first_window(qtbot, tmp_path, monkeypatch, ["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b"])
     try:
         dlg = w.model_choice
@@ -618,7 +620,9 @@ def test_the_first_window_offers_the_built_in_models_with_the_default_preselecte
         assert not any(type(c).__name__ == "LoadModel" for c in workers[0].commands)  # nothing loads before
         dlg.buttons[1][1].setChecked(True)
         dlg.accept()
-        qtbot.waitUntil(lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000)
+        qtbot.waitUntil(
+            lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000
+        )
         load = next(c for c in workers[0].commands if type(c).__name__ == "LoadModel")
         assert load.config.model_path == "/models/builtin:qwen2.5-coder-1.5b.gguf"
         assert w.settings.model_path == "builtin:qwen2.5-coder-1.5b"
@@ -636,6 +640,8 @@ def test_with_one_built_in_model_the_first_window_loads_it_without_asking(qtbot,
     w, workers = _first_window(qtbot, tmp_path, monkeypatch, ["qwen2.5-coder-0.5b"])
     try:
         assert w.model_choice is None
-        qtbot.waitUntil(lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000)
+        qtbot.waitUntil(
+            lambda: any(type(c).__name__ == "LoadModel" for c in workers[0].commands), timeout=5000
+        )
     finally:
         w.shutdown()

@@ -76,3 +76,22 @@ def test_screenshots_of_seven_states(qtbot, tmp_path, theme):
     )
     shot("7-follow-up")
     w.shutdown()
+
+
+@pytest.mark.parametrize("theme", ["light", "dark"])
+def test_screenshot_of_the_first_run_model_choice(qtbot, tmp_path, theme, monkeypatch):
+    """The first window when both built-in models are installed (the larger one as `.[large]` installs it)."""
+    from PySide6.QtWidgets import QApplication
+
+    from app.first_run import ModelChoice, first_run_choices
+    from app.theme import apply_theme
+    from engine import models
+
+    monkeypatch.setattr(models, "installed_builtin_models", lambda: list(models.BUILTIN_MODELS.values())[:2])
+    OUT.mkdir(parents=True, exist_ok=True)
+    apply_theme(QApplication.instance(), theme)
+    dlg = ModelChoice(first_run_choices(32768, 2))
+    qtbot.addWidget(dlg)
+    dlg.show()
+    qtbot.wait(150)
+    assert dlg.grab().save(str(OUT / f"{theme}-0-first-run.png"))
