@@ -45,6 +45,9 @@ class RpcBenchConfig:
     budget: int = DEFAULT_PARAMS.budget
     book: str = "walden.txt"
     out: Path | None = None
+    alloc_only: bool = (
+        False  # open the contexts, read what the servers hold, no prefill or decode (long contexts)
+    )
 
 
 class LocalServer:
@@ -116,6 +119,8 @@ def run_mode(
     try:
         s = Session(SessionConfig(cfg.model, n_ctx=n_ctx, n_threads=cfg.threads, skv=skv, rpc=endpoints))
         try:
+            if cfg.alloc_only:
+                return _alloc_row(cfg, n_tokens, mode, s, servers)
             doc = Document.from_text(cfg.book, _prefix_text(text, n_tokens))
             t0 = time.perf_counter()
             s.load_documents([doc], reserve=n_ctx - n_tokens)
@@ -165,13 +170,40 @@ def run_mode(
             x.stop()
 
 
+def _alloc_row(cfg: RpcBenchConfig, n_tokens: int, mode: str, s, servers: list) -> dict[str, Any]:
+    """What the servers hold right after the context is created (llama.cpp clears the K/V buffers it allocates,
+    so stock's whole cache is resident then)."""
+    mem = s.memory()
+    remote = bool(servers)
+    kv = 0
+    if remote:
+        kv = (mem["full_kv_bytes"] if mode.endswith("full") else mem["device_skv_bytes"]) // max(
+            1, cfg.servers
+        )
+    return {
+        "context": n_tokens,
+        "mode": mode,
+        "metered": False,
+        "prefill_tokens": 0,
+        "prefill_s": 0.0,
+        "ms_per_token": float("nan"),
+        "bytes_per_step": float("nan"),
+        "link_ms_per_step": float("nan"),
+        "server_rss_bytes": [x.rss() - x.rss0 for x in servers],
+        "kv_bytes_per_server": kv,
+        "full_kv_bytes": mem["full_kv_bytes"],
+    }
+
+
 def run(cfg: RpcBenchConfig, log=print) -> dict[str, Any]:
     text = load_book_text(cfg.book)
     rows = []
     for n in cfg.contexts:
         for mode in MODES:
+            if cfg.alloc_only and not mode.startswith("rpc"):
+                continue
             row = run_mode(cfg, n, mode, text, log)
-            if mode.startswith("rpc"):
+            if mode.startswith("rpc") and not cfg.alloc_only:
                 metered = run_mode(cfg, n, mode, text, log, metered=True)
                 row["bytes_per_step"] = metered["bytes_per_step"]
                 row["link_ms_per_step"] = metered["link_ms_per_step"]
@@ -229,6 +261,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", type=int, default=DEFAULT_PARAMS.budget)
     p.add_argument("--book", default="walden.txt")
     p.add_argument("--out", default="bench-results/rpc", help="output folder (default %(default)s)")
+    p.add_argument(
+        "--alloc-only",
+        action="store_true",
+        help="only open the contexts and read what each server holds (no prefill, no decode: long contexts)",
+    )
 
 
 def main_rpc(args: argparse.Namespace) -> int:
@@ -247,6 +284,7 @@ def main_rpc(args: argparse.Namespace) -> int:
             budget=args.budget,
             book=args.book,
             out=Path(args.out),
+            alloc_only=args.alloc_only,
         )
     except ValueError as e:
         raise OptionError(str(e)) from None
