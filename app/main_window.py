@@ -32,16 +32,10 @@ from app.bridge import EngineBridge, WorkerFactory
 from app.chat_view import ChatItem, ChatView
 from app.document_view import DocumentView, LoadedDoc
 from app.first_run import ModelChoice, first_run_choices
+from app.local_server import LocalServer
 from app.memory_panel import MemoryPanel
-from app.settings import (
-    AppSettings,
-    LocalServer,
-    SettingsDialog,
-    fitting_ctx,
-    load_settings,
-    migrate_settings,
-    save_settings,
-)
+from app.settings import AppSettings, fitting_ctx, load_settings, migrate_settings, save_settings
+from app.settings_dialog import SettingsDialog
 from app.store import ConversationStore, Message, StoreError
 from app.theme import RESOURCES, apply_theme
 from app.widgets import Banner, ProgressBox

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.timeout(60)
 
 @pytest.fixture
 def dialog(qtbot):
-    from app.settings import AppSettings, SettingsDialog
+    from app.settings import AppSettings
+    from app.settings_dialog import SettingsDialog
 
     d = SettingsDialog(AppSettings())
     qtbot.addWidget(d)

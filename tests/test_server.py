@@ -620,7 +620,9 @@ def test_default_model_needle_in_the_system_message(default_client):
 
 
 def test_the_app_starts_and_stops_the_server(qtbot, tiny_model_path):
-    from app.settings import AppSettings, LocalServer, SettingsDialog
+    from app.local_server import LocalServer
+    from app.settings import AppSettings
+    from app.settings_dialog import SettingsDialog
 
     server = LocalServer()
     dialog = SettingsDialog(AppSettings(model_path=str(tiny_model_path), n_ctx=1024, threads=2), None, server)
