@@ -19,6 +19,7 @@ Protocol:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from engine.bench.harness import (
     policy_table,
     run_options,
 )
+from engine.bench.qa import parse_variant
 from engine.params import DEFAULT_PARAMS, Policy, Remap, SkvParams
 
 DEFAULT_CONTEXTS = (4096, 16384, 65536)
@@ -72,6 +74,8 @@ class ScaleConfig:
     )
     out: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # named sentence candidates with other SkvParams (--variant LABEL=key:value,...), after the policies
+    variants: tuple[tuple[str, dict[str, Any]], ...] = ()
 
     def candidates(self) -> list[Candidate]:
         out = [
@@ -83,6 +87,8 @@ class ScaleConfig:
         ]
         if not out or out[0].params.policy != Policy.SENTENCE:
             raise ValueError("the first policy must be sentence (the candidate the targets are about)")
+        for label, opts in self.variants:
+            out.append(Candidate(label, dataclasses.replace(out[0].params, **opts)))
         return out
 
 
@@ -503,6 +509,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policies", default="sentence,window", help="SKV policies, sentence first (default)")
     p.add_argument("--book", default="walden.txt", help="book for sentence lengths and decode tokens")
     p.add_argument("--out", default="bench-results/scale", help="output folder (default bench-results/scale)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="LABEL=KEY:VALUE,...",
+        help="a named sentence candidate with other SkvParams, e.g. step=select_at:step (repeatable)",
+    )
 
 
 def main_scale(args: argparse.Namespace) -> int:
@@ -520,6 +533,7 @@ def main_scale(args: argparse.Namespace) -> int:
             policies=tuple(p.strip() for p in args.policies.split(",") if p.strip()),
             book=args.book,
             out=Path(args.out),
+            variants=tuple(parse_variant(v) for v in args.variant),
         )
         cfg.candidates()
         cfg.text = load_book_text(cfg.book)
