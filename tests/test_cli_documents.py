@@ -176,3 +176,10 @@ def test_ask_shows_the_prefill_progress_on_stderr_only(tiny_model_path, book, ca
     assert data["stats"]["prefill_tokens"] > 512  # stdout is still the one JSON object
     again, err2 = _ask(capsys, tiny_model_path, book, "--n-ctx", "4096")
     assert again["stats"]["session_restored"] and "skv: prefill" not in err2  # a restore prefills nothing
+
+
+def test_select_at_step_reaches_the_native_cache(capsys, tiny_model_path, book):
+    res, _ = _ask(capsys, tiny_model_path, book, "--n-ctx", "4096", "--budget", "256", "--select-at", "step")
+    assert res["stats"]["select_at"] == "step" and res["answer"] is not None
+    res, _ = _ask(capsys, tiny_model_path, book, "--n-ctx", "4096", "--budget", "256")
+    assert res["stats"]["select_at"] == "lag"

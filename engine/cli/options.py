@@ -8,7 +8,7 @@ import sys
 
 from engine import params as defaults
 from engine.cli.errors import UsageError
-from engine.params import DEFAULT_PARAMS, Layout, Policy, Remap, SkvParams, parse_score_distance
+from engine.params import DEFAULT_PARAMS, Layout, Policy, Remap, SelectAt, SkvParams, parse_score_distance
 
 
 def add_session_options(p: argparse.ArgumentParser) -> None:
@@ -62,6 +62,13 @@ def add_session_options(p: argparse.ArgumentParser) -> None:
         choices=["order", "stack"],
         help="where remapped retrieved sentences sit: order (their document order, compressed; the "
         "default) or stack (each right before the recent tokens, all at one distance, as InfLLM)",
+    )
+    p.add_argument(
+        "--select-at",
+        default="lag",
+        choices=["lag", "step"],
+        help="lag: each step's sentences are chosen from the queries before it (default, the paper's); step: inside "
+        "the step from its own query (CPU builds; more answers kept, docs/BENCHMARKS.md round 15)",
     )
     p.add_argument(
         "--max-tokens",
@@ -141,6 +148,7 @@ def session_config(args: argparse.Namespace):
         remap=Remap.parse(getattr(args, "remap_positions", "auto")),
         score_distance=parse_score_distance(getattr(args, "score_distance", "auto")),
         layout=Layout.parse(getattr(args, "remap_layout", "order")),
+        select_at=SelectAt.parse(getattr(args, "select_at", "lag")),
     )
     if args.max_tokens < 0:
         raise ValueError(f"--max-tokens must not be negative, got {args.max_tokens}")
@@ -249,6 +257,7 @@ def answer_stats(session, args: argparse.Namespace, report, result, ttft: float)
         "budget": args.budget,
         "question_attention": args.question_attention,
         "sentence_start": args.sentence_start,
+        "select_at": session.skv.get_params().select_at.name.lower() if session.skv else "lag",
         "turn": result.turn,
         "prefill_tokens": session.n_doc_tokens,
         "prefill_s": 0.0 if report.restored else round(report.prefill_s, 4),
