@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import ipaddress
 import socket
 import struct
@@ -154,27 +155,29 @@ def _loaded(name: str) -> ctypes.CDLL:
     raise RpcError(f"{name} is missing from the llama-cpp-python wheel: run `make setup`", code=2)
 
 
+_P = ctypes.c_void_p
+# the ggml calls used here: name -> (restype, argtypes)
+_GGML_API = {
+    "ggml_backend_reg_by_name": (_P, [ctypes.c_char_p]),
+    "ggml_backend_reg_get_proc_address": (_P, [_P, ctypes.c_char_p]),
+    "ggml_backend_reg_name": (ctypes.c_char_p, [_P]),
+    "ggml_backend_register": (None, [_P]),
+    "ggml_backend_dev_count": (ctypes.c_size_t, []),
+    "ggml_backend_dev_get": (_P, [ctypes.c_size_t]),
+    "ggml_backend_dev_type": (ctypes.c_int, [_P]),
+    "ggml_backend_dev_by_type": (_P, [ctypes.c_int]),
+    "ggml_backend_dev_description": (ctypes.c_char_p, [_P]),
+    "ggml_backend_dev_backend_reg": (_P, [_P]),
+}
+
+
+@functools.cache
 def _ggml() -> ctypes.CDLL:
+    """libggml as libllama loaded it, its signatures bound once."""
     lib = _loaded("libggml")
-    lib.ggml_backend_reg_by_name.restype = ctypes.c_void_p
-    lib.ggml_backend_reg_by_name.argtypes = [ctypes.c_char_p]
-    lib.ggml_backend_reg_get_proc_address.restype = ctypes.c_void_p
-    lib.ggml_backend_reg_get_proc_address.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
-    lib.ggml_backend_dev_count.restype = ctypes.c_size_t
-    lib.ggml_backend_dev_get.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_get.argtypes = [ctypes.c_size_t]
-    lib.ggml_backend_dev_type.restype = ctypes.c_int
-    lib.ggml_backend_dev_type.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_by_type.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_by_type.argtypes = [ctypes.c_int]
-    lib.ggml_backend_register.restype = None
-    lib.ggml_backend_register.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_description.restype = ctypes.c_char_p
-    lib.ggml_backend_dev_description.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_dev_backend_reg.restype = ctypes.c_void_p
-    lib.ggml_backend_dev_backend_reg.argtypes = [ctypes.c_void_p]
-    lib.ggml_backend_reg_name.restype = ctypes.c_char_p
-    lib.ggml_backend_reg_name.argtypes = [ctypes.c_void_p]
+    for name, (restype, argtypes) in _GGML_API.items():
+        fn = getattr(lib, name)
+        fn.restype, fn.argtypes = restype, argtypes
     return lib
 
 

@@ -170,28 +170,27 @@ def servers(tmp_path):
         s.stop()
 
 
-def _ask(model, doc, env, *extra, max_tokens=12, timeout=300):
+def _ask_cmd(model, doc, *extra, max_tokens=12, question="What did the rabbit say?") -> list[str]:
+    return [
+        *CMD,
+        "ask",
+        "--model",
+        str(model),
+        "--doc",
+        str(doc),
+        "--n-ctx",
+        "4096",
+        "--max-tokens",
+        str(max_tokens),
+        "--no-session-cache",
+        *extra,
+        question,
+    ]
+
+
+def _ask(model, doc, env, *extra, timeout=300):
     return subprocess.run(
-        [
-            *CMD,
-            "ask",
-            "--model",
-            str(model),
-            "--doc",
-            str(doc),
-            "--n-ctx",
-            "4096",
-            "--max-tokens",
-            str(max_tokens),
-            "--no-session-cache",
-            "--json",
-            *extra,
-            "What did the rabbit say?",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
+        _ask_cmd(model, doc, "--json", *extra), capture_output=True, text=True, timeout=timeout, env=env
     )
 
 
@@ -219,21 +218,7 @@ def test_a_server_killed_mid_answer_is_one_sentence_and_exit_1(split_model, serv
     ss, env = servers
     rpc_args = ["--rpc", ",".join(f"127.0.0.1:{s.port}" for s in ss), "--gpu-layers", "2"]
     proc = subprocess.Popen(
-        [
-            *CMD,
-            "ask",
-            "--model",
-            str(model),
-            "--doc",
-            str(doc),
-            "--n-ctx",
-            "4096",
-            "--max-tokens",
-            "2000",
-            "--no-session-cache",
-            *rpc_args,
-            "Tell me everything.",
-        ],
+        _ask_cmd(model, doc, *rpc_args, max_tokens=2000, question="Tell me everything."),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
